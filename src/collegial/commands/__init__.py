@@ -1,0 +1,1 @@
+"""Subcommands of the collegial CLI, one module each (see collegial.cli)."""

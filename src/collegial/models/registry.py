@@ -1,0 +1,261 @@
+"""Model registry in the style of timm: ``@register_model`` + ``create_model(name, **overrides)``.
+
+A *family* is a function ``fn(arch, *, num_classes, in_channels, resolution, **kw) -> nn.Module``
+(``arch`` is ``MxNd`` for collegial families, ``DEPTH-K`` for Wide ResNets). A *preset* names one
+of the paper's configurations: family + arch + dataset.
+
+>>> model = create_model("resnext29", arch="37x10d", dataset="cifar10")
+>>> model = create_model("cifar10-resnext29-37x10d")          # the same, as a preset
+>>> small = create_model("resnext11", arch="4x8d", dataset="mnist")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from collegial.errors import UserError
+from collegial.models.arch import ArchError, parse_arch, parse_wrn
+from collegial.models.datasets import get_dataset_spec
+from collegial.models.layers import CollegialMLP
+from collegial.models.resnext import ResNeXt
+from collegial.models.wrn import WideResNet
+
+ArchKind = Literal["ce", "wrn"]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    fn: Callable[..., nn.Module]
+    arch_kind: ArchKind
+    default_dataset: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str
+    arch: str
+    dataset: str
+
+
+_FAMILIES: dict[str, Family] = {}
+PRESETS: dict[str, Preset] = {}
+
+
+def register_model(
+    name: str, *, arch_kind: ArchKind = "ce", default_dataset: str = "cifar10"
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a family function under ``name``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _FAMILIES:
+            raise ValueError(f"model family {name!r} registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _FAMILIES[name] = Family(name, fn, arch_kind, default_dataset, doc)
+        return fn
+
+    return deco
+
+
+def list_families() -> list[str]:
+    return list(_FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise UserError(
+            f"unknown model family {name!r}; choose from {', '.join(_FAMILIES)}"
+        ) from None
+
+
+def validate_arch(family: str, arch: str) -> tuple[int, int]:
+    """Parse ``arch`` for ``family``: (m, n) for collegial families, (depth, k) for WRN."""
+    fam = get_family(family)
+    if fam.arch_kind == "wrn":
+        return parse_wrn(arch)
+    return parse_arch(arch)
+
+
+def create_model(
+    name: str, arch: str | None = None, dataset: str | None = None, **overrides: object
+) -> nn.Module:
+    """Build a model from a family or preset name.
+
+    ``dataset`` sets ``num_classes``, ``in_channels`` and ``resolution`` (any of which can be
+    overridden); every other keyword goes to the family function.
+    """
+    if name in PRESETS:
+        p = PRESETS[name]
+        name, arch, dataset = p.family, arch or p.arch, dataset or p.dataset
+    fam = get_family(name)
+    if arch is None:
+        raise UserError(f"model family {name!r} needs an architecture string")
+    validate_arch(name, arch)
+    spec = get_dataset_spec(dataset or fam.default_dataset)
+    kw: dict[str, object] = {
+        "num_classes": spec.num_classes,
+        "in_channels": spec.in_channels,
+        "resolution": spec.resolution,
+    }
+    kw.update(overrides)
+    _check_fits(fam, arch, kw)
+    try:
+        return fam.fn(arch, **kw)
+    except ArchError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise UserError(f"cannot build {name} {arch}: {e}") from None
+
+
+#: Models above this many parameters (320 GB of fp32 weights) could never be trained in memory.
+MAX_PARAMS = 80_000_000_000
+
+
+def _check_fits(fam: Family, arch: str, kw: dict[str, object]) -> None:
+    """Reject, before allocating anything, a model too large to ever fit in memory."""
+    a, b = validate_arch(fam.name, arch)
+    if (a * b if fam.arch_kind == "ce" else b * 256) <= 4096:
+        return  # small enough by construction; skip the meta-device build
+    import torch
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in fam.fn(arch, **kw).parameters())
+    if params > MAX_PARAMS:
+        raise ArchError(
+            f"{fam.name} {arch} would have {params / 1e9:.0f}G parameters; too large to fit in memory"
+        )
+
+
+def _resnext(
+    arch: str,
+    *,
+    blocks: tuple[int, ...],
+    stem: str,
+    num_classes: int,
+    in_channels: int,
+    resolution: int,
+    widen_factor: int = 4,
+    base_channels: int = 64,
+    stem_channels: int = 64,
+    blocks_per_stage: int | None = None,
+    bn: bool = True,
+) -> nn.Module:
+    m, n = parse_arch(arch)
+    if blocks_per_stage is not None:
+        blocks = (blocks_per_stage,) * len(blocks)
+    channels = tuple(base_channels * widen_factor * 2**i for i in range(len(blocks)))
+    del resolution  # global average pooling: any resolution works
+    return ResNeXt(
+        cardinality=m,
+        width=n,
+        blocks=blocks,
+        stage_channels=channels,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        stem=stem,
+        stem_channels=stem_channels,
+        bn=bn,
+    )
+
+
+@register_model("resnext29")
+def resnext29(arch: str, **kw: object) -> nn.Module:
+    """ResNeXt-29 (CIFAR, ImageNet32): 3 stages x 3 blocks, out 256/512/1024, 3x3 stem."""
+    return _resnext(arch, blocks=(3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
+
+
+@register_model("resnext38", default_dataset="imagenet64")
+def resnext38(arch: str, **kw: object) -> nn.Module:
+    """ResNeXt-38 (ImageNet64): ResNeXt-29 plus a 4th stage of 3 blocks, out 2048, stride 2."""
+    return _resnext(arch, blocks=(3, 3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
+
+
+@register_model("resnext50", default_dataset="imagenet")
+def resnext50(arch: str, **kw: object) -> nn.Module:
+    """ResNeXt-50 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 6, 3]."""
+    return _resnext(arch, blocks=(3, 4, 6, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
+
+
+@register_model("resnext101", default_dataset="imagenet")
+def resnext101(arch: str, **kw: object) -> nn.Module:
+    """ResNeXt-101 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 23, 3]."""
+    return _resnext(arch, blocks=(3, 4, 23, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
+
+
+@register_model("resnext11", default_dataset="mnist")
+def resnext11(arch: str, **kw: object) -> nn.Module:
+    """Small CPU member: ResNeXt-29's layout with 1 block per stage, out 64/128/256, stem 32."""
+    kw.setdefault("widen_factor", 1)
+    kw.setdefault("stem_channels", 32)
+    return _resnext(arch, blocks=(1, 1, 1), stem="cifar", **kw)  # type: ignore[arg-type]
+
+
+@register_model("wrn", arch_kind="wrn", default_dataset="imagenet32")
+def wrn(
+    arch: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    resolution: int,
+    num_stages: int | None = None,
+) -> nn.Module:
+    """Wide ResNet WRN-DEPTH-K of Chrabaszcz et al. 2017 (4 stages at 64x64, else 3)."""
+    depth, k = parse_wrn(arch)
+    stages = num_stages if num_stages is not None else (4 if resolution >= 64 else 3)
+    return WideResNet(depth, k, num_classes=num_classes, in_channels=in_channels, num_stages=stages)
+
+
+@register_model("mlp", default_dataset="mnist")
+def mlp(
+    arch: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    resolution: int,
+    depth: int = 4,
+    activation: str = "relu",
+    parameterization: str = "standard",
+    bias: bool = True,
+) -> nn.Module:
+    """Fully connected collegial ensemble: m paths of width n, depth 4, on flattened inputs."""
+    m, n = parse_arch(arch)
+    return CollegialMLP(
+        in_channels * resolution * resolution,
+        num_classes,
+        m,
+        n,
+        depth=depth,
+        activation=activation,  # type: ignore[arg-type]
+        parameterization=parameterization,  # type: ignore[arg-type]
+        bias=bias,
+    )
+
+
+def _add_presets() -> None:
+    table = [
+        ("resnext29", "cifar10", ["1x128d", "3x64d", "37x10d", "10x10d", "44x8d", "60x6d"]),
+        ("resnext29", "cifar100", ["1x128d", "3x64d", "44x8d", "60x6d"]),
+        ("resnext29", "imagenet32", ["1x128d", "3x64d", "37x10d", "10x10d", "3x40d"]),
+        ("wrn", "imagenet32", ["28-10", "28-5"]),
+        (
+            "resnext38",
+            "imagenet64",
+            ["1x96d", "2x64d", "22x10d", "8x10d", "1x128d", "3x64d", "37x10d", "10x10d"],
+        ),
+        ("wrn", "imagenet64", ["36-5"]),
+    ]
+    for family, dataset, archs in table:
+        for a in archs:
+            name = f"{dataset}-{family}-{a}"
+            PRESETS[name] = Preset(name, family, a, dataset)
+
+
+_add_presets()

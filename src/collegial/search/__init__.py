@@ -1,0 +1,1 @@
+"""Costs and the primal/dual architecture search."""

@@ -1,0 +1,168 @@
+"""Costs of a built model: trainable parameters, FLOPs (paper convention) and MACs.
+
+Everything is measured on the model itself (on the ``meta`` device, so no memory is
+allocated), never from hand-derived formulas, so any registered family gets its costs for free:
+
+* parameters: ``sum(p.numel() for p in model.parameters() if p.requires_grad)``;
+* MACs: multiply-adds of conv and linear layers for one image at the dataset's resolution,
+  counted by :class:`torch.utils.flop_counter.FlopCounterMode` (which reports 2 x MACs);
+* FLOPs: ``2 * MACs``, plus one FLOP per BatchNorm output element with ``bn_flops=True``.
+
+:class:`CostTable` evaluates thousands of ``(m, n)`` candidates quickly. For every collegial
+family a model of multiplicity m is its m-independent part plus m identical paths, so a cost is
+``A + m * B(n)`` exactly; in the ResNeXt and MLP families every layer width is an integer multiple
+of n, so ``B`` is a quadratic polynomial in n. The table measures ``A`` and ``B`` on a few small
+models, verifies the decomposition on further built models, and falls back to measuring
+``B(n)`` per width (cached) when the check fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from collegial.models import create_model, format_arch, get_dataset_spec, get_family, validate_arch
+
+CostKind = Literal["params", "flops"]
+
+
+@dataclass(frozen=True)
+class Costs:
+    params: int
+    flops: int
+    macs: int
+
+    def get(self, kind: CostKind) -> int:
+        return self.params if kind == "params" else self.flops
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(
+    model: nn.Module, input_shape: tuple[int, ...], *, bn_flops: bool = False
+) -> tuple[int, int]:
+    """``(flops, macs)`` of one forward pass on an input of ``input_shape`` (batch included,
+    normally 1). Works on meta-device models (nothing is computed)."""
+    device = next(model.parameters()).device
+    bn_elems = 0
+    hooks = []
+    if bn_flops:
+
+        def hook(_mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
+            nonlocal bn_elems
+            bn_elems += out.numel()
+
+        hooks = [
+            mod.register_forward_hook(hook)
+            for mod in model.modules()
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm)
+        ]
+    x = torch.empty(input_shape, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    two_macs = int(counter.get_total_flops())
+    return two_macs + bn_elems, two_macs // 2
+
+
+def _meta_model(family: str, arch: str, dataset: str, overrides: tuple) -> nn.Module:
+    with torch.device("meta"):
+        return create_model(family, arch=arch, dataset=dataset, **dict(overrides))
+
+
+@lru_cache(maxsize=4096)
+def _model_costs(family: str, arch: str, dataset: str, bn_flops: bool, overrides: tuple) -> Costs:
+    model = _meta_model(family, arch, dataset, overrides)
+    spec = get_dataset_spec(dataset)
+    shape = (1, spec.in_channels, spec.resolution, spec.resolution)
+    if "resolution" in dict(overrides):
+        r = int(dict(overrides)["resolution"])
+        shape = (1, spec.in_channels, r, r)
+    flops, macs = count_flops(model, shape, bn_flops=bn_flops)
+    return Costs(count_params(model), flops, macs)
+
+
+def model_costs(
+    family: str, arch: str, dataset: str, *, bn_flops: bool = False, **overrides: object
+) -> Costs:
+    """Parameters, FLOPs and MACs of ``family`` ``arch`` built for ``dataset`` (cached)."""
+    validate_arch(family, arch)
+    get_dataset_spec(dataset)
+    return _model_costs(family, arch, dataset, bn_flops, tuple(sorted(overrides.items())))
+
+
+class CostTable:
+    """Fast exact costs of ``family`` on ``dataset`` for any ``(m, n)``: ``A + m * B(n)``.
+
+    ``table(m, n)`` returns :class:`Costs`; ``table.cost(kind, m, n)`` is vectorized over
+    numpy arrays of m and n (int64 results).
+    """
+
+    _FIELDS = ("params", "flops", "macs")
+
+    def __init__(
+        self, family: str, dataset: str, *, bn_flops: bool = False, **overrides: object
+    ) -> None:
+        if get_family(family).arch_kind != "ce":
+            raise ValueError(f"family {family!r} has no (m, n) architecture")
+        self.family, self.dataset, self.bn_flops, self.overrides = family, dataset, bn_flops, overrides
+        self._per_n: dict[int, np.ndarray] = {}
+        self._a = self._vec(1, 1) - (self._vec(2, 1) - self._vec(1, 1))
+        # B(n) for n = 1, 2, 3 determines the quadratic; checked at further widths below.
+        b = np.stack([self._b_exact(n) for n in (1, 2, 3)])  # (3, fields)
+        self._poly = np.stack(
+            [np.polyfit(np.array([1.0, 2.0, 3.0]), b[:, i].astype(np.float64), 2) for i in range(3)]
+        )
+        self.polynomial = all(
+            np.array_equal(self._b_poly(np.array([n]))[0], self._b_exact(n)) for n in (5, 12)
+        ) and np.array_equal(self._vec(3, 4), self._a + 3 * self._b_exact(4))
+
+    def _vec(self, m: int, n: int) -> np.ndarray:
+        c = model_costs(self.family, format_arch(m, n), self.dataset, bn_flops=self.bn_flops, **self.overrides)
+        return np.array([c.params, c.flops, c.macs], dtype=np.int64)
+
+    def _b_exact(self, n: int) -> np.ndarray:
+        if n not in self._per_n:
+            self._per_n[n] = self._vec(2, n) - self._vec(1, n)
+        return self._per_n[n]
+
+    def _b_poly(self, n: np.ndarray) -> np.ndarray:
+        nf = np.asarray(n, dtype=np.float64)
+        return np.stack([np.rint(np.polyval(self._poly[i], nf)) for i in range(3)], -1).astype(np.int64)
+
+    def per_path(self, kind: str, n: np.ndarray | int) -> np.ndarray:
+        """``B(n)``: the cost of one path of width n (vectorized)."""
+        i = self._FIELDS.index(kind)
+        n_arr = np.atleast_1d(np.asarray(n, dtype=np.int64))
+        if self.polynomial:
+            return self._b_poly(n_arr)[:, i]
+        return np.array([self._b_exact(int(v))[i] for v in n_arr], dtype=np.int64)
+
+    def fixed(self, kind: str) -> int:
+        """``A``: the cost that does not depend on (m, n) (stem, shortcuts, classifier...)."""
+        return int(self._a[self._FIELDS.index(kind)])
+
+    def cost(self, kind: str, m: np.ndarray | int, n: np.ndarray | int) -> np.ndarray:
+        """``A + m * B(n)``, broadcast over arrays of m and n."""
+        m_arr = np.asarray(m, dtype=np.int64)
+        n_arr = np.asarray(n, dtype=np.int64)
+        b = self.per_path(kind, n_arr.ravel()).reshape(n_arr.shape)
+        return self.fixed(kind) + m_arr * b
+
+    def __call__(self, m: int, n: int) -> Costs:
+        return Costs(*(int(self.cost(k, m, n)) for k in self._FIELDS))

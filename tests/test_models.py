@@ -1,0 +1,120 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from collegial.models import (
+    BlockDiagonalLinear,
+    CollegialMLP,
+    create_model,
+    get_family,
+    list_families,
+)
+
+
+def _separate_mlps(ce: CollegialMLP) -> list[nn.Sequential]:
+    """m ordinary MLPs holding exactly the CE's path weights."""
+    act = ce.act
+    mlps = []
+    for j in range(ce.m):
+        layers: list[nn.Module] = []
+        for i, layer in enumerate(ce.layers):
+            if i > 0:
+                layers.append(act)
+            lin = nn.Linear(layer.in_features, layer.out_features).double()
+            with torch.no_grad():
+                lin.weight.copy_(layer.weight[j] * layer.scale)
+                lin.bias.copy_(layer.bias[j])
+            layers.append(lin)
+        mlps.append(nn.Sequential(*layers))
+    return mlps
+
+
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_ce_equals_separate_mlps(parameterization, activation):
+    torch.manual_seed(0)
+    m, n, depth = 5, 7, 4
+    ce = CollegialMLP(12, 3, m, n, depth=depth, activation=activation, parameterization=parameterization).double()
+    with torch.no_grad():  # non-zero biases so they are exercised too
+        for layer in ce.layers:
+            layer.bias.normal_()
+    mlps = _separate_mlps(ce)
+    x = torch.randn(9, 12, dtype=torch.float64)
+    y_ce = ce(x)
+    y_sep = sum(f(x) for f in mlps) / math.sqrt(m)
+    torch.testing.assert_close(y_ce, y_sep)
+    torch.testing.assert_close(ce.paths(x), torch.stack([f(x) for f in mlps], 1))
+    # gradients: path j's block of every CE parameter equals MLP j's gradient (scaled back)
+    g = torch.randn_like(y_ce)
+    (y_ce * g).sum().backward()
+    (y_sep * g).sum().backward()
+    for i, layer in enumerate(ce.layers):
+        for j, f in enumerate(mlps):
+            lin = f[2 * i]
+            torch.testing.assert_close(layer.weight.grad[j], lin.weight.grad * layer.scale)
+            torch.testing.assert_close(layer.bias.grad[j], lin.bias.grad)
+
+
+def test_block_diagonal_is_one_batched_op_and_matches_loop():
+    torch.manual_seed(0)
+    layer = BlockDiagonalLinear(4, 6, 3).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(8, 4, 6, dtype=torch.float64)
+    y = layer(x)
+    ref = torch.stack([x[:, j] @ layer.weight[j].T + layer.bias[j] for j in range(4)], 1)
+    torch.testing.assert_close(y, ref)
+    assert len(list(layer.children())) == 0  # not m sub-modules
+
+
+def test_ntk_parameterization_scaling():
+    torch.manual_seed(0)
+    layer = BlockDiagonalLinear(2, 400, 300, parameterization="ntk", gain=1.0)
+    assert abs(layer.weight.std().item() - 1.0) < 0.02
+    std = BlockDiagonalLinear(2, 400, 300, parameterization="standard", gain=1.0)
+    assert abs(std.weight.std().item() - 1 / 20) < 0.002
+
+
+SMALL = {
+    "resnext29": ("2x4d", "cifar10", dict(widen_factor=1, blocks_per_stage=1, stem_channels=8)),
+    "resnext38": ("2x4d", "imagenet64", dict(widen_factor=1, blocks_per_stage=1, stem_channels=8, num_classes=7)),
+    "resnext50": ("2x4d", "imagenet", dict(widen_factor=1, blocks_per_stage=1, stem_channels=8, num_classes=7, resolution=64)),
+    "resnext101": ("2x4d", "imagenet", dict(widen_factor=1, blocks_per_stage=1, stem_channels=8, num_classes=7, resolution=64)),
+    "resnext11": ("2x4d", "mnist", {}),
+    "wrn": ("10-1", "cifar10", {}),
+    "mlp": ("3x8d", "mnist", {}),
+}
+
+
+@pytest.mark.parametrize("family", list_families())
+def test_every_family_builds_small_member_and_trains_a_step(family):
+    arch, dataset, kw = SMALL[family]
+    torch.manual_seed(0)
+    model = create_model(family, arch=arch, dataset=dataset, **kw)
+    res = kw.get("resolution", {"cifar10": 32, "imagenet64": 64, "imagenet": 224, "mnist": 28}[dataset])
+    ch = 1 if dataset == "mnist" else 3
+    classes = kw.get("num_classes", 10)
+    x = torch.randn(2, ch, res, res)
+    out = model(x)
+    assert out.shape == (2, classes)
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert get_family(family).doc
+
+
+def test_resnext_cardinality_is_grouped_conv():
+    model = create_model("resnext29", arch="37x10d", dataset="cifar10")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(convs) == 9 and all(c.groups == 37 for c in convs)
+    assert [c.in_channels for c in convs[::3]] == [370, 740, 1480]
+
+
+def test_preset_equals_family_call():
+    torch.manual_seed(1)
+    a = create_model("cifar10-resnext29-3x64d")
+    torch.manual_seed(1)
+    b = create_model("resnext29", arch="3x64d", dataset="cifar10")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
