@@ -57,6 +57,6 @@ def test_cli_rejects_unknown_family_dataset(argv, capsys):
 
 def test_cli_usage_error_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["count", "resnext29"])
+        main(["count", "resnext29", "37x10d", "--no-such-flag"])
     assert e.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
