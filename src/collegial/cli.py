@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,12 @@ from collegial.errors import UserError
 #: Subcommand modules under ``collegial.commands``, in the order ``--help`` lists them.
 COMMANDS: list[str] = [
     "count",
+    "search",
+    "reproduce",
+    "ntk_dynamics",
+    "fit_alpha",
+    "train",
+    "demo",
 ]
 
 
@@ -47,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collegial: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `collegial ... | head`: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -145,6 +145,7 @@ def _resnext(
     widen_factor: int = 4,
     base_channels: int = 64,
     stem_channels: int = 64,
+    stem_stride: int = 1,
     blocks_per_stage: int | None = None,
     bn: bool = True,
 ) -> nn.Module:
@@ -162,6 +163,7 @@ def _resnext(
         in_channels=in_channels,
         stem=stem,
         stem_channels=stem_channels,
+        stem_stride=stem_stride,
         bn=bn,
     )
 
@@ -192,9 +194,11 @@ def resnext101(arch: str, **kw: object) -> nn.Module:
 
 @register_model("resnext11", default_dataset="mnist")
 def resnext11(arch: str, **kw: object) -> nn.Module:
-    """Small CPU member: ResNeXt-29's layout with 1 block per stage, out 64/128/256, stem 32."""
+    """Small CPU member: ResNeXt-29's layout, 1 block per stage, out 32/64/128, stem 16 stride 2."""
     kw.setdefault("widen_factor", 1)
-    kw.setdefault("stem_channels", 32)
+    kw.setdefault("base_channels", 32)
+    kw.setdefault("stem_channels", 16)
+    kw.setdefault("stem_stride", 2)
     return _resnext(arch, blocks=(1, 1, 1), stem="cifar", **kw)  # type: ignore[arg-type]
 
 

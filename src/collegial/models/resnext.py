@@ -65,7 +65,7 @@ class Bottleneck(nn.Module):
 class ResNeXt(nn.Module):
     """A ResNeXt: stem, stages of :class:`Bottleneck` blocks, global average pool, linear.
 
-    ``stem="cifar"``: conv3x3(in_ch->stem_channels) BN ReLU (ResNeXt-29/38);
+    ``stem="cifar"``: conv3x3(in_ch->stem_channels, stride ``stem_stride``) BN ReLU (ResNeXt-29/38);
     ``stem="imagenet"``: conv7x7/2 BN ReLU maxpool3x3/2 (ResNeXt-50/101).
     Stage i has ``blocks[i]`` blocks with ``stage_channels[i]`` output channels; the first block
     of stage i > 0 has stride 2. Input ``(B, in_channels, H, W)``, output ``(B, num_classes)``.
@@ -82,6 +82,7 @@ class ResNeXt(nn.Module):
         in_channels: int = 3,
         stem: str = "cifar",
         stem_channels: int = 64,
+        stem_stride: int = 1,
         bn: bool = True,
     ) -> None:
         super().__init__()
@@ -90,7 +91,7 @@ class ResNeXt(nn.Module):
         self.cardinality, self.width = cardinality, width
         if stem == "cifar":
             self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
+                nn.Conv2d(in_channels, stem_channels, 3, stride=stem_stride, padding=1, bias=False),
                 _norm(stem_channels, bn),
                 nn.ReLU(inplace=True),
             )

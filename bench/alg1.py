@@ -1,0 +1,131 @@
+"""Benchmark: Algorithm 1 at its defaults against a per-trial loop, in the same run.
+
+1. Times ``run_algorithm1()`` at its defaults (resnext-block, C = 256, 8x8, T = 2000, widths
+   2..128, 1/m check at n = 8 for m = 2, 4, 8, 16) -- what ``collegial fit-alpha`` runs.
+2. On a subset of widths, estimates the same v(n) with the per-trial loop: re-initialize a
+   ``collegial.models.Bottleneck`` with ``init_resnet_``, two autograd passes, inner product.
+3. Prints per width: seconds per trial of both, the speed ratio, both estimates with standard
+   errors and their z-score; FLOPs per trial of both (``torch.utils.flop_counter``), the achieved
+   FLOP rate and a large GEMM's rate as the machine's practical limit.
+
+    .venv/bin/python bench/alg1.py [--loop-widths 8,32,128] [--loop-trials 2000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: on a shared machine, spinning OpenMP threads that lose their core
+# stall every parallel region (5-10x slow-downs measured here); passive waiting costs little
+# when the machine is idle. Applies equally to both sides of every comparison below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import math
+import platform
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from collegial.ntk.alpha import run_algorithm1
+from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
+from collegial.ntk.variance import Moments, normalized_variance
+
+
+def gemm_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+def flops(fn) -> int:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--loop-widths", default="8,32,128")
+    ap.add_argument("--loop-trials", type=int, default=2000)
+    ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    loop_widths = [int(w) for w in args.loop_widths.split(",")]
+    load = os.getloadavg()[0]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"load avg {load:.1f} (before the run)")
+    peak = gemm_gflops()
+    print(f"GEMM 2048^3 float32: {peak:.0f} GFLOP/s (practical limit)")
+
+    t0 = time.perf_counter()
+    fit = run_algorithm1(trials=args.trials)
+    total = time.perf_counter() - t0
+    print(f"\nAlgorithm 1 at defaults (T={fit.trials}, widths {fit.widths}, 1/m check "
+          f"m={[p.m for p in fit.m_law]} at n={fit.m_law[0].n if fit.m_law else '-'}): {total:.1f} s "
+          f"(target <= 30 s)")
+    print(fit.table())
+
+    probe = ResNeXtBlockProbe()
+    secs = {(int(j["m"]), int(j["n"])): j["seconds"] for j in fit.job_seconds}
+    fast_flops = {}
+    for m, n in secs:
+        b = probe.chunk_size(m, n)
+        w = probe.sample(m, n, b, 0)
+        fast_flops[(m, n)] = flops(lambda: probe.k_values(w)) / b
+    work = sum(fast_flops[j] * fit.trials for j in secs)
+    busy = sum(secs.values())
+    print(f"\nvectorized: {work / 1e9:.0f} GFLOP (matmul/conv, FlopCounterMode) in {busy:.1f} s "
+          f"= {work / busy / 1e9:.0f} GFLOP/s, {100 * work / busy / 1e9 / peak:.0f}% of the GEMM rate")
+
+    print("\nper-trial loop (Bottleneck + init_resnet_, two autograd passes, inner product):")
+    print(f"{'n':>4} {'loop ms/trial':>14} {'vect. ms/trial':>15} {'ratio':>7} "
+          f"{'loop MFLOP':>11} {'vect. MFLOP':>12} {'v loop':>17} {'v vectorized':>17} {'z':>6}")
+    ratios = []
+    rng_ms: dict[int, float] = {}
+    for n in loop_widths:
+        blk = probe.block(1, n)
+        f_loop = flops(lambda: probe.k_module(blk))
+        t1 = time.perf_counter()
+        ks = probe.k_loop(1, n, args.loop_trials, seed=chunk_seed(1234, n))
+        t_loop = (time.perf_counter() - t1) / args.loop_trials
+        loop = normalized_variance(Moments.of(ks))
+        i = fit.widths.index(n) if n in fit.widths else None
+        if (1, n) in secs and i is not None:
+            t_fast = secs[(1, n)] / fit.trials
+            v, se = fit.variance[i], fit.stderr[i]
+        else:
+            t2 = time.perf_counter()
+            from collegial.ntk.alpha import monte_carlo
+
+            nv = normalized_variance(monte_carlo(probe, 1, n, args.trials, seed=0))
+            t_fast = (time.perf_counter() - t2) / args.trials
+            v, se = nv.v, nv.stderr
+            fast_flops[(1, n)] = flops(lambda: probe.k_values(probe.sample(1, n, 8, 0))) / 8
+        z = (loop.v - v) / math.hypot(loop.stderr, se)
+        cs = probe.chunk_size(1, n)
+        t3 = time.perf_counter()
+        for c in range(4):
+            probe.sample(1, n, cs, c)
+        rng_ms[n] = (time.perf_counter() - t3) / (4 * cs) * 1e3
+        ratios.append(t_loop / t_fast)
+        print(f"{n:>4} {t_loop * 1e3:>14.2f} {t_fast * 1e3:>15.3f} {t_loop / t_fast:>7.1f} "
+              f"{f_loop / 1e6:>11.1f} {fast_flops[(1, n)] / 1e6:>12.1f} "
+              f"{loop.v:>9.4f} +-{loop.stderr:<6.4f} {v:>9.4f} +-{se:<6.4f} {z:>6.2f}")
+    print("drawing the weights alone (torch normal_, 2 streams): "
+          + ", ".join(f"n={n}: {ms:.3f} ms/trial" for n, ms in rng_ms.items()))
+    print(f"speed ratio (loop / vectorized, per trial): min {min(ratios):.1f}, "
+          f"geometric mean {math.exp(sum(map(math.log, ratios)) / len(ratios)):.1f} (target >= 2)")
+    print(f"load avg after the run: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

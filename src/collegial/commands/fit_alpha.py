@@ -1,0 +1,91 @@
+"""``collegial fit-alpha``: Algorithm 1, the NTK variance curve V1(n) and its fits.
+
+With ``--json`` stdout holds exactly one JSON object (the same as DIR/alpha.json with
+``--out DIR``): ``alpha``, ``fit2`` {beta, p, alpha}, ``widths``, ``variance``, ``stderr``,
+``trials``, ``family``, ``channels``, ``bn``, ``seed``, ``m_law`` and a few more. Progress goes to
+stderr. Under ``torchrun`` the trials are sharded over ranks; rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from collegial.errors import UserError
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit-alpha",
+        help="Algorithm 1: Monte Carlo NTK variance over widths and the alpha fit",
+        description=(
+            "Estimate v(n) = Var[K]/E[K]^2 of one NTK entry of a probe block over T random "
+            "initializations per width, fit prop1 (alpha), fit2 (beta, p, alpha), and check the "
+            "1/m law V(m, n) = V(1, n)/m."
+        ),
+    )
+    p.add_argument("--family", default="resnext-block", help="resnext-block (default) or mlp")
+    p.add_argument("--trials", type=int, default=2000, help="initializations per width (default 2000)")
+    p.add_argument("--widths", default="2,4,8,10,16,32,64,96,128", help="comma-separated widths n")
+    p.add_argument("--channels", type=int, default=256, help="block channels C (MLP: input size); 256")
+    p.add_argument("--bn", default="none", help="BatchNorm: none (default) or train (probe-batch stats)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--param",
+        default="standard",
+        help="gradient metric of K: standard (d/dW, SPEC section 3; default) or ntk (d/d(W/sigma))",
+    )
+    p.add_argument("--m-law", default="2,4,8,16", help="multiplicities m for the 1/m check ('' = skip)")
+    p.add_argument("--m-law-width", type=int, default=8, help="width n of the 1/m check (default 8)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--out", default=None, metavar="DIR", help="write DIR/alpha.json and DIR/alpha.png")
+    p.add_argument("--force", action="store_true", help="overwrite an existing DIR/alpha.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from collegial.ntk.alpha import _dist, run_algorithm1
+
+    widths = _int_list(args.widths, "--widths")
+    m_law = _int_list(args.m_law, "--m-law")
+    if args.out is not None and not args.force:
+        for name in ("alpha.json", "alpha.png"):
+            if (Path(args.out) / name).exists():
+                raise UserError(f"{Path(args.out) / name} exists; refusing to overwrite (use --force)")
+    fit = run_algorithm1(
+        family=args.family,
+        widths=widths,
+        trials=args.trials,
+        channels=args.channels,
+        bn=args.bn,
+        seed=args.seed,
+        m_law=m_law,
+        m_law_width=args.m_law_width,
+        parameterization=args.param,
+        progress=not args.no_progress,
+    )
+    rank, _ = _dist()
+    if rank != 0:
+        return 0
+    if args.out is not None:
+        path = fit.save(args.out, overwrite=args.force)
+        if not args.json:
+            print(f"wrote {path} and {path.with_suffix('.png')}", file=sys.stderr)
+    if args.json:
+        print(fit.to_json())
+    else:
+        print(fit.table())
+    return 0

@@ -1,0 +1,134 @@
+"""``collegial search FAMILY --dataset D --baseline ARCH [...]``: the primal and dual optima.
+
+Prints a table in the paper's format (model, rho, params, GFLOPs, variance) for the baseline,
+the primal optimum and the dual optimum, with their near-ties; ``--json`` prints one JSON object
+instead. ``--out DIR`` also writes ``search.json``, ``search.md``, ``primal.png`` and
+``dual.png`` (existing files are refused unless ``--force``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from collegial.errors import UserError
+from collegial.models import get_family, list_families
+from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, format_table, search
+from collegial.search.variance import (
+    DEFAULT_DRAWS,
+    DEFAULT_VARIANCE_MODEL,
+    ON_THE_FLY_TRIALS,
+    VARIANCE_MODELS,
+    load_curve,
+)
+
+
+def prepare_out(out: str | Path, names: Iterable[str], *, force: bool) -> Path:
+    """Create ``out`` and check that none of ``names`` exists in it (unless ``force``)."""
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise UserError(f"--out {str(d)!r} exists and is not a directory")
+    clash = [n for n in names if (d / n).exists()]
+    if clash and not force:
+        raise UserError(
+            f"{str(d / clash[0])!r} already exists; pass --force to overwrite or choose another --out"
+        )
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {str(d)!r}: {e.strerror}") from None
+    return d
+
+
+def add_curve_arguments(p: argparse.ArgumentParser, *, default_trials: int = ON_THE_FLY_TRIALS) -> None:
+    """Options choosing the variance curve (shared with ``collegial reproduce search``)."""
+    p.add_argument("--alpha-file", default=None, metavar="F",
+                   help="alpha.json from 'collegial fit-alpha --json' (or its directory); without it "
+                   f"Algorithm 1 runs here with T={default_trials} trials per width (cached)")
+    p.add_argument("--variance", choices=VARIANCE_MODELS, default=DEFAULT_VARIANCE_MODEL,
+                   help=f"variance model V1(n) (default {DEFAULT_VARIANCE_MODEL})")
+    p.add_argument("--trials", type=int, default=default_trials,
+                   help=f"Monte Carlo trials per width when Algorithm 1 runs here (default {default_trials})")
+    p.add_argument("--ties", choices=TIE_RULES, default="paired",
+                   help="near-tie rule: paired bootstrap test (default) or interval overlap")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the near-ties (0.95)")
+    p.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
+                   help=f"bootstrap draws of the curve (default {DEFAULT_DRAWS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of Algorithm 1 and of the bootstrap")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="training-free search of (m, n): primal and dual optima",
+        description="Find the optimally smooth (primal: least NTK variance V1(n)/m within the "
+        "baseline's cost) and optimally compact (dual: least cost with variance <= the "
+        "baseline's) collegial ensembles of a family, with their Monte Carlo near-ties.",
+    )
+    p.add_argument("family", help=f"model family: {', '.join(list_families())}")
+    p.add_argument("--dataset", default=None, help="dataset the family is built for (family default)")
+    p.add_argument("--baseline", required=True, metavar="ARCH", help="baseline MxNd, e.g. 1x128d")
+    p.add_argument("--budget", choices=BUDGETS, default="params", help="cost: params (default) or flops")
+    p.add_argument("--budget-value", default=None, metavar="X",
+                   help="primal budget (e.g. 10M, 3.5G) instead of the baseline's cost")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="floor",
+                   help="primal m per width: floor (within budget, default) or nearest the budget")
+    p.add_argument("--solver", choices=SOLVERS, default="integer",
+                   help="integer: exact integer problems (default); relaxed: n from the continuous "
+                   "problem argmin V1(n) B(n), shared by primal and dual, then m rounded")
+    p.add_argument("--n-range", default="2:128", metavar="LO:HI", help="widths searched (default 2:128)")
+    p.add_argument("--bn-flops", action="store_true", help="count one FLOP per BatchNorm output")
+    add_curve_arguments(p)
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.add_argument("--out", default=None, metavar="DIR", help="write search.json, search.md and PNG curves")
+    p.add_argument("--force", action="store_true", help="overwrite existing files in --out")
+    p.set_defaults(func=run)
+
+
+OUT_FILES = ("search.json", "search.md", "primal.png", "dual.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    fam = get_family(args.family)
+    dataset = args.dataset or fam.default_dataset
+    if args.draws < 2:
+        raise UserError(f"--draws must be at least 2, got {args.draws}")
+    out = prepare_out(args.out, OUT_FILES, force=args.force) if args.out else None
+    if args.alpha_file is None:
+        print(f"collegial search: no --alpha-file; running Algorithm 1 with T={args.trials} "
+              "trials per width (cached)", file=sys.stderr)
+    curve = load_curve(args.alpha_file, args.variance, trials=args.trials, seed=args.seed,
+                       draws=args.draws, progress=not args.json)
+    res = search(
+        args.family,
+        dataset,
+        args.baseline,
+        curve,
+        budget=args.budget,
+        rounding=args.rounding,
+        n_range=args.n_range,
+        budget_value=args.budget_value,
+        ties=args.ties,
+        level=args.level,
+        bn_flops=args.bn_flops,
+        solver=args.solver,
+    )
+    obj = res.to_dict()
+    table = format_table(res)
+    if out is not None:
+        from collegial.search.plots import plot_both
+
+        (out / "search.json").write_text(json.dumps(obj, indent=1) + "\n")
+        (out / "search.md").write_text(table + "\n")
+        plot_both(res, out)
+        obj["files"] = [str(out / n) for n in OUT_FILES]
+    if args.json:
+        print(json.dumps(obj))
+    else:
+        print(table)
+        if out is not None:
+            print(f"wrote {', '.join(obj['files'])}")
+    return 0

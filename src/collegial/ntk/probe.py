@@ -1,0 +1,543 @@
+"""Algorithm 1 probes: one NTK entry ``K(x, x') = <grad f(x), grad f(x')>`` for many random
+initializations at once.
+
+A probe holds a fixed input pair ``x, x'`` (independent standard normal entries) and a fixed
+random linear readout ``r`` (N(0, 1/numel) entries; the probed function is ``f(x) = <r, F(x)>``,
+a scalar), both drawn from the run seed, and returns, for a batch of ``B`` independent
+initializations, the ``B`` values of ``K``. Trials are vectorized exactly:
+
+* :class:`ResNeXtBlockProbe` -- the BatchNorm-free ResNeXt bottleneck of SPEC section 3,
+  ``collegial.models.Bottleneck(C, C, cardinality=m, width=n, ref_channels=C, bn=False)``
+  (``D = m * n`` inner channels, identity shortcut), Kaiming-normal fan-in weights. Two engines:
+
+  - ``"gram"`` (default without BatchNorm): the ``B`` blocks are one grouped model
+    (``B * m`` groups), run forward once and backward once by hand (signals only, no weight
+    gradients); ``K`` is assembled from Gram products of each layer's inputs and signals
+    (structured derivatives). The two probe inputs sit in one frame of ``2H + 1`` rows, separated
+    by a zero row, so every layer is a single large GEMM / grouped convolution.
+  - ``"grouped"``: the same grouped model through autograd, two backward passes (one per
+    input), then per-trial inner products of the weight gradients. Handles BatchNorm in
+    training mode (statistics over the probe batch ``{x, x'}``, per channel, so trials stay
+    independent; ``gamma``/``beta`` count as parameters).
+
+* :class:`MLPProbe` -- the fully connected CE (:class:`~collegial.models.CollegialMLP`, depth 4,
+  ReLU, scalar output): ``B`` trials of multiplicity ``m`` are one CollegialMLP with ``B * m``
+  paths; two backward passes.
+* :class:`FactoryProbe` -- any ``width -> nn.Module`` factory: ``B`` modules built by the
+  factory, parameters stacked and ``vmap``-ed (``torch.func``), two backward passes each.
+
+Each trial chunk is drawn from its own generator, seeded from ``(seed, m, n, chunk index)``, so
+results do not depend on how chunks are shared between processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, stack_module_state, vmap
+
+from collegial.errors import UserError
+from collegial.models import Bottleneck, CollegialMLP, init_resnet_
+from collegial.ntk._bn import batchnorm_mode
+
+BnMode = Literal["none", "train"]
+Param = Literal["standard", "ntk"]
+
+
+def _check_param(p: str) -> None:
+    if p not in ("standard", "ntk"):
+        raise UserError(f"unknown parameterization {p!r}; choose standard or ntk")
+
+
+#: Smallest group width n for which conv_conv's term uses the Gram order (signal Gram x 9-shift
+#: sum of the input Gram); below it, per-sample weight gradients from im2col patches are cheaper
+#: in practice (measured: equal at n = 48 on the 2-core development machine).
+GRAM_MIN_WIDTH = 48
+
+#: Working-set target per trial chunk (bytes); chunks are sized to stay near it.
+CHUNK_BYTES = 48 << 20
+
+
+def chunk_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed for one chunk, derived from the run seed and the chunk's coordinates."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *[int(p) for p in parts]])
+    return int(ss.generate_state(1, dtype=np.uint64)[0]) & ((1 << 63) - 1)
+
+
+#: Number of independent streams one chunk's weights are drawn from (fixed, so results do not
+#: depend on the thread count).
+RNG_STREAMS = 4
+_POOL: ThreadPoolExecutor | None = None
+
+
+def fill_normal(targets: list[tuple[Tensor, float]], seed: int) -> None:
+    """Fill each contiguous tensor with N(0, std^2) samples, in place.
+
+    Each tensor is split into :data:`RNG_STREAMS` contiguous parts, each drawn from its own
+    ``torch.Generator`` seeded from ``(seed, tensor index, part)``; the parts are filled by a
+    small thread pool (``normal_`` releases the GIL), so drawing is not limited to one core.
+    """
+    global _POOL
+    jobs = []
+    for i, (t, std) in enumerate(targets):
+        flat = t.view(-1)
+        step = -(-flat.numel() // RNG_STREAMS)
+        for j in range(RNG_STREAMS):
+            part = flat[j * step : (j + 1) * step]
+            if part.numel():
+                jobs.append((part, std, chunk_seed(seed, i, j)))
+
+    def run(job: tuple[Tensor, float, int]) -> None:
+        part, std, s = job
+        part.normal_(0.0, std, generator=torch.Generator().manual_seed(s))
+
+    workers = max(1, min(torch.get_num_threads(), RNG_STREAMS))
+    if workers == 1 or sum(j[0].numel() for j in jobs) < 1 << 16:
+        for job in jobs:
+            run(job)
+        return
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=RNG_STREAMS, thread_name_prefix="collegial-rng")
+    list(_POOL.map(run, jobs))
+
+
+def _pair_and_readout(
+    input_shape: tuple[int, ...], out_numel: int, seed: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Fixed probe inputs ``(2, *input_shape)`` ~ N(0, 1) and readout ``(out_numel,)`` ~ N(0, 1/out)."""
+    g = torch.Generator().manual_seed(chunk_seed(seed, 0x5EED))
+    x = torch.randn((2, *input_shape), generator=g, dtype=torch.float64)
+    r = torch.randn(out_numel, generator=g, dtype=torch.float64) / math.sqrt(out_numel)
+    return x.to(dtype), r.to(dtype)
+
+
+@dataclass
+class BlockWeights:
+    """Weights of ``B`` bottleneck blocks, module layout with a leading trial axis:
+    ``w1 (B, D, C)`` = conv_reduce, ``w2 (B, D, n, 3, 3)`` = conv_conv (m groups),
+    ``w3 (B, C, D)`` = conv_expand."""
+
+    w1: Tensor
+    w2: Tensor
+    w3: Tensor
+    m: int
+
+    @property
+    def trials(self) -> int:
+        return self.w1.shape[0]
+
+
+class ResNeXtBlockProbe:
+    """The Algorithm 1 probe block (see the module docstring).
+
+    ``channels`` = C (input/output channels, also the reference width, so ``D = m * n``),
+    ``spatial`` = H = W of the inputs, ``bn`` = ``"none"`` (BatchNorm removed) or ``"train"``
+    (BatchNorm after each conv, training-mode statistics over the pair).
+
+    ``parameterization`` sets the metric of ``K``: ``"standard"`` (SPEC section 3) differentiates
+    with respect to the weights themselves; ``"ntk"`` with respect to ``W / sigma`` (``sigma`` =
+    the Kaiming std, ``sqrt(2 / fan_in)``), i.e. each layer's term is weighted by ``sigma^2``
+    (BatchNorm parameters keep weight 1). The forward function is the same.
+    """
+
+    family = "resnext-block"
+
+    def __init__(
+        self,
+        channels: int = 256,
+        spatial: int = 8,
+        *,
+        seed: int = 0,
+        bn: BnMode = "none",
+        dtype: torch.dtype = torch.float32,
+        engine: Literal["auto", "gram", "grouped"] = "auto",
+        parameterization: Param = "standard",
+    ) -> None:
+        _check_param(parameterization)
+        self.parameterization = parameterization
+        if bn not in ("none", "train"):
+            raise UserError(f"unknown BatchNorm mode {bn!r}; choose none or train")
+        if engine not in ("auto", "gram", "grouped"):
+            raise ValueError(f"unknown engine {engine!r}")
+        if engine == "gram" and bn == "train":
+            raise ValueError("the gram engine has no BatchNorm; use engine='grouped'")
+        self.channels, self.spatial, self.seed, self.bn, self.dtype = channels, spatial, seed, bn, dtype
+        self.engine = ("gram" if bn == "none" else "grouped") if engine == "auto" else engine
+        c, h = channels, spatial
+        self.x, self.r = _pair_and_readout((c, h, h), c * h * h, seed, dtype)
+        # The joint frame: x on rows [0, H), a zero separator row, x' on rows [H+1, 2H+1).
+        hf = 2 * h + 1
+        self._p1 = slice(0, h * h)
+        self._p2 = slice((h + 1) * h, hf * h)
+        xs = torch.zeros(c, hf * h, dtype=dtype)
+        xs[:, self._p1] = self.x[0].reshape(c, -1)
+        xs[:, self._p2] = self.x[1].reshape(c, -1)
+        rr = self.r.reshape(c, h * h)
+        rs = torch.zeros(c, hf * h, dtype=dtype)
+        rs[:, self._p1] = rr
+        rs[:, self._p2] = rr
+        self._xs, self._rs, self._neg_xs = xs, rs, -xs
+        self._gx = self.x[0].reshape(c, -1).T @ self.x[1].reshape(c, -1)  # (HW, HW)
+
+    # ------------------------------------------------------------------ sampling
+    def inner(self, m: int, n: int) -> int:
+        """Inner channels ``D`` of the block (as :class:`~collegial.models.Bottleneck`)."""
+        return m * int(n * self.channels / self.channels)
+
+    def term_weights(self, m: int, n: int) -> tuple[float, float, float]:
+        """Weights of the (conv_reduce, conv_conv, conv_expand) terms of ``K``."""
+        if self.parameterization == "standard":
+            return 1.0, 1.0, 1.0
+        d = self.inner(m, n)
+        return 2.0 / self.channels, 2.0 / (9 * (d // m)), 2.0 / d
+
+    def flops_per_trial(self, m: int, n: int) -> int:
+        """Multiply-adds x 2 of one trial of the gram engine (forward + signal backward +
+        Gram products), counted on the joint frame."""
+        c, h = self.channels, self.spatial
+        d = self.inner(m, n)
+        length = (2 * h + 1) * h
+        hw = h * h
+        fwd = length * (c * d + 9 * d * n + d * c)
+        bwd = length * (c * d + 9 * d * n)
+        grams = hw * hw * d  # conv_reduce
+        if n >= GRAM_MIN_WIDTH:  # conv_conv
+            grams += m * ((h + 2) ** 4 * n + hw * hw * n + 9 * hw * hw)
+        else:
+            grams += m * (2 * hw * 9 * n * n + 9 * n * n)
+        grams += min(hw * hw * (c + d), 2 * hw * c * d + c * d)  # conv_expand
+        return 2 * (fwd + bwd + grams)
+
+    def chunk_size(self, m: int, n: int) -> int:
+        c, h = self.channels, self.spatial
+        d = self.inner(m, n)
+        length = (2 * h + 1) * h
+        per_trial = 8 * d * length + 4 * c * length + m * (h + 2) ** 4 + 2 * c * d + 9 * d * n
+        per_trial *= torch.finfo(self.dtype).bits // 8
+        return int(max(4, min(512, CHUNK_BYTES // per_trial)))
+
+    def sample(self, m: int, n: int, trials: int, seed: int) -> BlockWeights:
+        """Kaiming-normal fan-in weights (as :func:`~collegial.models.init_resnet_`) for
+        ``trials`` blocks, drawn from ``seed`` (see :func:`fill_normal`)."""
+        c = self.channels
+        d = self.inner(m, n)
+        if d < m or d % m:
+            raise UserError(f"width {n} gives no channels per group")
+        w1 = torch.empty(trials, d, c, dtype=self.dtype)
+        w2 = torch.empty(trials, d, d // m, 3, 3, dtype=self.dtype)
+        w3 = torch.empty(trials, c, d, dtype=self.dtype)
+        fill_normal(
+            [(w1, math.sqrt(2.0 / c)), (w2, math.sqrt(2.0 / (9 * (d // m)))), (w3, math.sqrt(2.0 / d))],
+            seed,
+        )
+        return BlockWeights(w1, w2, w3, m)
+
+    def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
+        """``K`` for ``trials`` fresh initializations drawn from ``seed``: ``(trials,)``."""
+        return self.k_values(self.sample(m, n, trials, seed))
+
+    def k_values(self, w: BlockWeights) -> Tensor:
+        return self.k_gram(w) if self.engine == "gram" else self.k_grouped(w)
+
+    # ------------------------------------------------------------------ gram engine
+    @torch.no_grad()
+    def k_gram(self, w: BlockWeights) -> Tensor:
+        """Structured-derivative evaluation of ``K`` for every trial in ``w``: ``(B,)``.
+
+        Per trial (``S = H*W`` positions per input, ``L = (2H+1) W`` frame positions):
+        ``K = sum_{s,t} (g1[s].g1'[t]) (x[s].x'[t])`` (conv_reduce) ``+ <dW2, dW2'>`` (conv_conv,
+        from the signal Gram and the 9-shift sum of the input Gram, or from per-sample weight
+        gradients when n is small) ``+ <dW3, dW3'>`` (conv_expand, Gram or direct).
+        """
+        if self.bn != "none":
+            raise ValueError("the gram engine has no BatchNorm")
+        b, d, c = w.w1.shape
+        m = w.m
+        n = d // m
+        h = self.spatial
+        hw = h * h
+        hf = 2 * h + 1
+        length = hf * h
+        groups = b * m
+        p1, p2 = self._p1, self._p2
+        w2 = w.w2.reshape(b * d, n, 3, 3)
+        # forward
+        a1 = torch.mm(w.w1.reshape(b * d, c), self._xs).relu_()  # (BD, L)
+        z2 = F.conv2d(a1.view(1, b * d, hf, h), w2, padding=1, groups=groups)
+        a2 = z2.view(b, d, length).relu_()
+        g3 = torch.bmm(w.w3, a2)  # z3 (B, C, L), turned in place into the signal at its output
+        g3.gt_(self._neg_xs).mul_(self._rs)  # relu'(z3 + x) * r
+        # backward (signals only)
+        g2 = torch.bmm(w.w3.transpose(1, 2), g3)  # (B, D, L)
+        g2.mul_(a2 > 0)
+        # conv_expand
+        s1, s2, s3 = self.term_weights(m, n)
+        if hw * hw * (c + d) <= 2 * hw * c * d:
+            gg = torch.bmm(g3[:, :, p1].transpose(1, 2), g3[:, :, p2])  # (B, S, S)
+            ga = torch.bmm(a2[:, :, p1].transpose(1, 2), a2[:, :, p2])
+            k = gg.mul_(ga).view(b, -1).sum(1)
+        else:
+            dwa = torch.bmm(g3[:, :, p1], a2[:, :, p1].transpose(1, 2))  # (B, C, D)
+            dwb = torch.bmm(g3[:, :, p2], a2[:, :, p2].transpose(1, 2))
+            k = dwa.mul_(dwb).view(b, -1).sum(1)
+        if s3 != 1.0:
+            k *= s3
+        del g3, a2, z2
+        # conv_conv (3x3, m groups of n channels)
+        g2v = g2.view(groups, n, length)
+        if n >= GRAM_MIN_WIDTH:  # signal Gram x (sum over the 9 shifts of the input Gram)
+            a1p = F.pad(a1.view(groups, n, hf, h), (1, 1, 1, 1))  # (G, n, hf+2, h+2)
+            wa = a1p[:, :, : h + 2].reshape(groups, n, -1)
+            wb = a1p[:, :, h + 1 :].reshape(groups, n, -1)
+            gpad = torch.bmm(wa.transpose(1, 2), wb).view(groups, h + 2, h + 2, h + 2, h + 2)
+            gg2 = torch.bmm(g2v[:, :, p1].transpose(1, 2), g2v[:, :, p2]).view(groups, h, h, h, h)
+            st = gpad.stride()  # view [g, y, x, y', x', dy, dx] = gpad[g, y+dy, x+dx, y'+dy, x'+dx]
+            shifts = gpad.as_strided(
+                (groups, h, h, h, h, 3, 3), (st[0], st[1], st[2], st[3], st[4], st[1] + st[3], st[2] + st[4])
+            )
+            acc = gg2.mul_(shifts.sum((5, 6))).view(groups, -1).sum(1)
+            del gpad, gg2, shifts
+        else:  # per-sample weight gradients from im2col patches
+            cols = F.unfold(a1.view(1, b * d, hf, h), 3, padding=1).view(groups, n * 9, length)
+            dwa = torch.bmm(g2v[:, :, p1], cols[:, :, p1].transpose(1, 2))  # (G, n, 9n)
+            dwb = torch.bmm(g2v[:, :, p2], cols[:, :, p2].transpose(1, 2))
+            acc = dwa.mul_(dwb).view(groups, -1).sum(1)
+            del cols, dwa, dwb
+        k += acc.view(b, m).sum(1) * s2 if s2 != 1.0 else acc.view(b, m).sum(1)
+        # conv_reduce: sum_{s,t} (g1[s] . g1'[t]) (x[s] . x'[t])
+        g1 = F.conv_transpose2d(g2.view(1, b * d, hf, h), w2, padding=1, groups=groups)
+        g1 = g1.view(b * d, length).mul_(a1 > 0)
+        y = torch.mm(g1[:, p2], self._gx.T)  # (BD, S)
+        t1 = y.mul_(g1[:, p1]).view(b, -1).sum(1)
+        k += t1 * s1 if s1 != 1.0 else t1
+        return k
+
+    # ------------------------------------------------------------------ grouped engine
+    def k_grouped(self, w: BlockWeights) -> Tensor:
+        """``K`` by autograd on one grouped model (two backward passes): ``(B,)``."""
+        b, d, c = w.w1.shape
+        m = w.m
+        n = d // m
+        w1 = w.w1.reshape(b * d, c, 1, 1).clone().requires_grad_()
+        w2 = w.w2.reshape(b * d, n, 3, 3).clone().requires_grad_()
+        w3 = w.w3.reshape(b * c, d, 1, 1).clone().requires_grad_()
+        params = [w1, w2, w3]
+        bn = self.bn == "train"
+        if bn:
+            bnp = [
+                torch.ones(b * d, dtype=self.dtype),
+                torch.zeros(b * d, dtype=self.dtype),
+                torch.ones(b * d, dtype=self.dtype),
+                torch.zeros(b * d, dtype=self.dtype),
+                torch.ones(b * c, dtype=self.dtype),
+                torch.zeros(b * c, dtype=self.dtype),
+            ]
+            for p in bnp:
+                p.requires_grad_()
+            params += bnp
+
+        def norm(h: Tensor, i: int) -> Tensor:
+            if not bn:
+                return h
+            return F.batch_norm(h, None, None, bnp[2 * i], bnp[2 * i + 1], training=True)
+
+        with torch.enable_grad():
+            x = self.x
+            h = torch.relu(norm(F.conv2d(x, w1), 0))
+            h = torch.relu(norm(F.conv2d(h, w2, padding=1, groups=b * m), 1))
+            h = norm(F.conv2d(h, w3, groups=b), 2)
+            out = torch.relu(h + x.repeat(1, b, 1, 1))
+            f = (out.view(2, b, -1) * self.r).sum(-1)  # (2, B)
+            g0 = torch.autograd.grad(f[0].sum(), params, retain_graph=True)
+            g1 = torch.autograd.grad(f[1].sum(), params)
+        k = torch.zeros(b, dtype=self.dtype)
+        weights = list(self.term_weights(m, n)) + [1.0] * (len(params) - 3)
+        for u, v, s_ in zip(g0, g1, weights):
+            k += (u * v).reshape(b, -1).sum(1) * s_
+        return k.detach()
+
+    # ------------------------------------------------------------------ reference loop
+    def block(self, m: int, n: int) -> Bottleneck:
+        """One probe block as a :class:`~collegial.models.Bottleneck` (``init_resnet_`` init)."""
+        c = self.channels
+        blk = Bottleneck(c, c, cardinality=m, width=n, ref_channels=c, bn=self.bn == "train")
+        return init_resnet_(blk.to(self.dtype))
+
+    def load(self, blk: Bottleneck, w: BlockWeights, trial: int) -> Bottleneck:
+        """Copy trial ``trial`` of ``w`` into ``blk`` (as built by :meth:`block`)."""
+        c = self.channels
+        with torch.no_grad():
+            blk.conv_reduce.weight.copy_(w.w1[trial].reshape(-1, c, 1, 1))
+            blk.conv_conv.weight.copy_(w.w2[trial])
+            blk.conv_expand.weight.copy_(w.w3[trial].reshape(c, -1, 1, 1))
+        return blk
+
+    def k_module(self, blk: Bottleneck) -> float:
+        """``K`` of one block module: one forward on the pair, two autograd passes, inner product."""
+        params = [p for p in blk.parameters() if p.requires_grad]
+        weights = [
+            2.0 / (p.shape[1] * p.shape[2] * p.shape[3])
+            if self.parameterization == "ntk" and p.dim() == 4
+            else 1.0
+            for p in params
+        ]
+        with batchnorm_mode(blk, "train"), torch.enable_grad():
+            f = (blk(self.x).reshape(2, -1) * self.r).sum(-1)
+            g0 = torch.autograd.grad(f[0], params, retain_graph=True)
+            g1 = torch.autograd.grad(f[1], params)
+        return float(sum((u * v).sum() * s_ for u, v, s_ in zip(g0, g1, weights)))
+
+    def k_loop(self, m: int, n: int, trials: int, seed: int) -> Tensor:
+        """The per-trial loop baseline: re-initialize the block with ``init_resnet_``, two
+        autograd passes, inner product; ``(trials,)``. Uses (and restores) the global RNG."""
+        blk = self.block(m, n)
+        out = torch.empty(trials, dtype=torch.float64)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for t in range(trials):
+                init_resnet_(blk)
+                out[t] = self.k_module(blk)
+        return out
+
+
+class MLPProbe:
+    """Fully connected CE probe: :class:`~collegial.models.CollegialMLP` (``in_features`` =
+    ``channels`` inputs, ``depth`` weight layers of width n, ReLU, scalar output, which is its own
+    fixed-at-init readout), ``m`` paths per trial. ``parameterization`` is passed to
+    CollegialMLP (``"ntk"``: N(0, 1) weights with explicit ``gain / sqrt(fan_in)``), so the
+    gradients are taken in that parameterization."""
+
+    family = "mlp"
+    engine = "grouped"
+
+    def __init__(
+        self,
+        channels: int = 256,
+        *,
+        depth: int = 4,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        parameterization: Param = "standard",
+    ) -> None:
+        _check_param(parameterization)
+        self.parameterization = parameterization
+        self.channels, self.depth, self.seed, self.dtype = channels, depth, seed, dtype
+        self.bn = "none"
+        self.x, _ = _pair_and_readout((channels,), 1, seed, dtype)
+
+    def inner(self, m: int, n: int) -> int:
+        return m * n
+
+    def flops_per_trial(self, m: int, n: int) -> int:
+        d = m * n
+        macs = 2 * (self.channels * d + (self.depth - 2) * d * n + d)
+        return 2 * 3 * macs
+
+    def chunk_size(self, m: int, n: int) -> int:
+        per = (self.channels * m * n + (self.depth - 2) * m * n * n + m * n) * 4 * 8
+        return int(max(4, min(1024, CHUNK_BYTES // per)))
+
+    def build(self, m: int, n: int, trials: int, seed: int) -> CollegialMLP:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return CollegialMLP(
+                self.channels, 1, trials * m, n, depth=self.depth, parameterization=self.parameterization
+            ).to(self.dtype)
+
+    def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
+        return self.k_model(self.build(m, n, trials, seed), m)
+
+    def k_model(self, model: CollegialMLP, m: int) -> Tensor:
+        """``K`` per trial of a CollegialMLP whose ``B * m`` paths form ``B`` trials."""
+        b = model.m // m
+        params = [p for p in model.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            paths = model.paths(self.x)  # (2, B*m, 1)
+            f = paths.view(2, b, m).sum(-1) / math.sqrt(m)
+            g0 = torch.autograd.grad(f[0].sum(), params, retain_graph=True)
+            g1 = torch.autograd.grad(f[1].sum(), params)
+        k = torch.zeros(b, dtype=self.dtype)
+        for u, v in zip(g0, g1):
+            k += (u * v).reshape(b, -1).sum(1)
+        return k.detach()
+
+
+class FactoryProbe:
+    """Any ``width -> nn.Module`` factory. Each trial is a fresh ``factory(n)`` (its own init,
+    under a seeded, forked global RNG); ``B`` trials are stacked and ``vmap``-ed. ``bn="none"``
+    runs BatchNorm (if any) on running statistics, ``"train"`` on the pair's statistics."""
+
+    family = "factory"
+    engine = "vmap"
+
+    def __init__(
+        self,
+        factory: Callable[[int], nn.Module],
+        input_shape: tuple[int, ...],
+        *,
+        seed: int = 0,
+        bn: BnMode = "none",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.factory, self.input_shape, self.seed, self.bn, self.dtype = (
+            factory,
+            tuple(input_shape),
+            seed,
+            bn,
+            dtype,
+        )
+        self.channels = int(np.prod(self.input_shape))
+        self.x, _ = _pair_and_readout(self.input_shape, 1, seed, dtype)
+        self._readouts: dict[int, Tensor] = {}
+
+    def inner(self, m: int, n: int) -> int:
+        return n
+
+    def flops_per_trial(self, m: int, n: int) -> int:
+        return 0
+
+    def chunk_size(self, m: int, n: int) -> int:
+        return 32
+
+    def _readout(self, numel: int) -> Tensor:
+        if numel not in self._readouts:
+            self._readouts[numel] = _pair_and_readout((1,), numel, self.seed, self.dtype)[1]
+        return self._readouts[numel]
+
+    def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
+        if m != 1:
+            raise UserError("a width factory builds single models; multiplicity m must be 1")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            mods = [self.factory(n).to(self.dtype) for _ in range(trials)]
+        params, buffers = stack_module_state(mods)
+        params = {k: v for k, v in params.items() if v.requires_grad}
+        base = copy.deepcopy(mods[0]).to("meta")
+        mode = "train" if self.bn == "train" else "eval"
+        x = self.x
+        with torch.no_grad():
+            with batchnorm_mode(mods[0], mode):
+                numel = mods[0](x)[0].numel()
+        r = self._readout(numel)
+
+        def k_one(p: dict[str, Tensor], bufs: dict[str, Tensor]) -> Tensor:
+            def f(pp: dict[str, Tensor]) -> Tensor:
+                out = functional_call(base, (pp, bufs), (x,))
+                return out.reshape(2, -1) @ r
+
+            j = jacrev(f)(p)
+            return sum((v[0] * v[1]).sum() for v in j.values())
+
+        with batchnorm_mode(base, mode):
+            if mode == "train":
+                buffers = {k: v for k, v in buffers.items() if "running_" not in k and "num_batches" not in k}
+            return vmap(k_one)(params, buffers).detach()

@@ -1,0 +1,468 @@
+"""The primal and dual problems over integer (m, n) (SPEC section 4), with near-ties.
+
+With ``cost(m, n) = A + m * B(n)`` (exact, :class:`~collegial.search.costs.CostTable`) and a
+variance curve ``V1(n)`` (:mod:`collegial.search.variance`):
+
+* **primal** (optimally smooth): for each width n take the multiplicity that meets the budget,
+  ``m = floor((budget - A) / B(n))`` (``rounding="floor"``: never above the budget) or the
+  ``m`` whose cost is nearest the budget (``rounding="nearest"``), and minimize ``V1(n) / m``;
+* **dual** (optimally compact): for each n take the least ``m`` with ``V1(n) / m <= V_base``
+  (``V_base = V1(n_b) / m_b``, the baseline's variance) and minimize the cost;
+  ``rho = cost(baseline) / cost``.
+
+``solver="relaxed"`` instead takes n from the continuous relaxation (m real), where both problems
+reduce to ``argmin_n V1(n) * B(n)`` and share n (SPEC section 4), and only then rounds m (floor or
+nearest for the primal, least feasible for the dual). The default, ``"integer"``, solves the
+integer problems exactly.
+
+The baseline's own width is always a candidate (it is feasible for both problems), so the
+primal's variance never exceeds the baseline's under floor rounding and the dual's rho is >= 1.
+
+**Near-ties.** The curve is a Monte Carlo estimate. Each bootstrap draw of the curve (see
+:class:`~collegial.search.variance.VarianceCurve`) re-solves both problems for the same candidate
+set (for the dual, ``V_base`` and every ``m`` are recomputed per draw). A candidate is a near-tie
+of the optimum when, with ``level`` confidence, the data cannot tell them apart:
+
+* ``ties="paired"`` (default): in at least ``(1 - level) / 2`` of the draws the candidate's
+  objective is at most the optimum's (a paired bootstrap test; it keeps the correlation that a
+  shared fit induces between widths);
+* ``ties="overlap"``: the candidate's and the optimum's ``level`` percentile intervals overlap
+  (more generous: it ignores that correlation).
+
+The near-ties are listed best first, with their bootstrap probability of being the optimum.
+Arrays below are indexed by candidate width, shape ``(N,)``, or ``(K, N)`` over K draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from collegial.errors import UserError
+from collegial.models import format_arch, get_dataset_spec, get_family, validate_arch
+from collegial.models.arch import MAX_N
+from collegial.search.costs import CostTable
+from collegial.search.variance import VarianceCurve
+
+Rounding = Literal["floor", "nearest"]
+ROUNDINGS: tuple[str, ...] = ("floor", "nearest")
+BUDGETS: tuple[str, ...] = ("params", "flops")
+TIE_RULES: tuple[str, ...] = ("paired", "overlap")
+SOLVERS: tuple[str, ...] = ("integer", "relaxed")
+DEFAULT_N_RANGE = (2, 128)
+
+
+class CostModel(Protocol):
+    """What the solver needs of a cost table: ``A`` and ``B(n)`` per cost kind."""
+
+    def fixed(self, kind: str) -> int: ...
+
+    def per_path(self, kind: str, n: np.ndarray | int) -> np.ndarray: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure array solvers (no I/O, no models): the invariants the property tests check live here.
+
+
+def primal_m(a: int, b: np.ndarray, budget: int, rounding: str = "floor") -> np.ndarray:
+    """Multiplicity per width meeting ``budget``: ``(N,)`` int64, 0 where no ``m >= 1`` fits.
+
+    ``floor``: the largest m with ``a + m * b <= budget``; ``nearest``: the m minimizing
+    ``|a + m * b - budget|`` (ties to the smaller m)."""
+    if rounding not in ROUNDINGS:
+        raise UserError(f"unknown rounding {rounding!r}; choose from {', '.join(ROUNDINGS)}")
+    b = np.asarray(b, dtype=np.int64)
+    if np.any(b <= 0):
+        raise ValueError("per-path costs must be positive")
+    room = np.int64(budget) - np.int64(a)
+    if room <= 0:
+        return np.zeros_like(b)
+    m = room // b
+    if rounding == "nearest":
+        rem = room - m * b
+        m = m + (2 * rem > b)
+    return m.astype(np.int64)
+
+
+def dual_m(v: np.ndarray, v_base: np.ndarray | float) -> np.ndarray:
+    """Least integer ``m >= 1`` with ``v / m <= v_base`` (as computed in float64), elementwise.
+
+    ``v``: ``(..., N)``; ``v_base``: scalar or ``(..., 1)``."""
+    v = np.asarray(v, dtype=np.float64)
+    vb = np.asarray(v_base, dtype=np.float64)
+    m = np.maximum(np.ceil(v / vb) - 1, 1.0)
+    for _ in range(4):  # float rounding: at most a couple of increments
+        over = (v / m) > vb
+        if not over.any():
+            break
+        m = m + over
+    return m.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ArraySolution:
+    """Index of the optimum and per-candidate values for one problem."""
+
+    best: int
+    m: np.ndarray  # (N,)
+    cost: np.ndarray  # (N,)
+    objective: np.ndarray  # (N,) variance (primal) or cost (dual); inf where infeasible
+
+
+def solve_primal_arrays(
+    a: int, b: np.ndarray, v: np.ndarray, budget: int, rounding: str = "floor"
+) -> ArraySolution:
+    """Primal over candidate widths with per-path costs ``b`` and variances ``v`` (``(N,)``).
+    Raises :class:`UserError` when no candidate fits the budget."""
+    m = primal_m(a, b, budget, rounding)
+    ok = m >= 1
+    if not ok.any():
+        raise UserError(
+            f"budget {budget:,} is below the smallest member of the search "
+            f"(cost {int(a + np.min(b)):,} at m=1)"
+        )
+    obj = np.where(ok, v / np.maximum(m, 1), np.inf)
+    cost = a + m * b
+    # least variance; among exact ties the cheaper candidate
+    best = int(np.lexsort((cost, obj))[0])
+    return ArraySolution(best, m, cost, obj)
+
+
+def solve_dual_arrays(a: int, b: np.ndarray, v: np.ndarray, v_base: float) -> ArraySolution:
+    """Dual: least cost with ``v / m <= v_base`` over candidate widths (``(N,)``)."""
+    m = dual_m(v, v_base)
+    cost = a + m * np.asarray(b, dtype=np.int64)
+    var = v / m
+    best = int(np.lexsort((var, cost))[0])  # least cost; among ties the smoother one
+    return ArraySolution(best, m, cost, cost.astype(np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class Candidate:
+    arch: str
+    m: int
+    n: int
+    params: int
+    flops: int
+    variance: float  # V1(n) / m
+    rho: float  # cost(baseline) / cost, in the budget's cost kind
+    variance_se: float = 0.0  # bootstrap standard error of the variance
+    p_best: float | None = None  # bootstrap probability of being the optimum
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["p_best"] is None:
+            del d["p_best"]
+        return d
+
+
+@dataclass
+class Curve:
+    """One problem's curve over the candidate widths (for plots), ``(N,)`` arrays;
+    ``lo``/``hi``: the ``level`` bootstrap interval of ``y``."""
+
+    n: np.ndarray
+    m: np.ndarray
+    y: np.ndarray  # primal: variance V1(n)/m; dual: rho
+    lo: np.ndarray
+    hi: np.ndarray
+    feasible: np.ndarray
+
+
+@dataclass
+class SearchResult:
+    family: str
+    dataset: str
+    budget_kind: str
+    budget: int
+    rounding: str
+    solver: str
+    n_range: tuple[int, int]
+    variance_model: str
+    variance_desc: str
+    alpha: float
+    alpha_source: str
+    ties: str
+    level: float
+    draws: int
+    baseline: Candidate
+    primal: Candidate
+    dual: Candidate
+    near_ties: dict[str, list[Candidate]]
+    primal_curve: Curve = field(repr=False)
+    dual_curve: Curve = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "dataset": self.dataset,
+            "budget": self.budget_kind,
+            "budget_value": self.budget,
+            "rounding": self.rounding,
+            "solver": self.solver,
+            "n_range": list(self.n_range),
+            "baseline": self.baseline.to_dict(),
+            "primal": self.primal.to_dict(),
+            "dual": self.dual.to_dict(),
+            "near_ties": {k: [c.to_dict() for c in v] for k, v in self.near_ties.items()},
+            "variance_model": self.variance_model,
+            "variance_curve": self.variance_desc,
+            "alpha": self.alpha,
+            "alpha_source": self.alpha_source,
+            "ties": {"rule": self.ties, "level": self.level, "draws": self.draws},
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=32)
+def cost_table(family: str, dataset: str, bn_flops: bool = False) -> CostTable:
+    """A process-wide cached :class:`CostTable` (building one measures a few models: seconds)."""
+    return CostTable(family, dataset, bn_flops=bn_flops)
+
+
+def parse_n_range(text: str | tuple[int, int]) -> tuple[int, int]:
+    """``"2:128"`` -> ``(2, 128)`` (inclusive); :class:`UserError` when malformed or empty."""
+    if isinstance(text, tuple):
+        lo, hi = text
+    else:
+        parts = str(text).split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise UserError(f"malformed --n-range {text!r}; expected LO:HI, e.g. 2:128")
+        lo, hi = int(parts[0]), int(parts[1])
+    if lo < 1:
+        raise UserError(f"--n-range {lo}:{hi} must start at a width >= 1")
+    if hi < lo:
+        raise UserError(f"--n-range {lo}:{hi} is empty")
+    if hi > MAX_N:
+        raise UserError(f"--n-range {lo}:{hi} exceeds the largest width {MAX_N}")
+    return lo, hi
+
+
+def parse_budget_value(text: str | int | None) -> int | None:
+    """``"13.8M"`` / ``"4.2G"`` / ``"500k"`` / ``"12345"`` -> int; None passes through."""
+    if text is None or isinstance(text, int):
+        return text
+    s = str(text).strip()
+    mult = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}.get(s[-1:].lower(), 1.0)
+    num = s[:-1] if mult != 1.0 else s
+    try:
+        val = float(num) * mult
+    except ValueError:
+        raise UserError(f"malformed budget value {text!r}; expected e.g. 13.8M or 4.2G") from None
+    if not np.isfinite(val) or val <= 0:
+        raise UserError(f"budget value {text!r} must be positive")
+    return int(round(val))
+
+
+def _band(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval ``(lo, hi)`` (``(N,)`` each) of ``(K, N)`` draws; inf where any draw
+    of a column is infinite (an infeasible candidate)."""
+    q = (1.0 - level) / 2.0
+    finite = np.isfinite(draws).all(axis=0)
+    lo = np.full(draws.shape[1], np.inf)
+    hi = np.full(draws.shape[1], np.inf)
+    if finite.any():
+        lo[finite], hi[finite] = np.quantile(draws[:, finite], [q, 1.0 - q], axis=0)
+    return lo, hi
+
+
+def _tie_mask(obj_draws: np.ndarray, best: int, rule: str, level: float) -> np.ndarray:
+    """``(N,)`` bool: candidates the bootstrap cannot separate from ``best``."""
+    q = (1.0 - level) / 2.0
+    finite = np.isfinite(obj_draws).all(axis=0)
+    if rule == "paired":
+        frac = (obj_draws <= obj_draws[:, best : best + 1]).mean(axis=0)
+        mask = frac >= q
+    elif rule == "overlap":
+        lo, hi = _band(obj_draws, level)
+        mask = (lo <= hi[best]) & (hi >= lo[best])
+    else:
+        raise UserError(f"unknown tie rule {rule!r}; choose from {', '.join(TIE_RULES)}")
+    mask &= finite
+    mask[best] = False
+    return mask
+
+
+def search(
+    family: str,
+    dataset: str,
+    baseline: str,
+    curve: VarianceCurve,
+    *,
+    budget: str = "params",
+    rounding: str = "floor",
+    n_range: tuple[int, int] | str = DEFAULT_N_RANGE,
+    budget_value: int | str | None = None,
+    ties: str = "paired",
+    level: float = 0.95,
+    bn_flops: bool = False,
+    solver: str = "integer",
+    table: CostModel | None = None,
+) -> SearchResult:
+    """Solve the primal and dual problems for ``family`` on ``dataset`` against ``baseline``.
+
+    ``budget``: the cost kind (``params`` or ``flops``); the primal's budget is the baseline's
+    cost unless ``budget_value`` is given. Widths ``n`` range over ``n_range`` (inclusive) plus
+    the baseline's width."""
+    if budget not in BUDGETS:
+        raise UserError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    if rounding not in ROUNDINGS:
+        raise UserError(f"unknown rounding {rounding!r}; choose from {', '.join(ROUNDINGS)}")
+    if ties not in TIE_RULES:
+        raise UserError(f"unknown tie rule {ties!r}; choose from {', '.join(TIE_RULES)}")
+    if solver not in SOLVERS:
+        raise UserError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
+    if not 0.0 < level < 1.0:
+        raise UserError(f"confidence level {level} must lie strictly between 0 and 1")
+    fam = get_family(family)
+    get_dataset_spec(dataset)
+    if fam.arch_kind != "ce":
+        raise UserError(f"family {family!r} has no (m, n) architecture to search")
+    try:
+        m_b, n_b = validate_arch(family, baseline)
+    except UserError as e:
+        raise UserError(f"baseline {baseline!r} is not a member of {family}: {e}") from None
+    lo, hi = parse_n_range(n_range)
+    curve.check_domain(np.array([n_b]), what="the baseline's width")
+    curve.check_domain(np.array([lo, hi]))
+    tab = table if table is not None else cost_table(family, dataset, bn_flops)
+
+    n = np.arange(lo, hi + 1, dtype=np.int64)
+    if n_b not in n:
+        n = np.sort(np.append(n, n_b))
+    ib = int(np.searchsorted(n, n_b))
+    a = {k: int(tab.fixed(k)) for k in BUDGETS}
+    bb = {k: np.asarray(tab.per_path(k, n), dtype=np.int64) for k in BUDGETS}
+    base_cost = {k: a[k] + m_b * int(bb[k][ib]) for k in BUDGETS}
+    cap = parse_budget_value(budget_value)
+    cap = base_cost[budget] if cap is None else cap
+
+    v = curve(n)  # (N,)
+    v_base = v[ib] / m_b
+    vd = curve.draws(n)  # (K, N)
+    vb_draws = vd[:, ib : ib + 1] / m_b  # (K, 1)
+
+    primal = solve_primal_arrays(a[budget], bb[budget], v, cap, rounding)
+    dual = solve_dual_arrays(a[budget], bb[budget], v, v_base)
+
+    # primal: m fixed per width; only V1 varies across draws
+    p_obj = np.where(primal.m >= 1, vd / np.maximum(primal.m, 1), np.inf)  # (K, N)
+    # dual: V_base and m vary across draws
+    md = dual_m(vd, vb_draws)  # (K, N)
+    d_cost = (a[budget] + md * bb[budget]).astype(np.float64)
+    if solver == "relaxed":
+        # n from the continuous problem (argmin V1(n) B(n), shared by both), then m rounded
+        rank = np.where(primal.m >= 1, vd * bb[budget], np.inf)  # (K, N)
+        point = np.where(primal.m >= 1, v * bb[budget], np.inf)
+        i_star = int(np.lexsort((bb[budget], point))[0])
+        primal = ArraySolution(i_star, primal.m, primal.cost, point)
+        dual = ArraySolution(i_star, dual.m, dual.cost, point)
+        p_rank = d_rank = rank
+    else:
+        p_rank, d_rank = p_obj, d_cost
+    p_best = np.bincount(np.argmin(p_rank, axis=1), minlength=n.size) / vd.shape[0]
+    p_ties = _tie_mask(p_rank, primal.best, ties, level)
+    d_best = np.bincount(np.argmin(d_rank, axis=1), minlength=n.size) / vd.shape[0]
+    d_ties = _tie_mask(d_rank, dual.best, ties, level)
+
+    def cand(i: int, m: int, vdraw: np.ndarray | None, pb: float | None) -> Candidate:
+        nn_ = int(n[i])
+        costs = {k: a[k] + m * int(bb[k][i]) for k in BUDGETS}
+        se = float(np.std(vdraw, ddof=1)) if vdraw is not None else 0.0
+        return Candidate(
+            format_arch(int(m), nn_),
+            int(m),
+            nn_,
+            costs["params"],
+            costs["flops"],
+            float(v[i] / m),
+            base_cost[budget] / costs[budget],
+            se,
+            pb,
+        )
+
+    base = cand(ib, m_b, vd[:, ib] / m_b, None)
+    p_c = cand(primal.best, int(primal.m[primal.best]), p_obj[:, primal.best], float(p_best[primal.best]))
+    d_c = cand(dual.best, int(dual.m[dual.best]), vd[:, dual.best] / dual.m[dual.best], float(d_best[dual.best]))
+    p_list = [
+        cand(int(i), int(primal.m[i]), p_obj[:, i], float(p_best[i]))
+        for i in np.flatnonzero(p_ties)[np.argsort(primal.objective[p_ties], kind="stable")]
+    ]
+    d_idx = np.flatnonzero(d_ties)
+    d_list = [
+        cand(int(i), int(dual.m[i]), vd[:, i] / dual.m[i], float(d_best[i]))
+        for i in d_idx[np.argsort(dual.objective[d_idx], kind="stable")]
+    ]
+
+    rho_draws = base_cost[budget] / d_cost  # (K, N)
+    p_var = np.where(primal.m >= 1, v / np.maximum(primal.m, 1), np.inf)  # the integer curve
+    p_curve = Curve(n, primal.m, p_var, *_band(p_obj, level), primal.m >= 1)
+    d_curve = Curve(n, dual.m, base_cost[budget] / dual.cost, *_band(rho_draws, level),
+                    np.ones(n.size, dtype=bool))
+    return SearchResult(
+        family=family,
+        dataset=dataset,
+        budget_kind=budget,
+        budget=int(cap),
+        rounding=rounding,
+        solver=solver,
+        n_range=(lo, hi),
+        variance_model=curve.model,
+        variance_desc=curve.describe(),
+        alpha=curve.data.alpha,
+        alpha_source=curve.data.source,
+        ties=ties,
+        level=level,
+        draws=vd.shape[0],
+        baseline=base,
+        primal=p_c,
+        dual=d_c,
+        near_ties={"primal": p_list, "dual": d_list},
+        primal_curve=p_curve,
+        dual_curve=d_curve,
+    )
+
+
+def format_table(res: SearchResult) -> str:
+    """The paper's format: model, rho, params, GFLOPs, variance (markdown)."""
+    fam = res.family.replace("resnext", "ResNeXt-")
+    rho_name = "rho" if res.budget_kind == "params" else "rho (FLOPs)"
+    lines = [
+        f"| | model | {rho_name} | params | GFLOPs | variance |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def row(role: str, c: Candidate) -> str:
+        var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
+        return (
+            f"| {role} | {fam} {c.arch} | {c.rho:.2f} | {c.params / 1e6:.2f}M | "
+            f"{c.flops / 1e9:.2f} | {var} |"
+        )
+
+    lines.append(row("baseline", res.baseline))
+    lines.append(row("primal", res.primal))
+    lines.append(row("dual", res.dual))
+    out = "\n".join(lines)
+    budget = f"{res.budget / 1e6:.2f}M params" if res.budget_kind == "params" else f"{res.budget / 1e9:.3f} GFLOPs"
+    notes = [
+        "",
+        f"{res.dataset}, budget {budget} ({res.rounding} rounding, {res.solver} solver), n in {res.n_range[0]}..{res.n_range[1]}; "
+        f"{res.variance_desc} [{res.alpha_source}]",
+    ]
+    for prob in ("primal", "dual"):
+        ties = res.near_ties[prob]
+        best = getattr(res, prob)
+        tie_txt = ", ".join(f"{c.arch} (p={c.p_best:.2f})" for c in ties) if ties else "none"
+        notes.append(
+            f"{prob} near-ties ({res.ties}, {res.level:.0%}, {res.draws} draws; optimum p={best.p_best:.2f}): {tie_txt}"
+        )
+    return out + "\n".join(notes)

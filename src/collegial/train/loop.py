@@ -1,0 +1,561 @@
+"""The training loop: SGD as the recipe says, cross-entropy, top-1/top-5 test error every epoch.
+
+One flat function, :func:`train`, in the spirit of nanoGPT / airbench:
+
+* data: :class:`~collegial.train.data.DeviceLoader` (uint8 images on the device, crop and flip
+  per batch there; one deterministic order per ``(seed, epoch)``, sharded under DDP);
+* model: ``collegial.models.create_model``, optionally channels_last, bf16 autocast
+  (``amp``) and ``torch.compile``; DistributedDataParallel when launched by torchrun;
+* every epoch: evaluation, one line of ``DIR/metrics.jsonl`` and an atomic ``DIR/last.pt``
+  (rank 0); SIGTERM writes a checkpoint at the next step and stops; ``resume`` continues from
+  ``DIR/last.pt`` bit for bit (same batches, same RNG, same optimizer state);
+* a non-finite loss stops the run with :class:`TrainingDiverged` (a ``UserError``) and leaves
+  the last good checkpoint alone.
+
+Deterministic mode (default on the CPU): ``torch.use_deterministic_algorithms(True)``; on the
+CPU with a fixed thread count a run is then reproducible bit for bit, including across a
+kill + resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from collegial.errors import UserError
+from collegial.models import create_model, get_dataset_spec
+from collegial.train.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    write_text_atomic,
+)
+from collegial.train.data import DeviceLoader, ImageData, normalization_stats
+from collegial.train.distributed import Dist, all_reduce_sum, barrier, setup, wrap_ddp
+from collegial.train.flops import peak_flops, train_flops_per_image
+from collegial.train.recipes import Recipe
+
+__all__ = [
+    "RUN_FILES",
+    "RunConfig",
+    "RunResult",
+    "TrainingDiverged",
+    "check_out_dir",
+    "evaluate",
+    "train",
+]
+
+#: Files a run writes into its directory (never overwritten unless resuming or ``overwrite``).
+RUN_FILES = ("last.pt", "metrics.jsonl", "result.json", "config.json")
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything about a run that is not the recipe or the data.
+
+    ``deterministic=None`` means on for the CPU, off for CUDA. ``sync_every`` (steps between
+    host syncs for the loss check, progress bar and SIGTERM; default 1 on the CPU, 50 on CUDA).
+    ``peak_tflops`` sets the MFU denominator (auto for known GPUs; none on the CPU).
+    """
+
+    family: str
+    arch: str
+    dataset: str
+    out: Path
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool | None = None
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = False
+    verbose: bool = True
+    eval_batch_size: int = 256
+    sync_every: int | None = None
+    peak_tflops: float | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished (or stopped) run reports; errors in %."""
+
+    out: Path
+    epochs: int
+    test_top1_err: float
+    test_top5_err: float
+    test_loss: float
+    params: int
+    history: list[dict[str, Any]]
+    stopped: str | None = None  # "SIGTERM" when stopped early
+
+
+# ---- small pieces ---------------------------------------------------------------------------
+
+
+class _StopOnSigterm:
+    """Turns SIGTERM into a flag the loop polls (only installable from the main thread)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopOnSigterm]:
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        try:
+            yield self
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, self._previous)
+
+
+@contextmanager
+def _deterministic(enabled: bool, device: torch.device) -> Iterator[None]:
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def _run_config_dict(cfg: RunConfig, recipe: Recipe, info: Dist, params: int) -> dict[str, Any]:
+    return {
+        "family": cfg.family,
+        "arch": cfg.arch,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "recipe": recipe.as_dict(),
+        "world_size": info.world_size,
+        "device": cfg.device,
+        "amp": cfg.amp,
+        "channels_last": cfg.channels_last,
+        "compile": cfg.compile,
+        "model_kwargs": dict(cfg.model_kwargs),
+        "params": params,
+    }
+
+
+def _check_resumable(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """A checkpoint continues only the same model, data, seed and recipe (epochs may grow)."""
+    old = ckpt.get("config", {})
+    for key in ("family", "arch", "dataset", "seed", "model_kwargs"):
+        if old.get(key) != config[key]:
+            raise UserError(
+                f"{path} was trained with {key}={old.get(key)!r}, not {config[key]!r}; "
+                "use another --out or --overwrite"
+            )
+    old_recipe = dict(old.get("recipe", {}))
+    new_recipe = dict(config["recipe"])
+    old_recipe.pop("epochs", None)
+    new_recipe.pop("epochs", None)
+    for key, value in new_recipe.items():
+        if old_recipe.get(key) != value:
+            raise UserError(
+                f"{path} was trained with {key}={old_recipe.get(key)!r}, not {value!r}; "
+                "resume with the same recipe (only --epochs may change)"
+            )
+    if ckpt.get("batch", 0) and old.get("world_size") != config["world_size"]:
+        raise UserError(
+            f"{path} was written mid-epoch by {old.get('world_size')} processes; "
+            f"resume it with the same number, not {config['world_size']}"
+        )
+
+
+def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """The run files already in ``out``; :class:`UserError` if there are some and neither
+    ``resume`` nor ``overwrite`` allows touching them."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    existing = [f for f in RUN_FILES if (out / f).exists()]
+    if existing and not (resume or overwrite):
+        raise UserError(
+            f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it "
+            "or --overwrite to start over"
+        )
+    return existing
+
+
+def _prepare_out(cfg: RunConfig, info: Dist) -> dict[str, Any] | None:
+    """Refuse to clobber an existing run; return the checkpoint to resume from (or ``None``)."""
+    out = Path(cfg.out)
+    existing = check_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
+    ckpt = None
+    if cfg.resume and (out / "last.pt").exists():
+        ckpt = load_checkpoint(out / "last.pt")
+    barrier(info)  # every rank has looked before rank 0 changes anything
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            for f in existing:
+                (out / f).unlink()
+    barrier(info)
+    return ckpt
+
+
+def _top_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 and top-``k`` correct counts of ``logits`` ``(B, classes)`` for labels ``(B,)``."""
+    hit = logits.topk(k, dim=1).indices == y[:, None]
+    return hit[:, 0].sum(), hit.any(dim=1).sum()
+
+
+@torch.no_grad()
+def evaluate(
+    net: nn.Module, loader: DeviceLoader, info: Dist, *, amp: bool = False
+) -> dict[str, float]:
+    """Test loss and top-1 / top-5 error (%) over the whole (sharded) loader, summed over ranks."""
+    was_training = net.training
+    net.eval()
+    device = loader.device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    for x, y in loader:
+        if x.shape[0] == 0:
+            continue
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(x)
+        logits = logits.float()
+        top1, top5 = _top_correct(logits, y, min(5, logits.shape[1]))
+        sums += torch.stack(
+            [F.cross_entropy(logits, y, reduction="sum").double(), top1, top5, y.new_tensor(len(y))]
+        ).to(sums.dtype)
+    loss, top1, top5, n = all_reduce_sum(sums, info).tolist()
+    net.train(was_training)
+    return {
+        "test_loss": loss / n,
+        "test_top1_err": 100.0 * (1 - top1 / n),
+        "test_top5_err": 100.0 * (1 - top5 / n),
+    }
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
+    """Train ``cfg.family`` ``cfg.arch`` on ``data`` with ``recipe``; see the module docstring.
+
+    Writes ``cfg.out/{config.json, metrics.jsonl, last.pt, result.json}`` (rank 0). Raises
+    :class:`UserError` for unusable settings and :class:`TrainingDiverged` on a non-finite loss.
+    """
+    info, device = setup(cfg.device)
+    log: Callable[[str], None] = (
+        (lambda s: print(s, flush=True)) if (cfg.verbose and info.is_main) else (lambda s: None)
+    )
+    spec = get_dataset_spec(cfg.dataset)
+    if (data.in_channels, data.resolution, data.num_classes) != (
+        spec.in_channels,
+        spec.resolution,
+        spec.num_classes,
+    ):
+        raise UserError(
+            f"data {data.name!r} has {data.in_channels}x{data.resolution}^2 images and "
+            f"{data.num_classes} classes; the {spec.name} model expects {spec.in_channels}x"
+            f"{spec.resolution}^2 and {spec.num_classes}"
+        )
+    if cfg.eval_batch_size < 1:
+        raise UserError(f"eval batch size must be >= 1, got {cfg.eval_batch_size}")
+    deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
+    sync_every = cfg.sync_every or (1 if device.type == "cpu" else 50)
+    out = Path(cfg.out)
+    ckpt = _prepare_out(cfg, info)
+
+    with _deterministic(deterministic, device), _StopOnSigterm().installed() as stop:
+        # -- model, optimizer, schedule
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.family, arch=cfg.arch, dataset=cfg.dataset, **cfg.model_kwargs)
+        params = sum(p.numel() for p in model.parameters())
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model = model.to(device=device, memory_format=fmt)
+        opt = torch.optim.SGD(
+            model.parameters(),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+        )
+        sched = torch.optim.lr_scheduler.MultiStepLR(
+            opt, milestones=list(recipe.milestones), gamma=recipe.gamma
+        )
+        config = _run_config_dict(cfg, recipe, info, params)
+
+        start_epoch, start_batch, history = 0, 0, []
+        partial = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0}
+        if ckpt is not None:
+            _check_resumable(ckpt, config, out / "last.pt")
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            set_rng_state(ckpt["rng"])
+            start_epoch, start_batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
+            history = list(ckpt.get("history", []))
+            partial = dict(ckpt.get("partial", partial))
+            log(f"resuming {out / 'last.pt'} at epoch {start_epoch} batch {start_batch}")
+        if info.is_main:
+            write_text_atomic(json.dumps(config, indent=2) + "\n", out / "config.json")
+            write_text_atomic("".join(json.dumps(r) + "\n" for r in history), out / "metrics.jsonl")
+
+        net = wrap_ddp(model, info, device)
+        eval_net: nn.Module = model
+        if cfg.compile:
+            net = torch.compile(net)  # type: ignore[assignment]
+            eval_net = torch.compile(model)  # type: ignore[assignment]
+
+        # -- data
+        mean, std = normalization_stats(data, recipe.normalization)
+        loader_kw = dict(
+            mean=mean,
+            std=std,
+            device=device,
+            generator_seed=cfg.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            channels_last=cfg.channels_last,
+        )
+        train_loader = DeviceLoader(
+            data.train_x,
+            data.train_y,
+            global_batch_size=recipe.batch_size,
+            train=True,
+            crop_padding=recipe.crop_padding,
+            flip=recipe.flip,
+            **loader_kw,  # type: ignore[arg-type]
+        )
+        test_loader = DeviceLoader(
+            data.test_x, data.test_y, batch_size=cfg.eval_batch_size, train=False, **loader_kw  # type: ignore[arg-type]
+        )
+        steps = len(train_loader)
+
+        # -- throughput accounting (MFU when the device's peak is known)
+        flops_img: int | None
+        try:
+            flops_img = train_flops_per_image(
+                cfg.family, cfg.arch, cfg.dataset, **cfg.model_kwargs
+            )
+        except Exception:  # noqa: BLE001 - FLOPs are informative only; a model may not trace
+            flops_img = None
+        peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak_flops(device, cfg.amp)
+        log(
+            f"{cfg.family} {cfg.arch} on {data.name}: {params / 1e6:.3f}M params"
+            + (f", {flops_img / 3e9:.3g} GFLOPs/image fwd" if flops_img else "")
+            + f"; {recipe.epochs} epochs x {steps} steps of {recipe.batch_size}"
+            + (f" ({info.world_size} processes)" if info.enabled else "")
+            + f"; {device}{' bf16' if cfg.amp else ''}{' channels_last' if cfg.channels_last else ''}"
+            + f"{' compile' if cfg.compile else ''}"
+        )
+
+        def checkpoint(epoch: int, batch: int, part: dict[str, float]) -> None:
+            if info.is_main:
+                save_atomic(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "model": model.state_dict(),
+                        "epoch": epoch,
+                        "batch": batch,
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "rng": rng_state(),
+                        "partial": part,
+                        "history": history,
+                        "config": config,
+                    },
+                    out / "last.pt",
+                )
+            barrier(info)
+
+        def result(stopped: str | None = None) -> RunResult:
+            last = history[-1] if history else {}
+            return RunResult(
+                out=out,
+                epochs=len(history),
+                test_top1_err=last.get("test_top1_err", math.nan),
+                test_top5_err=last.get("test_top5_err", math.nan),
+                test_loss=last.get("test_loss", math.nan),
+                params=params,
+                history=history,
+                stopped=stopped,
+            )
+
+        # -- epochs
+        net.train()
+        for epoch in range(start_epoch, recipe.epochs):
+            train_loader.set_epoch(epoch, start_batch=start_batch)
+            lr = opt.param_groups[0]["lr"]
+            # Running sums of this rank on the device: loss * n, correct, images, non-finite
+            # losses. The epoch's partial sums (from a mid-epoch checkpoint) count on rank 0.
+            acc = torch.zeros(4, dtype=torch.float64, device=device)
+            if info.is_main:
+                acc[:3] = torch.tensor([partial["loss"], partial["correct"], partial["images"]])
+            # `tot`: the sums over ranks at the last host sync (+ the SIGTERM vote).
+            tot = all_reduce_sum(torch.cat([acc, acc.new_zeros(1)]), info).tolist()
+            seconds = partial["seconds"]
+            bar = tqdm(
+                total=steps,
+                initial=start_batch,
+                desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                unit="step",
+                leave=False,
+                dynamic_ncols=True,
+                disable=not (cfg.progress and info.is_main),
+            )
+            t0 = time.perf_counter()
+            t_sync = t0
+            for step, (x, y) in enumerate(train_loader, start=start_batch):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    logits = net(x)
+                    loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    ld = loss.detach().double()
+                    acc += torch.stack(
+                        [
+                            ld * len(y),
+                            (logits.argmax(1) == y).sum().double(),
+                            ld.new_tensor(float(len(y))),
+                            (~torch.isfinite(ld)).double(),
+                        ]
+                    )
+                done = step + 1
+                if done % sync_every and done != steps:
+                    continue
+                # host sync: loss check, progress, SIGTERM -- the same decision on every rank
+                prev_images = tot[2]
+                tot = all_reduce_sum(
+                    torch.cat([acc, acc.new_tensor([float(stop.requested)])]), info
+                ).tolist()
+                now = time.perf_counter()
+                if tot[3] > 0:
+                    bar.close()
+                    kept = (
+                        f"{out / 'last.pt'} (epoch {len(history)})"
+                        if (out / "last.pt").exists()
+                        else "none written yet"
+                    )
+                    raise TrainingDiverged(
+                        f"loss is not finite at epoch {epoch + 1} step {done}; stopped "
+                        f"(last good checkpoint: {kept}); try a lower --lr"
+                    )
+                bar.update(done - bar.n)
+                bar.set_postfix(
+                    loss=f"{tot[0] / max(tot[2], 1):.4f}",
+                    img_s=f"{(tot[2] - prev_images) / max(now - t_sync, 1e-9):.1f}",
+                    refresh=False,
+                )
+                t_sync = now
+                if tot[4] > 0:  # SIGTERM: checkpoint this exact position and stop
+                    bar.close()
+                    part = {
+                        "loss": tot[0],
+                        "correct": tot[1],
+                        "images": tot[2],
+                        "seconds": seconds + (now - t0),
+                    }
+                    checkpoint(epoch, done, part)
+                    log(
+                        f"SIGTERM: stopped at epoch {epoch + 1} step {done}/{steps}; "
+                        f"checkpoint {out / 'last.pt'}; continue with --resume"
+                    )
+                    return result("SIGTERM")
+            bar.close()
+            train_seconds = seconds + (time.perf_counter() - t0)
+            sched.step()
+
+            # -- evaluate, log, checkpoint
+            t_eval = time.perf_counter()
+            test = evaluate(eval_net, test_loader, info, amp=cfg.amp)
+            n_img = max(tot[2], 1.0)
+            ips = tot[2] / max(train_seconds, 1e-9)
+            record = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": tot[0] / n_img,
+                "train_top1_err": 100.0 * (1 - tot[1] / n_img),
+                **test,
+                "images_per_s": ips,
+                "train_seconds": train_seconds,
+                "eval_seconds": time.perf_counter() - t_eval,
+                "tflops_per_s": ips * flops_img / 1e12 if flops_img else None,
+                "mfu": ips * flops_img / peak if (flops_img and peak) else None,
+            }
+            history.append(record)
+            start_batch = 0
+            partial = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0}
+            checkpoint(epoch + 1, 0, partial)
+            if info.is_main:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            log(
+                f"epoch {epoch + 1:>3}/{recipe.epochs} | lr {lr:.4g} | "
+                f"train loss {record['train_loss']:.4f} err {record['train_top1_err']:.2f}% | "
+                f"test loss {test['test_loss']:.4f} top-1 {test['test_top1_err']:.2f}% "
+                f"top-5 {test['test_top5_err']:.2f}% | {ips:.1f} img/s"
+                + (f" | {record['tflops_per_s']:.3g} TFLOP/s" if flops_img else "")
+                + (f" | MFU {100 * record['mfu']:.1f}%" if record["mfu"] is not None else "")
+            )
+            if epoch + 1 < recipe.epochs and _any_rank(stop.requested, info, device):
+                log(
+                    f"SIGTERM: stopped after epoch {epoch + 1}; checkpoint {out / 'last.pt'}; "
+                    "continue with --resume"
+                )
+                return result("SIGTERM")
+
+        res = result()
+        if info.is_main:
+            write_text_atomic(
+                json.dumps(
+                    {
+                        "family": cfg.family,
+                        "arch": cfg.arch,
+                        "dataset": cfg.dataset,
+                        "seed": cfg.seed,
+                        "params": params,
+                        "epochs": res.epochs,
+                        "test_top1_err": res.test_top1_err,
+                        "test_top5_err": res.test_top5_err,
+                        "test_loss": res.test_loss,
+                    },
+                    indent=2,
+                )
+                + "\n",
+                out / "result.json",
+            )
+        barrier(info)
+        return res
+
+
+def _any_rank(flag: bool, info: Dist, device: torch.device) -> bool:
+    """Whether ``flag`` is set on any rank (a collective: every rank must call it)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    return bool(all_reduce_sum(t, info).item() > 0)

