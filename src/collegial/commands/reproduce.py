@@ -22,6 +22,7 @@ from typing import Any
 TARGETS: dict[str, str] = {
     "costs": "collegial.experiments.search_repro:COSTS_TARGET",
     "search": "collegial.experiments.search_repro:SEARCH_TARGET",
+    "ntk-dynamics": "collegial.experiments.ntk_dynamics:REPRODUCE_TARGET",
     "table1": "collegial.experiments.paper_tables:TABLE1_TARGET",
     "table2": "collegial.experiments.paper_tables:TABLE2_TARGET",
     "table3": "collegial.experiments.paper_tables:TABLE3_TARGET",

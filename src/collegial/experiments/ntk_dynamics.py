@@ -552,11 +552,11 @@ def plot_ntk_dynamics(result: dict[str, Any], path: str | Path) -> None:
                         label += f": slope {fit['slope']:.2f}{se_txt}"
                 ax.errorbar(d, mean, yerr=[lower, se], color=colors[panel], marker=markers[panel],
                             ms=4, lw=1.2, capsize=2, label=label)
-            if row == 0:  # reference slope -1 in m n (= d^-2), through (a)'s first point
+            if row == 0:  # reference slope -1 in m n (= d^-2), through (a)'s widest (laziest) point
                 qa = [q for q in result["points"] if q["panel"] == "a"]
-                if qa and qa[0][key][t] > 0:
+                if qa and qa[-1][key][t] > 0:
                     d = np.array([q["d"] for q in qa], dtype=float)
-                    ax.plot(d, qa[0][key][t] * (d / d[0]) ** -2.0, "k:", lw=1, label="∝ 1/(mn) (theorem)")
+                    ax.plot(d, qa[-1][key][t] * (d / d[-1]) ** -2.0, "k:", lw=1, label="∝ 1/(mn) (theorem)")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xticks(all_d, [str(v) for v in all_d], fontsize=7)
