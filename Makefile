@@ -26,7 +26,7 @@ data:
 	else echo "note: run 'apt-get install dataset-fashion-mnist' as root for Fashion-MNIST"; fi
 
 demo: $(STAMP)
-	$(BIN)/collegial count --presets
+	$(BIN)/collegial demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -64,7 +64,8 @@ class RefBottleneck(nn.Module):
         self.bn_expand = nn.BatchNorm2d(out_ch)
         self.shortcut = nn.Sequential()
         if in_ch != out_ch:
-            self.shortcut.add_module("shortcut_conv", nn.Conv2d(in_ch, out_ch, 1, stride, 0, bias=False))
+            conv = nn.Conv2d(in_ch, out_ch, 1, stride, 0, bias=False)
+            self.shortcut.add_module("shortcut_conv", conv)
             self.shortcut.add_module("shortcut_bn", nn.BatchNorm2d(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,13 +100,15 @@ class RefCifarResNeXt(nn.Module):
             elif key.split(".")[-1] == "bias":
                 self.state_dict()[key][...] = 0
 
-    def block(self, name: str, in_ch: int, out_ch: int, pool_stride: int, *args: int) -> nn.Sequential:
+    def block(self, name: str, in_ch: int, out_ch: int, pool_stride: int,
+              *args: int) -> nn.Sequential:
         seq = nn.Sequential()
         for i in range(self.block_depth):
             first = i == 0
             seq.add_module(
                 f"{name}_bottleneck_{i}",
-                RefBottleneck(in_ch if first else out_ch, out_ch, pool_stride if first else 1, *args),
+                RefBottleneck(in_ch if first else out_ch, out_ch,
+                              pool_stride if first else 1, *args),
             )
         return seq
 
@@ -133,7 +136,8 @@ def load_into(dst: nn.Module, src: nn.Module) -> None:
 # ---- variants --------------------------------------------------------------------------------
 
 
-def build(variant: str, arch: str, device: torch.device, ref: nn.Module) -> tuple[nn.Module, Callable]:
+def build(variant: str, arch: str, device: torch.device,
+          ref: nn.Module) -> tuple[nn.Module, Callable]:
     """(model, step closure) of a variant; all variants start from ``ref``'s weights."""
     flags = set(variant.split("+"))
     if variant == "reference":
@@ -161,7 +165,8 @@ def build(variant: str, arch: str, device: torch.device, ref: nn.Module) -> tupl
 
 
 def grads_of(variant: str, arch: str, device: torch.device, ref: nn.Module, x: torch.Tensor,
-             y: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+             y: torch.Tensor,
+             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and gradient (all parameters as one vector) of one forward/backward of ``variant``
     on ``ref``'s weights and the batch ``(x, y)``."""
     flags = set(variant.split("+"))
@@ -199,6 +204,20 @@ def time_steps(step: Callable, x: torch.Tensor, y: torch.Tensor, iters: int,
         step(x, y)
     sync(device)
     return x.shape[0] * iters / (time.perf_counter() - t0)
+
+
+def matmul_peak(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """Best fp32 GEMM FLOP/s (n x n x n) on ``device``: the practical roofline of a step."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = math.inf
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
 
 
 def bench_model(args: argparse.Namespace, arch: str, device: torch.device) -> list[dict]:
@@ -245,6 +264,7 @@ def bench_model(args: argparse.Namespace, arch: str, device: torch.device) -> li
                    tflops=statistics.median(ips) * flops / 1e12)
         if peak and device.type == "cuda":
             row["mfu_bf16_peak"] = row["tflops"] * 1e12 / peak
+        row["frac_of_fp32_gemm"] = row["tflops"] * 1e12 / args.gemm_flops
         out.append(row)
     return out
 
@@ -263,7 +283,8 @@ def gconv_padded(x: torch.Tensor, w: torch.Tensor, g: int, s: int, mult: int = 8
     cp, op = -(-ci // mult) * mult, -(-co // mult) * mult
     xp = F.pad(x.view(b, g, ci, h, wd), (0, 0, 0, 0, 0, cp - ci)).view(b, g * cp, h, wd)
     wp = F.pad(w.view(g, co, ci, 3, 3), (0, 0, 0, 0, 0, cp - ci, 0, op - co)).view(g * op, cp, 3, 3)
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    cl = x.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if cl else torch.contiguous_format
     y = F.conv2d(xp.contiguous(memory_format=fmt), wp.contiguous(memory_format=fmt), stride=s,
                  padding=1, groups=g)
     return y.view(b, g, op, *y.shape[2:])[:, :, :co].reshape(b, g * co, *y.shape[2:])
@@ -343,7 +364,8 @@ def bench_grouped(args: argparse.Namespace, device: torch.device) -> list[dict]:
             print(f"  grouped {d}ch {hw}x{hw} stride {s}: {name}: {ms:.1f} ms (rel err {err:.0e})",
                   flush=True)
     for name, t in totals.items():
-        rows.append({"shape": "all 9 grouped convs of 37x10d", "form": name, "ms": t, "rel_err": None})
+        rows.append({"shape": "all 9 grouped convs of 37x10d", "form": name, "ms": t,
+                     "rel_err": None})
     return rows
 
 
@@ -357,7 +379,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--iters", type=int, default=2, help="steps per timing")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--grouped", action="store_true", help="also the grouped-conv micro-benchmark")
@@ -375,19 +397,25 @@ def main() -> None:
           f"batch {args.batch}, load average {load0[0]:.1f}", flush=True)
     results: dict = {"machine": machine, "threads": torch.get_num_threads(), "batch": args.batch,
                      "torch": torch.__version__, "load_start": load0[0]}
+    args.gemm_flops = matmul_peak(device)
+    results["fp32_gemm_tflops"] = args.gemm_flops / 1e12
+    print(f"# fp32 GEMM 2048^3: {args.gemm_flops / 1e9:.0f} GFLOP/s", flush=True)
     if not args.only_grouped:
         rows = []
         for arch in args.archs.split(","):
             rows += bench_model(args, arch, device)
         results["steps"] = rows
         print("\n| model | variant | img/s (median) | best | x reference | TFLOP/s | "
-              "loss / grad rel err vs fp64 |")
-        print("|---|---|---|---|---|---|---|")
+              "of fp32 GEMM | loss / grad rel err vs fp64 |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             mfu = f", MFU {100 * r['mfu_bf16_peak']:.1f}%" if "mfu_bf16_peak" in r else ""
-            print(f"| {r['arch']} | {r['variant']} | {r['img_s_median']:.2f} | {r['img_s_best']:.2f} | "
+            print(f"| {r['arch']} | {r['variant']} | {r['img_s_median']:.2f} | "
+                  f"{r['img_s_best']:.2f} | "
                   f"{r['ratio_median']:.2f} | {r['tflops']:.3f}{mfu} | "
-                  f"{r['loss_rel_err']:.0e} / {r['grad_rel_err']:.0e} |")
+                  f"{100 * r['frac_of_fp32_gemm']:.0f}% | "
+                  + ("not checked |" if math.isnan(r["loss_rel_err"]) else
+                     f"{r['loss_rel_err']:.0e} / {r['grad_rel_err']:.0e} |"))
     if args.grouped or args.only_grouped:
         rows = bench_grouped(args, device)
         results["grouped"] = rows

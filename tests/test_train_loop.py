@@ -95,7 +95,8 @@ def test_refuses_to_overwrite_without_flag(tmp_path, data):
 
 def test_resume_from_epoch_boundary_is_bit_exact(tmp_path, data):
     """2 epochs, then resume to 3 (only --epochs changes) == 3 epochs straight; BatchNorm on."""
-    kw = dict(family="resnext11", arch="2x4d", model_kwargs={"base_channels": 8, "stem_channels": 8})
+    small_model = {"base_channels": 8, "stem_channels": 8}
+    kw = dict(family="resnext11", arch="2x4d", model_kwargs=small_model)
     small = synthetic_dataset(name="mnist", channels=1, resolution=28, num_train=96, num_test=32)
     rec = _recipe(epochs=3, batch_size=32, crop_padding=2, flip=True)
     full = train(_cfg(tmp_path / "full", **kw), rec, small)
@@ -104,7 +105,8 @@ def test_resume_from_epoch_boundary_is_bit_exact(tmp_path, data):
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "part" / "last.pt")
     _assert_same_weights(a["model"], b["model"])
-    assert [r["test_top1_err"] for r in resumed.history] == [r["test_top1_err"] for r in full.history]
+    errs = [r["test_top1_err"] for r in full.history]
+    assert [r["test_top1_err"] for r in resumed.history] == errs
     lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3]
 

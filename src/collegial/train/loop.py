@@ -223,7 +223,9 @@ def _prepare_out(cfg: RunConfig, info: Dist) -> dict[str, Any] | None:
     return ckpt
 
 
-def _top_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _top_correct(
+    logits: torch.Tensor, y: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-1 and top-``k`` correct counts of ``logits`` ``(B, classes)`` for labels ``(B,)``."""
     hit = logits.topk(k, dim=1).indices == y[:, None]
     return hit[:, 0].sum(), hit.any(dim=1).sum()
@@ -350,7 +352,11 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
             **loader_kw,  # type: ignore[arg-type]
         )
         test_loader = DeviceLoader(
-            data.test_x, data.test_y, batch_size=cfg.eval_batch_size, train=False, **loader_kw  # type: ignore[arg-type]
+            data.test_x,
+            data.test_y,
+            batch_size=cfg.eval_batch_size,
+            train=False,
+            **loader_kw,  # type: ignore[arg-type]
         )
         steps = len(train_loader)
 
@@ -368,9 +374,17 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
             + (f", {flops_img / 3e9:.3g} GFLOPs/image fwd" if flops_img else "")
             + f"; {recipe.epochs} epochs x {steps} steps of {recipe.batch_size}"
             + (f" ({info.world_size} processes)" if info.enabled else "")
-            + f"; {device}{' bf16' if cfg.amp else ''}{' channels_last' if cfg.channels_last else ''}"
-            + f"{' compile' if cfg.compile else ''}"
+            + f"; {device}"
+            + (" bf16" if cfg.amp else "")
+            + (" channels_last" if cfg.channels_last else "")
+            + (" compile" if cfg.compile else "")
         )
+
+        if cfg.amp and device.type == "cpu" and not _cpu_has_bf16():
+            log(
+                "note: this CPU has no native bf16 (AVX512-BF16 / AMX): bf16 autocast runs much "
+                "slower than fp32 here (see bench/RESULTS.md); consider dropping --amp"
+            )
 
         def checkpoint(epoch: int, batch: int, part: dict[str, float]) -> None:
             if info.is_main:
@@ -559,3 +573,12 @@ def _any_rank(flag: bool, info: Dist, device: torch.device) -> bool:
         return flag
     t = torch.tensor([float(flag)], device=device)
     return bool(all_reduce_sum(t, info).item() > 0)
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); ``True`` when unknown."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    found = [getattr(torch.cpu, name, None) for name in probes]
+    if not any(found):
+        return True
+    return any(f() for f in found if f is not None)
