@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from collegial.errors import UserError
-from collegial.models import get_family, list_families
+from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
 from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, format_table, search
 from collegial.search.variance import (
     DEFAULT_DRAWS,
@@ -96,6 +96,14 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or fam.default_dataset
     if args.draws < 2:
         raise UserError(f"--draws must be at least 2, got {args.draws}")
+    # check the cheap things before the (possibly long) Algorithm 1 run
+    if fam.arch_kind != "ce":
+        raise UserError(f"family {args.family!r} has no (m, n) architecture to search")
+    get_dataset_spec(dataset)
+    try:
+        validate_arch(args.family, args.baseline)
+    except UserError as e:
+        raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
     out = prepare_out(args.out, OUT_FILES, force=args.force) if args.out else None
     if args.alpha_file is None:
         print(f"collegial search: no --alpha-file; running Algorithm 1 with T={args.trials} "
