@@ -92,8 +92,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     report = [
         "# collegial demo report",
         "",
-        f"Command: `collegial demo --trials {cfg.trials} --epochs {cfg.epochs} --train-limit {cfg.train_limit}`"
-        f" (seed {cfg.seed}).",
+        f"Command: `collegial demo --trials {cfg.trials} --epochs {cfg.epochs} --train-limit {cfg.train_limit}"
+        f" --baseline {cfg.baseline} --seed {cfg.seed}`" + ("" if cfg.train else " (with --no-train)") + ".",
         "",
     ]
 
