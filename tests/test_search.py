@@ -13,6 +13,7 @@ import pytest
 
 from collegial.cli import main
 from collegial.errors import UserError
+from collegial.ntk.alpha import fit2_theta, prop1_alpha
 from collegial.search.costs import model_costs
 from collegial.search.solve import (
     cost_table,
@@ -24,8 +25,6 @@ from collegial.search.solve import (
 )
 from collegial.search.variance import (
     VarianceCurve,
-    fit_fit2,
-    fit_prop1,
     load_alpha_file,
     make_curve,
     parse_alpha,
@@ -75,8 +74,8 @@ def test_prop1_and_fit2_values_and_refits():
     assert np.allclose(make_curve("prop1", d)(n), np.expm1(2.5 / n))
     assert np.allclose(make_curve("fit2", d)(n), n**-0.5 * np.exp(5.0 / n))
     w = np.array(WIDTHS, dtype=float)
-    assert fit_prop1(w, np.expm1(3.0 / w)) == pytest.approx(3.0)
-    c, p, a = fit_fit2(w, 0.7 * w**-0.8 * np.exp(4.0 / w))
+    assert prop1_alpha(w, np.expm1(3.0 / w)) == pytest.approx(3.0)
+    c, p, a = fit2_theta(w, 0.7 * w**-0.8 * np.exp(4.0 / w))
     assert (np.exp(c), p, a) == pytest.approx((0.7, 0.8, 4.0))
 
 

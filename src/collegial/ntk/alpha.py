@@ -59,10 +59,8 @@ def fit_prop1(
     widths: Sequence[float], v: Sequence[float], se: Sequence[float] | None = None
 ) -> tuple[float, float]:
     """``alpha`` minimizing ``sum (log(1 + v_i) - alpha / n_i)^2`` and its standard error."""
-    n = np.asarray(widths, dtype=float)
-    y = np.log1p(np.asarray(v, dtype=float))
-    x = 1.0 / n
-    alpha = float((x * y).sum() / (x * x).sum())
+    x = 1.0 / np.asarray(widths, dtype=float)
+    alpha = float(prop1_alpha(widths, np.asarray(v, dtype=float)))
     if se is None:
         return alpha, math.nan
     w = x / (x * x).sum()
@@ -70,8 +68,34 @@ def fit_prop1(
     return alpha, float(math.sqrt((w * w * var_y).sum()))
 
 
+def prop1_alpha(widths: Sequence[float] | np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Least-squares alpha of ``log(1 + v) = alpha / n`` through the origin, vectorized:
+    ``v`` ``(..., W)`` -> ``(...)`` (the search refits bootstrap draws with it)."""
+    x = 1.0 / np.asarray(widths, dtype=float)
+    return (np.log1p(v) @ x) / (x @ x)
+
+
 def _fit2_design(n: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(n), -np.log(n), 1.0 / n], axis=1)
+
+
+def _fit2_weights(v: np.ndarray, se: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
+    """``1 / sd(log v) = v / se`` per width, or None (unweighted) unless every one is finite and
+    positive."""
+    if se is None:
+        return None
+    sig = np.asarray(se, dtype=float) / np.asarray(v, dtype=float)
+    return None if not np.all(np.isfinite(sig)) or np.any(sig <= 0) else 1.0 / sig
+
+
+def fit2_theta(
+    widths: Sequence[float] | np.ndarray, v: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """``(log beta, p, alpha)`` by (weighted) least squares on ``log v = log beta - p log n +
+    alpha / n``, vectorized: ``v`` ``(..., W)`` -> ``(..., 3)``; ``weights`` ``(W,)`` or None."""
+    a = _fit2_design(np.asarray(widths, dtype=float))
+    w = np.ones(a.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    return (np.log(v) * w) @ np.linalg.pinv(a * w[:, None]).T
 
 
 def fit_fit2(
@@ -89,15 +113,12 @@ def fit_fit2(
         raise UserError("fit2 needs at least 3 widths")
     if np.any(vv <= 0):
         raise UserError("fit2 needs positive variances at every width")
-    a = _fit2_design(n)
-    y = np.log(vv)
-    sig = None if se is None else np.asarray(se, dtype=float) / vv
-    if sig is None or not np.all(np.isfinite(sig)) or np.any(sig <= 0):
-        theta, *_ = np.linalg.lstsq(a, y, rcond=None)
+    w = _fit2_weights(vv, se)
+    theta = fit2_theta(n, vv, w)
+    if w is None:
         cov = np.full((3, 3), math.nan)
     else:
-        wa = a / sig[:, None]
-        theta, *_ = np.linalg.lstsq(wa, y / sig, rcond=None)
+        wa = _fit2_design(n) * w[:, None]
         cov = np.linalg.pinv(wa.T @ wa)
     return {"beta": float(math.exp(theta[0])), "p": float(theta[1]), "alpha": float(theta[2])}, cov
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from collegial.errors import UserError
+from collegial.ntk.alpha import fit2_theta, prop1_alpha
 
 VARIANCE_MODELS: tuple[str, ...] = ("prop1", "fit2", "empirical")
 
@@ -170,32 +171,6 @@ def alpha_data_from_fit(fit: Any, source: str = "Algorithm 1") -> AlphaData:
 
 
 # --------------------------------------------------------------------------------------------
-# Fitting estimators (used for the bootstrap refits; the central values come from the file).
-
-
-def fit_prop1(widths: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Least-squares alpha of ``log(1 + v) = alpha / n`` through the origin.
-
-    ``v``: ``(..., W)``; returns ``(...,)``."""
-    x = 1.0 / np.asarray(widths, dtype=np.float64)
-    y = np.log1p(v)
-    return (y @ x) / (x @ x)
-
-
-def fit_fit2(widths: np.ndarray, v: np.ndarray, rel_se: np.ndarray | None = None) -> np.ndarray:
-    """Weighted least squares of ``log v = c - p log n + alpha / n``.
-
-    ``v``: ``(..., W)``; returns ``(..., 3)`` = ``(log beta, p, alpha)``. ``rel_se`` (``(W,)``):
-    standard errors of ``log v`` (weights ``1 / rel_se``; unweighted when None or all zero)."""
-    n = np.asarray(widths, dtype=np.float64)
-    x = np.stack([np.ones_like(n), -np.log(n), 1.0 / n], -1)  # (W, 3)
-    w = np.ones_like(n)
-    if rel_se is not None and np.all(rel_se > 0):
-        w = 1.0 / rel_se
-    pinv = np.linalg.pinv(x * w[:, None])  # (3, W)
-    return (np.log(v) * w) @ pinv.T
-
-
 # --------------------------------------------------------------------------------------------
 
 
@@ -305,12 +280,13 @@ class VarianceCurve:
         tab = self._table_draws()
         if self.model == "empirical":
             return None, tab
+        # bootstrap refits with Algorithm 1's own estimators (central values come from the file)
         if self.model == "prop1":
-            refit = fit_prop1(d.widths, tab)
-            return params + (refit - fit_prop1(d.widths, d.variance)), None
-        rel = d.stderr / d.variance
-        refit = fit_fit2(d.widths, tab, rel)
-        return params + (refit - fit_fit2(d.widths, d.variance, rel)), None
+            refit = prop1_alpha(d.widths, tab)
+            return params + (refit - prop1_alpha(d.widths, d.variance)), None
+        w = d.variance / d.stderr if np.all(d.stderr > 0) else None
+        refit = fit2_theta(d.widths, tab, w)
+        return params + (refit - fit2_theta(d.widths, d.variance, w)), None
 
     def draws(self, n: np.ndarray | int) -> np.ndarray:
         """``(K, N)`` bootstrap samples of ``V1`` at widths ``n`` (K = ``draws_count``)."""
