@@ -12,6 +12,12 @@ per-sample Jacobians, einsum), timed in the same run. Prints best-of-R wall time
 the agreement of the two kernels, and the FLOP rate of a large GEMM as the machine's yardstick.
 
     .venv/bin/python bench/ntk.py [--repeats 5] [--threads 2]
+
+``OMP_WAIT_POLICY`` defaults to PASSIVE (as in the package): idle OpenMP threads sleep at once,
+so every parallel region pays a wake-up, which costs the MLP case (about 150 small ops per call)
+up to ~10 ms on a quiet machine. ``GOMP_SPINCOUNT=10000`` (spin ~0.1 ms, then sleep) removes
+that cost on a quiet machine, the setting closest to JAX's spinning thread pool; under load it is
+worse than PASSIVE, which is why the package keeps PASSIVE.
 """
 
 from __future__ import annotations
@@ -92,7 +98,8 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load avg {load:.1f}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}, load avg {load:.1f}")
     print(f"GEMM 2048^3 float32: {gemm_gflops():.0f} GFLOP/s")
     cases = [
         ("MLP 784-512x3-10 tanh", mlp(), (784,)),

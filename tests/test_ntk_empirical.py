@@ -55,6 +55,18 @@ class SeqLinear(nn.Module):
         return self.out(torch.tanh(self.lin(h)).flatten(1))
 
 
+class UnusedBranch(nn.Module):
+    """A Linear whose output does not reach the model's output (its NTK contribution is 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.dead, self.c = nn.Linear(3, 4), nn.Linear(3, 2), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.dead(x)
+        return self.c(torch.tanh(self.a(x)))
+
+
 def _bn_model() -> nn.Module:
     m = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1, bias=False),
@@ -102,6 +114,7 @@ MODELS = {
     "layernorm": (lambda: nn.Sequential(nn.Linear(5, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 2)), (5,)),
     "shared": (TwiceLinear, (4,)),
     "seq": (SeqLinear, (3, 6)),
+    "unused": (UnusedBranch, (3,)),
 }
 
 
@@ -201,3 +214,51 @@ def test_factory_api_and_errors() -> None:
     frozen = nn.Linear(3, 1).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         empirical_ntk(frozen, torch.randn(2, 3))
+
+
+class _NoVmapSquare(torch.autograd.Function):
+    """x**2 whose backward leaves torch (numpy, as a C extension would): no vmap support."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return torch.from_numpy(2 * x.detach().numpy() * grad.detach().numpy())
+
+
+class _SquareNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(_NoVmapSquare.apply(self.a(x)))
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_batched_and_per_output_backward_agree(batched: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collegial.ntk import structured
+
+    monkeypatch.setattr(structured, "BATCHED_BACKWARD", batched)
+    for model, shape in ((MODELS["mlp"][0](), (5,)), (MODELS["conv"][0](), MODELS["conv"][1]), (_SquareNet(), (5,))):
+        x1, x2 = torch.randn(4, *shape), torch.randn(3, *shape)
+        ref = ntk_autograd_loop(model, x1, x2, trace=False)
+        k = empirical_ntk(model, x1, x2, trace=False, method="structured")
+        torch.testing.assert_close(k, ref)
+
+
+def test_graph_without_vmap_support_falls_back_to_per_output_passes() -> None:
+    from collegial.ntk import structured
+
+    x = torch.randn(4, 5, requires_grad=True)
+    model = _SquareNet()
+    with pytest.raises(RuntimeError):  # what the fallback catches
+        torch.autograd.grad(model(x), x, torch.eye(3).unsqueeze(1).expand(3, 4, 3), is_grads_batched=True)
+    assert structured._batched_signals(model(x), [x]) is None
+    taps, rest = structured.find_taps(model)
+    f = structured.side_features(model, taps, rest, x)
+    assert f.k == 3 and len(f.gl) == 2
