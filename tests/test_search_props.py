@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from collegial.search.solve import search, solve_dual_arrays, solve_primal_arrays
@@ -60,9 +60,16 @@ def n_ranges(draw) -> tuple[int, int]:
 COMMON = dict(max_examples=150, deadline=None)
 
 
+def _prop1(alpha: float) -> VarianceCurve:
+    return VarianceCurve("prop1", AlphaData(alpha, None, np.zeros(0, np.int64), np.zeros(0), np.zeros(0)), draws_count=2)
+
+
 @settings(**COMMON)
 @given(tables, curves(), st.integers(1, 64), st.integers(1, 128), n_ranges(),
        st.sampled_from(["params", "flops"]))
+# found by hypothesis: at n = 1, m = 3.6e14 paths and m * B(1) overflowed int64 (rho 4e-12)
+@example(PolyTable({"params": 0, "flops": 0}, {"params": 0, "flops": 0}, {"params": 1, "flops": 51481}),
+         _prop1(30.0), 40, 38, (1, 65), "flops")
 def test_floor_primal_within_budget_and_dual_no_worse(tab, curve, m_b, n_b, n_range, kind):
     res = search("resnext29", "cifar10", f"{m_b}x{n_b}d", curve, budget=kind, rounding="floor",
                  n_range=n_range, table=tab)

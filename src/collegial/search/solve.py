@@ -99,7 +99,7 @@ def dual_m(v: np.ndarray, v_base: np.ndarray | float) -> np.ndarray:
         if not over.any():
             break
         m = m + over
-    return m.astype(np.int64)
+    return np.minimum(m, 2.0**62).astype(np.int64)  # no wrap-around for absurd curves
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class ArraySolution:
 
     best: int
     m: np.ndarray  # (N,)
-    cost: np.ndarray  # (N,)
+    cost: np.ndarray  # (N,) int64 (primal) or float64 (dual: m can be huge at tiny widths)
     objective: np.ndarray  # (N,) variance (primal) or cost (dual); inf where infeasible
 
 
@@ -134,10 +134,11 @@ def solve_primal_arrays(
 def solve_dual_arrays(a: int, b: np.ndarray, v: np.ndarray, v_base: float) -> ArraySolution:
     """Dual: least cost with ``v / m <= v_base`` over candidate widths (``(N,)``)."""
     m = dual_m(v, v_base)
-    cost = a + m * np.asarray(b, dtype=np.int64)
+    # float64: at tiny widths m can reach 1e14 and more, where int64 products overflow
+    cost = a + m.astype(np.float64) * np.asarray(b, dtype=np.float64)
     var = v / m
     best = int(np.lexsort((var, cost))[0])  # least cost; among ties the smoother one
-    return ArraySolution(best, m, cost, cost.astype(np.float64))
+    return ArraySolution(best, m, cost, cost)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +359,7 @@ def search(
     p_obj = np.where(primal.m >= 1, vd / np.maximum(primal.m, 1), np.inf)  # (K, N)
     # dual: V_base and m vary across draws
     md = dual_m(vd, vb_draws)  # (K, N)
-    d_cost = (a[budget] + md * bb[budget]).astype(np.float64)
+    d_cost = a[budget] + md.astype(np.float64) * bb[budget]
     if solver == "relaxed":
         # n from the continuous problem (argmin V1(n) B(n), shared by both), then m rounded
         rank = np.where(primal.m >= 1, vd * bb[budget], np.inf)  # (K, N)
