@@ -26,13 +26,7 @@ from collegial.ntk.probe import MLPProbe, ResNeXtBlockProbe
 from collegial.ntk.variance import normalized_variance
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add synchronization (and stall badly on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CONTRACT = ("alpha", "fit2", "widths", "variance", "stderr", "trials")

@@ -13,13 +13,7 @@ import torch
 from collegial.ntk.variance import Moments, merge_distributed, normalized_variance
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add synchronization (and stall badly on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _central(x: np.ndarray) -> tuple[float, float, float, float]:

@@ -147,6 +147,10 @@ class ResNeXtBlockProbe:
     with respect to the weights themselves; ``"ntk"`` with respect to ``W / sigma`` (``sigma`` =
     the Kaiming std, ``sqrt(2 / fan_in)``), i.e. each layer's term is weighted by ``sigma^2``
     (BatchNorm parameters keep weight 1). The forward function is the same.
+
+    ``final_relu=False`` drops the ReLU after the residual addition (the block's output is
+    ``x + F(x)``): a diagnostic of how that ReLU couples the paths (``collegial reproduce
+    m-law``); the per-trial loop (:meth:`k_loop`) always has it.
     """
 
     family = "resnext-block"
@@ -161,9 +165,11 @@ class ResNeXtBlockProbe:
         dtype: torch.dtype = torch.float32,
         engine: Literal["auto", "gram", "grouped"] = "auto",
         parameterization: Param = "standard",
+        final_relu: bool = True,
     ) -> None:
         _check_param(parameterization)
         self.parameterization = parameterization
+        self.final_relu = final_relu
         if bn not in ("none", "train"):
             raise UserError(f"unknown BatchNorm mode {bn!r}; choose none or train")
         if engine not in ("auto", "gram", "grouped"):
@@ -249,9 +255,16 @@ class ResNeXtBlockProbe:
         return self.k_gram(w) if self.engine == "gram" else self.k_grouped(w)
 
     # ------------------------------------------------------------------ gram engine
-    @torch.no_grad()
     def k_gram(self, w: BlockWeights) -> Tensor:
-        """Structured-derivative evaluation of ``K`` for every trial in ``w``: ``(B,)``.
+        """Structured-derivative evaluation of ``K`` for every trial in ``w``: ``(B,)``, the
+        :meth:`gram_terms` weighted by :meth:`term_weights`."""
+        weights = torch.tensor(self.term_weights(w.m, w.w1.shape[1] // w.m), dtype=self.dtype)
+        return self.gram_terms(w) @ weights
+
+    @torch.no_grad()
+    def gram_terms(self, w: BlockWeights) -> Tensor:
+        """The three layers' unweighted contributions to ``K`` for every trial in ``w``:
+        ``(B, 3)``, columns (conv_reduce, conv_conv, conv_expand).
 
         Per trial (``S = H*W`` positions per input, ``L = (2H+1) W`` frame positions):
         ``K = sum_{s,t} (g1[s].g1'[t]) (x[s].x'[t])`` (conv_reduce) ``+ <dW2, dW2'>`` (conv_conv,
@@ -275,22 +288,22 @@ class ResNeXtBlockProbe:
         z2 = F.conv2d(a1.view(1, b * d, hf, h), w2, padding=1, groups=groups)
         a2 = z2.view(b, d, length).relu_()
         g3 = torch.bmm(w.w3, a2)  # z3 (B, C, L), turned in place into the signal at its output
-        g3.gt_(self._neg_xs).mul_(self._rs)  # relu'(z3 + x) * r
+        if self.final_relu:
+            g3.gt_(self._neg_xs).mul_(self._rs)  # relu'(z3 + x) * r
+        else:
+            g3.copy_(self._rs.expand_as(g3))
         # backward (signals only)
         g2 = torch.bmm(w.w3.transpose(1, 2), g3)  # (B, D, L)
         g2.mul_(a2 > 0)
         # conv_expand
-        s1, s2, s3 = self.term_weights(m, n)
         if hw * hw * (c + d) <= 2 * hw * c * d:
             gg = torch.bmm(g3[:, :, p1].transpose(1, 2), g3[:, :, p2])  # (B, S, S)
             ga = torch.bmm(a2[:, :, p1].transpose(1, 2), a2[:, :, p2])
-            k = gg.mul_(ga).view(b, -1).sum(1)
+            k3 = gg.mul_(ga).view(b, -1).sum(1)
         else:
             dwa = torch.bmm(g3[:, :, p1], a2[:, :, p1].transpose(1, 2))  # (B, C, D)
             dwb = torch.bmm(g3[:, :, p2], a2[:, :, p2].transpose(1, 2))
-            k = dwa.mul_(dwb).view(b, -1).sum(1)
-        if s3 != 1.0:
-            k *= s3
+            k3 = dwa.mul_(dwb).view(b, -1).sum(1)
         del g3, a2, z2
         # conv_conv (3x3, m groups of n channels)
         g2v = g2.view(groups, n, length)
@@ -312,14 +325,13 @@ class ResNeXtBlockProbe:
             dwb = torch.bmm(g2v[:, :, p2], cols[:, :, p2].transpose(1, 2))
             acc = dwa.mul_(dwb).view(groups, -1).sum(1)
             del cols, dwa, dwb
-        k += acc.view(b, m).sum(1) * s2 if s2 != 1.0 else acc.view(b, m).sum(1)
+        k2 = acc.view(b, m).sum(1)
         # conv_reduce: sum_{s,t} (g1[s] . g1'[t]) (x[s] . x'[t])
         g1 = F.conv_transpose2d(g2.view(1, b * d, hf, h), w2, padding=1, groups=groups)
         g1 = g1.view(b * d, length).mul_(a1 > 0)
         y = torch.mm(g1[:, p2], self._gx.T)  # (BD, S)
-        t1 = y.mul_(g1[:, p1]).view(b, -1).sum(1)
-        k += t1 * s1 if s1 != 1.0 else t1
-        return k
+        k1 = y.mul_(g1[:, p1]).view(b, -1).sum(1)
+        return torch.stack([k1, k2, k3], dim=1)
 
     # ------------------------------------------------------------------ grouped engine
     def k_grouped(self, w: BlockWeights) -> Tensor:
@@ -355,7 +367,9 @@ class ResNeXtBlockProbe:
             h = torch.relu(norm(F.conv2d(x, w1), 0))
             h = torch.relu(norm(F.conv2d(h, w2, padding=1, groups=b * m), 1))
             h = norm(F.conv2d(h, w3, groups=b), 2)
-            out = torch.relu(h + x.repeat(1, b, 1, 1))
+            out = h + x.repeat(1, b, 1, 1)
+            if self.final_relu:
+                out = torch.relu(out)
             f = (out.view(2, b, -1) * self.r).sum(-1)  # (2, B)
             g0 = torch.autograd.grad(f[0].sum(), params, retain_graph=True)
             g1 = torch.autograd.grad(f[1].sum(), params)
@@ -399,6 +413,8 @@ class ResNeXtBlockProbe:
     def k_loop(self, m: int, n: int, trials: int, seed: int) -> Tensor:
         """The per-trial loop baseline: re-initialize the block with ``init_resnet_``, two
         autograd passes, inner product; ``(trials,)``. Uses (and restores) the global RNG."""
+        if not self.final_relu:
+            raise ValueError("the per-trial loop runs the Bottleneck as built (with its final ReLU)")
         blk = self.block(m, n)
         out = torch.empty(trials, dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):

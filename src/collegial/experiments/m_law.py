@@ -1,0 +1,226 @@
+"""The 1/m law of SPEC section 1 on the Algorithm 1 probe block, and why the block departs from it.
+
+SPEC section 1 says ``V(m, n) = V1(n) / m`` for an ensemble of m independent paths. On the probe
+block (standard parameterization: ``K`` differentiates with respect to the weights themselves)
+``fit-alpha`` measures ``V(m, 8) / (V(1, 8) / m)`` of 0.76, 0.59, 0.45, 0.47 for m = 2..16.
+This experiment splits each trial's ``K`` into its three layers' terms (``conv_reduce``,
+``conv_conv``, ``conv_expand``, from :meth:`~collegial.ntk.probe.ResNeXtBlockProbe.gram_terms`)
+and shows the cause: with Kaiming fan-in init the expand layer's std is ``sqrt(2 / (m n))``, so
+the block is ``(1/sqrt(m)) sum_j F_n(theta_j)`` as SPEC section 1 requires, but the gradient with
+respect to the expand weights is not scaled by ``1/sqrt(m)``: that term of ``K`` is a SUM over the
+paths while the other two are a MEAN. Its share of ``E[K]`` grows with m and ``K`` is not the mean
+of the paths' NTKs. Dividing the expand term by m (the mean-of-paths form, which the NTK
+parameterization gives up to one constant per layer) brings the ratio back near 1; what is left
+comes from the ReLU after the residual addition, whose mask depends on every path
+(``--no-final-relu`` removes it).
+
+The weights of multiplicity m are drawn exactly as :func:`collegial.ntk.alpha.monte_carlo` draws
+them (same chunks and seeds), so the standard-form column equals ``fit-alpha``'s 1/m check.
+
+    collegial reproduce m-law [--trials 2000] [--width 8] [--m 1,2,4,8,16] [--no-final-relu]
+                              [--json] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from collegial.errors import UserError
+from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
+from collegial.ntk.variance import Moments, normalized_variance
+
+TERMS = ("conv_reduce", "conv_conv", "conv_expand")
+
+
+@dataclass(frozen=True)
+class MLawConfig:
+    """Multiplicities (1 is added when missing), the path width n, trials per m, block channels
+    C, the seed (the probe's input pair and readout, and every trial's weights) and whether the
+    block keeps its ReLU after the residual addition."""
+
+    multiplicities: tuple[int, ...] = (1, 2, 4, 8, 16)
+    width: int = 8
+    trials: int = 2000
+    channels: int = 256
+    seed: int = 0
+    final_relu: bool = True
+
+
+@dataclass(frozen=True)
+class MLawRow:
+    """One multiplicity: ``v`` and its standard error for the standard ``K`` and the
+    mean-of-paths form, their ratios to ``V(1, n) / m`` (with standard errors), and each layer's
+    share of ``E[K]`` (standard form)."""
+
+    m: int
+    v_standard: float
+    se_standard: float
+    ratio_standard: float
+    ratio_se_standard: float
+    v_mean_form: float
+    se_mean_form: float
+    ratio_mean_form: float
+    ratio_se_mean_form: float
+    share: dict[str, float]
+
+
+def _check(cfg: MLawConfig) -> tuple[int, ...]:
+    if cfg.trials < 2:
+        raise UserError(f"--trials must be >= 2, got {cfg.trials}")
+    if cfg.width < 1 or cfg.channels < 1:
+        raise UserError("--width and --channels must be >= 1")
+    if any(m < 1 for m in cfg.multiplicities):
+        raise UserError(f"multiplicities must be >= 1, got {list(cfg.multiplicities)}")
+    return tuple(sorted({1, *cfg.multiplicities}))
+
+
+def layer_terms(probe: ResNeXtBlockProbe, m: int, n: int, trials: int, seed: int) -> torch.Tensor:
+    """``(trials, 3)`` unweighted layer terms of ``K``, drawn chunk by chunk as
+    :func:`collegial.ntk.alpha.monte_carlo` draws them."""
+    size = probe.chunk_size(m, n)
+    parts = [
+        probe.gram_terms(probe.sample(m, n, min(size, trials - start), chunk_seed(seed, m, n, c)))
+        for c, start in enumerate(range(0, trials, size))
+    ]
+    return torch.cat(parts).to(torch.float64)
+
+
+def run_m_law(cfg: MLawConfig = MLawConfig(), progress: bool = False) -> list[MLawRow]:
+    """Measure both forms of ``K`` for every multiplicity (standard parameterization, no BN)."""
+    ms = _check(cfg)
+    probe = ResNeXtBlockProbe(channels=cfg.channels, seed=cfg.seed, engine="gram", final_relu=cfg.final_relu)
+    stats: dict[int, tuple[Any, Any, torch.Tensor]] = {}
+    for m in ms:
+        if progress:
+            print(f"m = {m}, n = {cfg.width}: {cfg.trials} trials", file=sys.stderr)
+        t = layer_terms(probe, m, cfg.width, cfg.trials, cfg.seed)
+        standard = t.sum(1)
+        mean_form = t[:, 0] + t[:, 1] + t[:, 2] / m
+        share = t.mean(0) / standard.mean()
+        stats[m] = (normalized_variance(Moments.of(standard)), normalized_variance(Moments.of(mean_form)), share)
+    rows = []
+    base_s, base_f, _ = stats[1]
+    for m in ms:
+        s, f, share = stats[m]
+        rs, rf = s.v * m / base_s.v, f.v * m / base_f.v
+        rows.append(MLawRow(
+            m=m,
+            v_standard=s.v, se_standard=s.stderr,
+            ratio_standard=rs, ratio_se_standard=_ratio_se(rs, s, base_s, m),
+            v_mean_form=f.v, se_mean_form=f.stderr,
+            ratio_mean_form=rf, ratio_se_mean_form=_ratio_se(rf, f, base_f, m),
+            share={name: float(x) for name, x in zip(TERMS, share)},
+        ))
+    return rows
+
+
+def _ratio_se(ratio: float, s: Any, base: Any, m: int) -> float:
+    if m == 1:
+        return 0.0  # the same sample on both sides
+    return ratio * math.sqrt((s.stderr / s.v) ** 2 + (base.stderr / base.v) ** 2)
+
+
+def markdown(rows: list[MLawRow], cfg: MLawConfig) -> str:
+    """The table, with one line of interpretation computed from the rows."""
+    block = "" if cfg.final_relu else ", without the ReLU after the residual addition"
+    lines = [
+        f"1/m law on the probe block (C = {cfg.channels}, 8x8, no BN, standard parameterization{block}), "
+        f"n = {cfg.width}, T = {cfg.trials}, seed {cfg.seed}; ratio = V(m, n) / (V(1, n) / m)",
+        "",
+        "| m | V standard | ratio | V mean-of-paths form | ratio | expand share of E[K] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.m} | {r.v_standard:.4g} ± {r.se_standard:.2g} | {r.ratio_standard:.2f} ± {r.ratio_se_standard:.2f} "
+            f"| {r.v_mean_form:.4g} ± {r.se_mean_form:.2g} | {r.ratio_mean_form:.2f} ± {r.ratio_se_mean_form:.2f} "
+            f"| {r.share['conv_expand']:.2f} |"
+        )
+    last = rows[-1]
+    lines += [
+        "",
+        "Standard form: K as fit-alpha measures it. Mean-of-paths form: the expand term divided by m,",
+        "i.e. K^e = (1/m) sum_j K_j (SPEC section 1). The expand term's share of E[K] goes from "
+        f"{rows[0].share['conv_expand']:.2f} (m = 1) to {last.share['conv_expand']:.2f} (m = {last.m}): "
+        "in the standard parameterization it is a sum over paths, not a mean.",
+    ]
+    return "\n".join(lines)
+
+
+def plot(rows: list[MLawRow], path: str | Path) -> None:
+    """Both ratios against m with 1-s.e. error bars, and the law (ratio 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ms = [r.m for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.axhline(1.0, color="gray", lw=1, ls="--", label="V(1, n) / m (SPEC section 1)")
+    ax.errorbar(ms, [r.ratio_standard for r in rows], [r.ratio_se_standard for r in rows],
+                marker="o", capsize=3, label="standard parameterization (fit-alpha)")
+    ax.errorbar(ms, [r.ratio_mean_form for r in rows], [r.ratio_se_mean_form for r in rows],
+                marker="s", capsize=3, label="mean of the paths' NTKs")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("multiplicity m")
+    ax.set_ylabel("V(m, n) / (V(1, n) / m)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# `collegial reproduce m-law`
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise UserError(f"--m must be comma-separated integers, got {text!r}") from None
+
+
+class _Target:
+    help = "SPEC section 1's 1/m law on the probe block: standard NTK vs the mean of the paths' NTKs"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        d = MLawConfig()
+        p.add_argument("--trials", type=int, default=d.trials, help=f"initializations per m (default {d.trials})")
+        p.add_argument("--width", type=int, default=d.width, help=f"path width n (default {d.width})")
+        p.add_argument("--m", default=",".join(map(str, d.multiplicities)),
+                       help="multiplicities (default 1,2,4,8,16)")
+        p.add_argument("--channels", type=int, default=d.channels, help=f"block channels C (default {d.channels})")
+        p.add_argument("--seed", type=int, default=d.seed)
+        p.add_argument("--no-final-relu", action="store_true",
+                       help="drop the ReLU after the residual addition (it couples the paths)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from collegial.commands.search import prepare_out
+
+        cfg = MLawConfig(_ints(args.m), args.width, args.trials, args.channels, args.seed,
+                         final_relu=not args.no_final_relu)
+        _check(cfg)
+        names = ["m_law.md", "m_law.json", "m_law.png"]
+        d = prepare_out(args.out, names, force=args.force) if args.out is not None else None
+        rows = run_m_law(cfg, progress=not args.json)
+        text = markdown(rows, cfg)
+        result: dict[str, Any] = {"config": asdict(cfg), "rows": [asdict(r) for r in rows]}
+        if d is not None:
+            (d / "m_law.md").write_text(text + "\n")
+            (d / "m_law.json").write_text(json.dumps(result, indent=1) + "\n")
+            plot(rows, d / "m_law.png")
+            result["files"] = [str(d / n) for n in names]
+        print(json.dumps(result) if args.json else text)
+        return 0
+
+
+REPRODUCE_TARGET = _Target()
