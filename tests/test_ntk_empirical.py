@@ -258,7 +258,27 @@ def test_graph_without_vmap_support_falls_back_to_per_output_passes() -> None:
     model = _SquareNet()
     with pytest.raises(RuntimeError):  # what the fallback catches
         torch.autograd.grad(model(x), x, torch.eye(3).unsqueeze(1).expand(3, 4, 3), is_grads_batched=True)
-    assert structured._batched_signals(model(x), [x]) is None
+    assert structured._batched_signals(model(x), [x], 3) is None
     taps, rest = structured.find_taps(model)
     f = structured.side_features(model, taps, rest, x)
     assert f.k == 3 and len(f.gl) == 2
+
+
+def test_batched_backward_groups_outputs_to_bound_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collegial.ntk import structured
+
+    groups: list[int] = []
+    real = structured._batched_signals
+
+    def spy(y, outs, group):
+        groups.append(group)
+        return real(y, outs, group)
+
+    monkeypatch.setattr(structured, "_batched_signals", spy)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 12))
+    x = torch.randn(5, 6)
+    ref = ntk_autograd_loop(model, x, None, trace=False)
+    for block, expect in ((1, 1), (100, 1), (250, 2), (1 << 25, 12)):  # signals: 5 * (8 + 12) per output
+        k = empirical_ntk(model, x, trace=False, method="structured", block_elements=block)
+        torch.testing.assert_close(k, ref)
+        assert groups[-1] == expect

@@ -24,7 +24,8 @@ Methods (:class:`NtkMethod`):
   Conv1d/2d, BlockDiagonalLinear and eval-mode BatchNorm contribute through Gram products of
   their inputs and backpropagated signals; memory per chunk: each supported layer's inputs
   ``c * S * Fi`` and signals ``K * c * S * Fo`` for both sides, plus intermediates of at most
-  ``block_elements`` elements.
+  ``block_elements`` elements (the backward is vmapped over groups of outputs whose signals
+  hold at most ``block_elements`` elements, at least one output per group).
 * ``auto``: ``structured`` when at least half of the trainable parameters sit in supported
   layers (and BatchNorm is not in training mode), otherwise ``jacobian`` when its block fits in
   ``block_elements`` elements, otherwise ``ntk_vps``.
@@ -293,7 +294,7 @@ def _structured(
     taps, rest = find_taps(model)
     if x2 is not None and x1.shape[0] + x2.shape[0] <= chunk_size:
         # both sides fit in one chunk: one forward and one backward pass over cat([x1, x2])
-        both = side_features(model, taps, rest, torch.cat([x1, x2]))
+        both = side_features(model, taps, rest, torch.cat([x1, x2]), block_elements=block_elements)
         n1 = x1.shape[0]
         f1, f2 = both.rows(slice(0, n1)), both.rows(slice(n1, both.n))
         return _finish(contract_features(f1, f2, trace, block_elements=block_elements), trace)
@@ -301,13 +302,13 @@ def _structured(
     c1 = _chunks(x1.shape[0], chunk_size)
     c2 = _chunks(xb.shape[0], chunk_size)
     cache2 = (
-        {0: side_features(model, taps, rest, xb[c2[0]])}
+        {0: side_features(model, taps, rest, xb[c2[0]], block_elements=block_elements)}
         if x2 is not None and len(c2) == 1
         else {}
     )
     rows: list[Tensor] = []
     for s1 in c1:
-        f1 = side_features(model, taps, rest, x1[s1])
+        f1 = side_features(model, taps, rest, x1[s1], block_elements=block_elements)
         cols = []
         for j, s2 in enumerate(c2):
             if x2 is None and s1 == s2:
@@ -315,7 +316,7 @@ def _structured(
             elif j in cache2:
                 f2 = cache2[j]
             else:
-                f2 = side_features(model, taps, rest, xb[s2])
+                f2 = side_features(model, taps, rest, xb[s2], block_elements=block_elements)
             cols.append(_finish(contract_features(f1, f2, trace, block_elements=block_elements), trace))
         rows.append(torch.cat(cols, dim=1))
     return torch.cat(rows, dim=0)

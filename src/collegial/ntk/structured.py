@@ -231,9 +231,16 @@ def _layer_terms(
 
 
 def side_features(
-    model: nn.Module, taps: list[_Tap], rest: dict[str, nn.Parameter], x: Tensor
+    model: nn.Module,
+    taps: list[_Tap],
+    rest: dict[str, nn.Parameter],
+    x: Tensor,
+    *,
+    block_elements: int = 1 << 25,
 ) -> SideFeatures:
-    """Forward ``x`` (N samples) once, backward once (batched over the K outputs)."""
+    """Forward ``x`` (N samples) once, backward once (batched over the K outputs, in groups of
+    outputs small enough that one group's signals at the supported layers hold at most about
+    ``block_elements`` elements)."""
     n = x.shape[0]
     handles = []
     for tap in taps:
@@ -267,7 +274,9 @@ def side_features(
             raw = torch.autograd.grad(y, outs, torch.ones_like(y), allow_unused=True)
             raw = tuple(None if r is None else r.unsqueeze(1) for r in raw)
         else:
-            raw = _batched_signals(y, outs) if BATCHED_BACKWARD else None
+            per_output = max(1, sum(o.numel() for o in outs))
+            group = max(1, min(k, block_elements // per_output))
+            raw = _batched_signals(y, outs, group) if BATCHED_BACKWARD else None
         if raw is None:  # one backward per output (keeps every op on its plain, non-vmapped kernel)
             per_k = []
             for j in range(k):
@@ -298,9 +307,10 @@ def side_features(
     return SideFeatures(n, k, gl, vec)
 
 
-def _batched_signals(y: Tensor, outs: list[Tensor]) -> tuple[Tensor, ...] | None:
-    """``d y[:, k] / d out`` for every k from one vmapped backward, each ``(N, K, *out)``;
-    ``None`` when the graph does not support vmap (the graph is kept for the fallback)."""
+def _batched_signals(y: Tensor, outs: list[Tensor], group: int) -> tuple[Tensor, ...] | None:
+    """``d y[:, k] / d out`` for every k from one backward vmapped over ``group`` outputs at a
+    time, each ``(N, K, *out)``; ``None`` when the graph does not support vmap (the graph is
+    kept for the fallback)."""
     n, k = y.shape
     cot = torch.eye(k, dtype=y.dtype, device=y.device).unsqueeze(1).expand(k, n, k)
 
@@ -308,7 +318,8 @@ def _batched_signals(y: Tensor, outs: list[Tensor]) -> tuple[Tensor, ...] | None
         return torch.autograd.grad(y, outs, v, allow_unused=True, materialize_grads=True, retain_graph=True)
 
     try:  # torch.func.vmap, not is_grads_batched: the legacy vmap behind the latter lacks
-        raw = vmap(vjp)(cot)  # batching rules for e.g. tanh_backward (30-40% slower here)
+        raw = vmap(vjp, chunk_size=group if group < k else None)(cot)  # batching rules for e.g.
+        # tanh_backward (30-40% slower)
     except (RuntimeError, ValueError):
         return None
     return tuple(r.transpose(0, 1) for r in raw)
