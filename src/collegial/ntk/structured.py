@@ -14,8 +14,8 @@ and is computed in whichever order is cheaper (chosen per layer from the shapes)
 * ``"dw"``: per-sample weight gradients ``g^T a`` of shape ``(K, N, G, out, in)`` contracted
   directly (best for convolutions with many positions and few channels).
 
-All signals come from ONE batched backward pass over the ``K`` outputs (``is_grads_batched``),
-not from per-sample Jacobians. Supported layers: ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``
+All signals come from ONE backward pass vmapped (``torch.func.vmap``) over the ``K`` outputs'
+cotangents (in groups of outputs when memory requires), not from per-sample Jacobians. Supported layers: ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``
 (any groups/stride/dilation, zero padding), :class:`~collegial.models.BlockDiagonalLinear` and
 BatchNorm in eval mode (per-channel ``gamma``/``beta``: their per-sample gradients are only
 ``C`` numbers, so they are formed explicitly). Every other trainable parameter falls back to a
