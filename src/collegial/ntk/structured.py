@@ -15,8 +15,9 @@ and is computed in whichever order is cheaper (chosen per layer from the shapes)
   directly (best for convolutions with many positions and few channels).
 
 All signals come from ONE backward pass vmapped (``torch.func.vmap``) over the ``K`` outputs'
-cotangents (in groups of outputs when memory requires), not from per-sample Jacobians. Supported layers: ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``
-(any groups/stride/dilation, zero padding), :class:`~collegial.models.BlockDiagonalLinear` and
+cotangents (in groups of outputs when memory requires), not from per-sample Jacobians.
+Supported layers: ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` (any groups/stride/dilation, zero
+padding), :class:`~collegial.models.BlockDiagonalLinear` and
 BatchNorm in eval mode (per-channel ``gamma``/``beta``: their per-sample gradients are only
 ``C`` numbers, so they are formed explicitly). Every other trainable parameter falls back to a
 per-sample Jacobian through ``torch.func`` (``vmap(jacrev)``) restricted to those parameters.
@@ -317,10 +318,11 @@ def _batched_signals(y: Tensor, outs: list[Tensor], group: int) -> tuple[Tensor,
     def vjp(v: Tensor) -> tuple[Tensor, ...]:
         return torch.autograd.grad(y, outs, v, allow_unused=True, materialize_grads=True, retain_graph=True)
 
-    try:  # torch.func.vmap, not is_grads_batched: the legacy vmap behind the latter lacks
-        raw = vmap(vjp, chunk_size=group if group < k else None)(cot)  # batching rules for e.g.
-        # tanh_backward (30-40% slower)
-    except (RuntimeError, ValueError):
+    # torch.func.vmap rather than autograd.grad(is_grads_batched=True): the legacy vmap behind
+    # the latter has no batching rule for e.g. tanh_backward (30-40% slower on the MLP bench)
+    try:
+        raw = vmap(vjp, chunk_size=group if group < k else None)(cot)
+    except (RuntimeError, ValueError):  # not vmappable (or out of memory): K plain passes
         return None
     return tuple(r.transpose(0, 1) for r in raw)
 
