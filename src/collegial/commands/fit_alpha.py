@@ -14,7 +14,8 @@ import sys
 from collegial.errors import UserError
 
 
-def _int_list(text: str, what: str) -> list[int]:
+def int_list(text: str, what: str) -> list[int]:
+    """``'2,4,8'`` -> ``[2, 4, 8]`` (``''`` -> ``[]``); :class:`UserError` naming ``what`` otherwise."""
     text = text.strip()
     if not text:
         return []
@@ -59,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     from collegial.ntk.alpha import _dist, run_algorithm1
 
-    widths = _int_list(args.widths, "--widths")
-    m_law = _int_list(args.m_law, "--m-law")
+    widths = int_list(args.widths, "--widths")
+    m_law = int_list(args.m_law, "--m-law")
     if args.out is not None and not args.force:
         for name in ("alpha.json", "alpha.png"):
             if (Path(args.out) / name).exists():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,8 +33,9 @@ from typing import Any
 import torch
 
 from collegial.errors import UserError
+from collegial.ntk.alpha import m_law_ratio, trial_chunks
 from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
-from collegial.ntk.variance import Moments, normalized_variance
+from collegial.ntk.variance import Moments, NormalizedVariance, normalized_variance
 
 TERMS = ("conv_reduce", "conv_conv", "conv_expand")
 
@@ -85,10 +85,9 @@ def _check(cfg: MLawConfig) -> tuple[int, ...]:
 def layer_terms(probe: ResNeXtBlockProbe, m: int, n: int, trials: int, seed: int) -> torch.Tensor:
     """``(trials, 3)`` unweighted layer terms of ``K``, drawn chunk by chunk as
     :func:`collegial.ntk.alpha.monte_carlo` draws them."""
-    size = probe.chunk_size(m, n)
     parts = [
-        probe.gram_terms(probe.sample(m, n, min(size, trials - start), chunk_seed(seed, m, n, c)))
-        for c, start in enumerate(range(0, trials, size))
+        probe.gram_terms(probe.sample(m, n, b, chunk_seed(seed, m, n, c)))
+        for c, b in trial_chunks(trials, probe.chunk_size(m, n))
     ]
     return torch.cat(parts).to(torch.float64)
 
@@ -97,7 +96,7 @@ def run_m_law(cfg: MLawConfig = MLawConfig(), progress: bool = False) -> list[ML
     """Measure both forms of ``K`` for every multiplicity (standard parameterization, no BN)."""
     ms = _check(cfg)
     probe = ResNeXtBlockProbe(channels=cfg.channels, seed=cfg.seed, engine="gram", final_relu=cfg.final_relu)
-    stats: dict[int, tuple[Any, Any, torch.Tensor]] = {}
+    stats: dict[int, tuple[NormalizedVariance, NormalizedVariance, torch.Tensor]] = {}
     for m in ms:
         if progress:
             print(f"m = {m}, n = {cfg.width}: {cfg.trials} trials", file=sys.stderr)
@@ -110,22 +109,16 @@ def run_m_law(cfg: MLawConfig = MLawConfig(), progress: bool = False) -> list[ML
     base_s, base_f, _ = stats[1]
     for m in ms:
         s, f, share = stats[m]
-        rs, rf = s.v * m / base_s.v, f.v * m / base_f.v
+        # at m = 1 both sides are the same sample: ratio 1, no error
+        rs, rs_se = m_law_ratio(s, base_s, m) if m > 1 else (1.0, 0.0)
+        rf, rf_se = m_law_ratio(f, base_f, m) if m > 1 else (1.0, 0.0)
         rows.append(MLawRow(
             m=m,
-            v_standard=s.v, se_standard=s.stderr,
-            ratio_standard=rs, ratio_se_standard=_ratio_se(rs, s, base_s, m),
-            v_mean_form=f.v, se_mean_form=f.stderr,
-            ratio_mean_form=rf, ratio_se_mean_form=_ratio_se(rf, f, base_f, m),
+            v_standard=s.v, se_standard=s.stderr, ratio_standard=rs, ratio_se_standard=rs_se,
+            v_mean_form=f.v, se_mean_form=f.stderr, ratio_mean_form=rf, ratio_se_mean_form=rf_se,
             share={name: float(x) for name, x in zip(TERMS, share)},
         ))
     return rows
-
-
-def _ratio_se(ratio: float, s: Any, base: Any, m: int) -> float:
-    if m == 1:
-        return 0.0  # the same sample on both sides
-    return ratio * math.sqrt((s.stderr / s.v) ** 2 + (base.stderr / base.v) ** 2)
 
 
 def markdown(rows: list[MLawRow], cfg: MLawConfig) -> str:
@@ -182,13 +175,6 @@ def plot(rows: list[MLawRow], path: str | Path) -> None:
 # `collegial reproduce m-law`
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise UserError(f"--m must be comma-separated integers, got {text!r}") from None
-
-
 class _Target:
     help = "SPEC section 1's 1/m law on the probe block: standard NTK vs the mean of the paths' NTKs"
 
@@ -204,9 +190,10 @@ class _Target:
                        help="drop the ReLU after the residual addition (it couples the paths)")
 
     def run(self, args: argparse.Namespace) -> int:
+        from collegial.commands.fit_alpha import int_list
         from collegial.commands.search import prepare_out
 
-        cfg = MLawConfig(_ints(args.m), args.width, args.trials, args.channels, args.seed,
+        cfg = MLawConfig(tuple(int_list(args.m, "--m")), args.width, args.trials, args.channels, args.seed,
                          final_relu=not args.no_final_relu)
         _check(cfg)
         names = ["m_law.md", "m_law.json", "m_law.png"]

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from collegial.errors import UserError
 from collegial.ntk.probe import FactoryProbe, MLPProbe, ResNeXtBlockProbe, chunk_seed
-from collegial.ntk.variance import Moments, merge_distributed, normalized_variance
+from collegial.ntk.variance import Moments, NormalizedVariance, merge_distributed, normalized_variance
 
 DEFAULT_WIDTHS: tuple[int, ...] = (2, 4, 8, 10, 16, 32, 64, 96, 128)
 DEFAULT_M_LAW: tuple[int, ...] = (2, 4, 8, 16)
@@ -370,6 +370,18 @@ def _dist() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def trial_chunks(trials: int, size: int) -> list[tuple[int, int]]:
+    """``(c, trials in chunk c)`` for ``trials`` split into chunks of ``size`` (the last one
+    shorter); chunk ``c`` of multiplicity m, width n is drawn from ``chunk_seed(seed, m, n, c)``."""
+    return [(c, min(size, trials - start)) for c, start in enumerate(range(0, trials, size))]
+
+
+def m_law_ratio(vm: NormalizedVariance, v1: NormalizedVariance, m: int) -> tuple[float, float]:
+    """``V(m, n) / (V(1, n) / m)`` and its standard error, the two estimates independent."""
+    ratio = vm.v * m / v1.v
+    return ratio, ratio * math.sqrt((vm.stderr / vm.v) ** 2 + (v1.stderr / v1.v) ** 2)
+
+
 def monte_carlo(
     probe: Any,
     m: int,
@@ -393,11 +405,7 @@ def monte_carlo(
     """
     rank, world = _dist()
     size = chunk or probe.chunk_size(m, n)
-    mine = [
-        (c, min(size, trials - start))
-        for c, start in enumerate(range(0, trials, size))
-        if c % world == rank
-    ]
+    mine = [(c, b) for c, b in trial_chunks(trials, size) if c % world == rank]
 
     def one(job: tuple[int, int]) -> Tensor:
         c, b = job
@@ -552,8 +560,7 @@ def run_algorithm1(
         base = stats[(1, m_law_width)]
         for m in ms:
             s = stats[(m, m_law_width)]
-            ratio = s.v * m / base.v
-            rse = ratio * math.sqrt((s.stderr / s.v) ** 2 + (base.stderr / base.v) ** 2)
+            ratio, rse = m_law_ratio(s, base, m)
             points.append(MLawPoint(m, m_law_width, s.v, s.stderr, ratio, rse))
     return AlphaFit(
         family="factory" if factory is not None else family,
