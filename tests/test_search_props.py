@@ -12,7 +12,10 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from collegial.search.solve import search, solve_dual_arrays, solve_primal_arrays
-from collegial.search.variance import AlphaData, VarianceCurve
+from collegial.search.variance import VarianceCurve, synthetic_curve
+
+#: Every width 1..128: the out-of-grid rule never binds in these properties.
+GRID = np.arange(1, 129)
 
 
 class PolyTable:
@@ -44,11 +47,9 @@ tables = st.builds(
 def curves(draw) -> VarianceCurve:
     if draw(st.booleans()):
         alpha = draw(st.floats(0.05, 30))
-        data = AlphaData(alpha, None, np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
-        return VarianceCurve("prop1", data, draws_count=2)
-    fit2 = {"beta": draw(st.floats(0.01, 10)), "p": draw(st.floats(0, 2)), "alpha": draw(st.floats(0, 30))}
-    data = AlphaData(1.0, fit2, np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
-    return VarianceCurve("fit2", data, draws_count=2)
+        return synthetic_curve(lambda n: np.expm1(alpha / n), GRID, model="prop1", draws=2)
+    b, p, a = draw(st.floats(0.01, 10)), draw(st.floats(0, 2)), draw(st.floats(0, 30))
+    return synthetic_curve(lambda n: b * n**-p * np.exp(a / n), GRID, model="fit2", draws=2)
 
 
 @st.composite
@@ -61,7 +62,7 @@ COMMON = dict(max_examples=150, deadline=None)
 
 
 def _prop1(alpha: float) -> VarianceCurve:
-    return VarianceCurve("prop1", AlphaData(alpha, None, np.zeros(0, np.int64), np.zeros(0), np.zeros(0)), draws_count=2)
+    return synthetic_curve(lambda n: np.expm1(alpha / n), GRID, model="prop1", draws=2)
 
 
 @settings(**COMMON)

@@ -11,16 +11,15 @@ from collegial.cli import main
 from collegial.commands.reproduce import TARGETS, load_target
 from collegial.experiments import search_repro as sr
 from collegial.search.solve import Candidate
-from collegial.search.variance import make_curve, parse_alpha
+from collegial.ntk.curve import AlphaFit, synthetic_fit
+from collegial.search.variance import VarianceCurve, synthetic_curve
 
 WIDTHS = [2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128]
 
 
 def alpha_obj(alpha=2.5, rel=0.03, widths=WIDTHS):
-    """An alpha.json whose table follows prop1 exactly, with ``rel`` relative standard errors."""
-    v = np.expm1(alpha / np.asarray(widths, dtype=float))
-    return {"alpha": alpha, "fit2": {"beta": 1.0, "p": 0.5, "alpha": 5.0}, "widths": list(widths),
-            "variance": v.tolist(), "stderr": (rel * v).tolist(), "trials": 2000}
+    """A schema-2 alpha.json whose table follows prop1 exactly, with ``rel`` relative standard errors."""
+    return synthetic_fit(lambda n: np.expm1(alpha / n), widths, rel_stderr=rel).to_dict()
 
 CIFAR = sr.SETTINGS[:2]  # CIFAR-10 with parameter and FLOP budgets (one cost table)
 
@@ -32,8 +31,8 @@ def _cand(arch: str) -> Candidate:
 
 def test_match_status():
     assert sr.match_status("37x10d", _cand("37x10d"), []) == "yes"
-    assert sr.match_status("37x10d", _cand("33x11d"), [_cand("37x10d")]) == "near-tie"
-    assert sr.match_status("37x10d", _cand("33x11d"), [_cand("47x8d")]) == "no"
+    assert sr.match_status("37x10d", _cand("33x11d"), ["33x11d", "37x10d"]) == "in set"
+    assert sr.match_status("37x10d", _cand("33x11d"), ["47x8d"]) == "no"
 
 
 def test_settings_are_the_papers():
@@ -64,8 +63,8 @@ def test_prop1_cannot_give_the_papers_cifar_dual():
 
 def test_a_flatter_fit2_curve_reproduces_the_cifar_pair():
     """The fit2 region the scan reports (p = 0.73, alpha = 4.7) gives 37x10d and 10x10d."""
-    data = parse_alpha({"alpha": 3.0, "fit2": {"beta": 1.0, "p": 0.73, "alpha": 4.7}})
-    rows, _ = sr.run_settings(make_curve("fit2", data, draws=10), settings=CIFAR[:1])
+    c = synthetic_curve(lambda n: n**-0.73 * np.exp(4.7 / n), np.arange(2, 129), model="fit2", draws=10)
+    rows, _ = sr.run_settings(c, settings=CIFAR[:1])
     assert [(r.problem, r.ours.arch, r.match) for r in rows] == [
         ("primal", "37x10d", "yes"), ("dual", "10x10d", "yes")]
     scan = sr.fit2_scan(settings=CIFAR[:1])
@@ -73,14 +72,16 @@ def test_a_flatter_fit2_curve_reproduces_the_cifar_pair():
 
 
 def test_reproduce_search_report():
-    data = parse_alpha(alpha_obj())
-    text, summary, results = sr.reproduce_search(data, model="prop1", draws=50, settings=CIFAR)
-    assert summary["matches"] == {"exact": 1, "within_near_ties": 1, "total": 3}
+    fit = AlphaFit.from_dict(alpha_obj())
+    text, summary, results = sr.reproduce_search(fit, model="prop1", draws=50, settings=CIFAR)
+    assert summary["matches"] == {"exact": 1, "within_optimal_set": 1, "total": 3}
     assert [r["match"] for r in summary["rows"]] == ["yes", "no", "no"]
-    assert "| CIFAR-10, params | primal | floor | 37x10d | 37x10d | - | yes |" in text
-    assert set(summary["per_model"]) == {f"{m}/{s}" for m in ("prop1", "fit2", "empirical")
+    assert "| CIFAR-10, params | primal | floor | 37x10d | 37x10d | 37x10d | yes |" in text
+    assert set(summary["per_model"]) == {f"{m}/{s}" for m in ("prop1", "fit2", "smooth", "empirical")
                                          for s in ("integer", "relaxed")}
-    assert summary["dual_ratios"][0]["ratio"] == pytest.approx(np.expm1(0.25) / np.expm1(2.5 / 128))
+    r = summary["dual_ratios"][0]
+    assert r["ratio"] == pytest.approx(np.expm1(0.25) / np.expm1(2.5 / 128))
+    assert r["table_ratio"] == pytest.approx(r["ratio"]) and r["table_ratio_se"] > 0
     assert len(results) == 2
 
 

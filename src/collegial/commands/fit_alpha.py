@@ -1,9 +1,11 @@
 """``collegial fit-alpha``: Algorithm 1, the NTK variance curve V1(n) and its fits.
 
 With ``--json`` stdout holds exactly one JSON object (the same as DIR/alpha.json with
-``--out DIR``): ``alpha``, ``fit2`` {beta, p, alpha}, ``widths``, ``variance``, ``stderr``,
-``trials``, ``family``, ``channels``, ``bn``, ``seed``, ``m_law`` and a few more. Progress goes to
-stderr. Under ``torchrun`` the trials are sharded over ranks; rank 0 prints and writes.
+``--out DIR``; schema in :mod:`collegial.ntk.curve`): the probe (``family``, ``inputs``,
+``correlation``, ``pairs``, ``trials``, ``seed``, ...), the table (``widths``, ``variance``,
+``stderr``, ``pair_variance``), ``fits`` (prop1, fit2, smooth, empirical with chi^2), ``alpha``,
+``fit2``, ``m_law`` and ``versions``. Progress goes to stderr (on a terminal). Under
+``torchrun`` the trials are sharded over ranks; rank 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.errors import UserError
+from collegial.ntk.alpha import DEFAULT_TRIALS, DEFAULT_WIDTHS
 
 
 def int_list(text: str, what: str) -> list[int]:
@@ -36,11 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--family", default="resnext-block", help="resnext-block (default) or mlp")
-    p.add_argument("--trials", type=int, default=2000, help="initializations per width (default 2000)")
-    p.add_argument("--widths", default="2,4,8,10,16,32,64,96,128", help="comma-separated widths n")
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"initializations per width, split between the input pairs (default {DEFAULT_TRIALS})")
+    p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
+                   help="comma-separated widths n (default: every width 2..16, then 20..128)")
     p.add_argument("--channels", type=int, default=256, help="block channels C (MLP: input size); 256")
     p.add_argument("--bn", default="none", help="BatchNorm: none (default) or train (probe-batch stats)")
     p.add_argument("--seed", type=int, default=0)
+    add_probe_arguments(p)
     p.add_argument(
         "--param",
         default="standard",
@@ -66,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
         for name in ("alpha.json", "alpha.png"):
             if (Path(args.out) / name).exists():
                 raise UserError(f"{Path(args.out) / name} exists; refusing to overwrite (use --force)")
+    inputs = probe_inputs(args)
     fit = run_algorithm1(
         family=args.family,
+        inputs=inputs,
         widths=widths,
         trials=args.trials,
         channels=args.channels,

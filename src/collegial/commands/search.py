@@ -1,8 +1,10 @@
 """``collegial search FAMILY --dataset D --baseline ARCH [...]``: the primal and dual optima.
 
-Prints a table in the paper's format (model, rho, params, GFLOPs, variance) for the baseline,
-the primal optimum and the dual optimum, with their near-ties; ``--json`` prints one JSON object
-instead. ``--out DIR`` also writes ``search.json``, ``search.md``, ``primal.png`` and
+Prints the recommendation first (primal and dual: arch, params, GFLOPs, variance with its
+standard error, rho, probability of being optimal), then each problem's optimal set (the widths
+it spans, at most five candidates), the optimum under the other variance models, and the
+paper's table (model, rho, params, GFLOPs, variance); ``--all-ties`` adds the full near-tie
+lists. ``--json`` prints one JSON object instead. ``--out DIR`` also writes ``search.json``, ``search.md``, ``primal.png`` and
 ``dual.png`` (existing files are refused unless ``--force``).
 """
 
@@ -14,7 +16,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.errors import UserError
+from collegial.ntk.curve import finite_json
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
 from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, format_table, search
 from collegial.search.variance import (
@@ -46,10 +50,12 @@ def prepare_out(out: str | Path, names: Iterable[str], *, force: bool) -> Path:
 def add_curve_arguments(p: argparse.ArgumentParser, *, default_trials: int = ON_THE_FLY_TRIALS) -> None:
     """Options choosing the variance curve (shared with ``collegial reproduce search``)."""
     p.add_argument("--alpha-file", default=None, metavar="F",
-                   help="alpha.json from 'collegial fit-alpha --json' (or its directory); without it "
-                   f"Algorithm 1 runs here with T={default_trials} trials per width (cached)")
+                   help="alpha.json from 'collegial fit-alpha --json' (or its directory), measured by "
+                   "the family's probe; without it Algorithm 1 runs here with the family's probe, "
+                   f"T={default_trials} trials per width and the --inputs options (cached)")
     p.add_argument("--variance", choices=VARIANCE_MODELS, default=DEFAULT_VARIANCE_MODEL,
-                   help=f"variance model V1(n) (default {DEFAULT_VARIANCE_MODEL})")
+                   help="variance model V1(n): auto (default: smooth where its chi2 fits, else "
+                   "empirical), prop1, fit2, smooth (cubic in log n) or empirical (log-log table)")
     p.add_argument("--trials", type=int, default=default_trials,
                    help=f"Monte Carlo trials per width when Algorithm 1 runs here (default {default_trials})")
     p.add_argument("--ties", choices=TIE_RULES, default="paired",
@@ -58,6 +64,7 @@ def add_curve_arguments(p: argparse.ArgumentParser, *, default_trials: int = ON_
     p.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
                    help=f"bootstrap draws of the curve (default {DEFAULT_DRAWS})")
     p.add_argument("--seed", type=int, default=0, help="seed of Algorithm 1 and of the bootstrap")
+    add_probe_arguments(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,9 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", choices=SOLVERS, default="integer",
                    help="integer: exact integer problems (default); relaxed: n from the continuous "
                    "problem argmin V1(n) B(n), shared by primal and dual, then m rounded")
-    p.add_argument("--n-range", default="2:128", metavar="LO:HI", help="widths searched (default 2:128)")
+    p.add_argument("--n-range", default=None, metavar="LO:HI",
+                   help="widths searched (default: the curve's measured widths within 2:128)")
     p.add_argument("--bn-flops", action="store_true", help="count one FLOP per BatchNorm output")
     add_curve_arguments(p)
+    p.add_argument("--all-ties", action="store_true", help="also list every near-tie")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument("--out", default=None, metavar="DIR", help="write search.json, search.md and PNG curves")
     p.add_argument("--force", action="store_true", help="overwrite existing files in --out")
@@ -104,11 +113,15 @@ def run(args: argparse.Namespace) -> int:
         validate_arch(args.family, args.baseline)
     except UserError as e:
         raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
+    if fam.probe_family is None and args.alpha_file is None:
+        raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file")
+    inputs = probe_inputs(args) if args.alpha_file is None else None
     out = prepare_out(args.out, OUT_FILES, force=args.force) if args.out else None
     if args.alpha_file is None:
-        print(f"collegial search: no --alpha-file; running Algorithm 1 with T={args.trials} "
-              "trials per width (cached)", file=sys.stderr)
-    curve = load_curve(args.alpha_file, args.variance, trials=args.trials, seed=args.seed,
+        print(f"collegial search: no --alpha-file; running Algorithm 1 ({fam.probe_family} probe, "
+              f"inputs {inputs.label}, {inputs.pairs} pairs, T={args.trials} per width; cached)", file=sys.stderr)
+    curve = load_curve(args.alpha_file, args.variance, probe_family=fam.probe_family,
+                       model_family=args.family, trials=args.trials, seed=args.seed, inputs=inputs,
                        draws=args.draws, progress=not args.json)
     res = search(
         args.family,
@@ -125,16 +138,16 @@ def run(args: argparse.Namespace) -> int:
         solver=args.solver,
     )
     obj = res.to_dict()
-    table = format_table(res)
+    table = format_table(res, all_ties=args.all_ties)
     if out is not None:
         from collegial.search.plots import plot_both
 
-        (out / "search.json").write_text(json.dumps(obj, indent=1) + "\n")
-        (out / "search.md").write_text(table + "\n")
+        (out / "search.json").write_text(json.dumps(finite_json(obj), indent=1) + "\n")
+        (out / "search.md").write_text(format_table(res, all_ties=True) + "\n")
         plot_both(res, out)
         obj["files"] = [str(out / n) for n in OUT_FILES]
     if args.json:
-        print(json.dumps(obj))
+        print(json.dumps(finite_json(obj)))
     else:
         print(table)
         if out is not None:

@@ -9,8 +9,9 @@ Targets for ``collegial reproduce``:
   variance ratios that decide the dual problems.
 * ``costs``: every parameter count, GFLOPs figure and rho of SPEC section 6 against ours.
 
-A match is ``yes`` when our optimum is the paper's, ``near-tie`` when the paper's optimum is among
-our near-ties (the Monte Carlo estimate cannot separate them), ``no`` otherwise.
+A match is ``yes`` when our optimum is the paper's, ``in set`` when the paper's optimum is in our
+optimal set (the candidates that hold the optimum with 95% bootstrap probability), ``no``
+otherwise.
 """
 
 from __future__ import annotations
@@ -36,14 +37,8 @@ from collegial.search.solve import (
     primal_m,
     search,
 )
-from collegial.search.variance import (
-    DEFAULT_VARIANCE_MODEL,
-    VARIANCE_MODELS,
-    AlphaData,
-    VarianceCurve,
-    load_curve,
-    make_curve,
-)
+from collegial.ntk.curve import MODELS, AlphaFit, finite_json
+from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve, load_curve
 
 #: Algorithm 1 trials per width when ``reproduce search`` runs it itself (the paper's T).
 REPRO_TRIALS = 2000
@@ -88,7 +83,7 @@ class Row:
     problem: str  # "primal" | "dual"
     paper: str
     ours: Candidate
-    ties: list[Candidate]
+    ties: list[str]  # our optimal set's members (MxNd), most probable first
     match: str
     paper_rho: float | None = None
     paper_near: tuple[str, ...] = ()
@@ -106,16 +101,16 @@ class Row:
             "paper_rho": self.paper_rho,
             "paper_vicinity": list(self.paper_near),
             "ours": self.ours.to_dict(),
-            "near_ties": [c.arch for c in self.ties],
+            "optimal_set": list(self.ties),
             "match": self.match,
         }
 
 
-def match_status(paper: str, ours: Candidate, ties: list[Candidate]) -> str:
+def match_status(paper: str, ours: Candidate, members: list[str]) -> str:
     if ours.arch == paper:
         return "yes"
-    if paper in {c.arch for c in ties}:
-        return "near-tie"
+    if paper in members:
+        return "in set"
     return "no"
 
 
@@ -133,24 +128,24 @@ def run_settings(
         res = search(s.family, s.dataset, s.baseline, curve, budget=s.budget, rounding=s.rounding,
                      ties=ties, level=level, solver=solver)
         results.append(res)
-        rows.append(Row(s, "primal", s.primal, res.primal, res.near_ties["primal"],
-                        match_status(s.primal, res.primal, res.near_ties["primal"]),
+        p_set = list(res.optimal_set["primal"].members)
+        rows.append(Row(s, "primal", s.primal, res.primal, p_set, match_status(s.primal, res.primal, p_set),
                         None, s.vicinity))
         if s.dual is not None:
-            rows.append(Row(s, "dual", s.dual, res.dual, res.near_ties["dual"],
-                            match_status(s.dual, res.dual, res.near_ties["dual"]), s.dual_rho))
+            d_set = list(res.optimal_set["dual"].members)
+            rows.append(Row(s, "dual", s.dual, res.dual, d_set, match_status(s.dual, res.dual, d_set), s.dual_rho))
     return rows, results
 
 
 def counts(rows: list[Row]) -> tuple[int, int, int]:
-    """(exact matches, matches within near-ties, rows)."""
+    """(exact matches, matches within our optimal sets, rows)."""
     exact = sum(r.match == "yes" for r in rows)
-    return exact, exact + sum(r.match == "near-tie" for r in rows), len(rows)
+    return exact, exact + sum(r.match == "in set" for r in rows), len(rows)
 
 
 def markdown_rows(rows: list[Row]) -> str:
     lines = [
-        "| setting | problem | rounding | paper | ours | our near-ties | match |",
+        "| setting | problem | rounding | paper | ours | our optimal set | match |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -158,7 +153,7 @@ def markdown_rows(rows: list[Row]) -> str:
         if r.paper_near:
             paper += f"; {', '.join(r.paper_near)} near it"
         ours = r.ours.arch + (f" (rho {r.ours.rho:.2f})" if r.problem == "dual" else "")
-        ties = ", ".join(c.arch for c in r.ties[:8]) + (f" +{len(r.ties) - 8}" if len(r.ties) > 8 else "")
+        ties = ", ".join(r.ties[:5]) + (f" +{len(r.ties) - 5}" if len(r.ties) > 5 else "")
         lines.append(
             f"| {r.setting.name} | {r.problem} | {r.setting.rounding} | {paper} | {ours} | "
             f"{ties or '-'} | {r.match} |"
@@ -298,9 +293,18 @@ def variance_ratios(curve: VarianceCurve, settings: tuple[Setting, ...] = SETTIN
             continue  # outside an empirical table
         i, j = int(np.searchsorted(nn, n_d)), int(np.searchsorted(nn, n_b))
         rd = m_b * draws[:, i] / draws[:, j]
-        out.append({"n": n_d, "n_b": n_b, "m_b": m_b, "paper_m": m_d,
-                    "ratio": float(m_b * point[i] / point[j]), "ratio_se": float(np.std(rd, ddof=1)),
-                    "needed": [m_d - 1, m_d]})
+        row = {"n": n_d, "n_b": n_b, "m_b": m_b, "paper_m": m_d,
+               "ratio": float(m_b * point[i] / point[j]), "ratio_se": float(np.std(rd, ddof=1)),
+               "needed": [m_d - 1, m_d]}
+        w = list(curve.fit.widths)
+        if n_d in w and n_b in w:  # both measured: the Monte Carlo table's own ratio
+            a, b = w.index(n_d), w.index(n_b)
+            va, vb = curve.fit.variance[a], curve.fit.variance[b]
+            sa, sb = curve.fit.stderr[a], curve.fit.stderr[b]
+            r = m_b * va / vb
+            row["table_ratio"] = r
+            row["table_ratio_se"] = r * math.sqrt((sa / va) ** 2 + (sb / vb) ** 2)
+        out.append(row)
     return out
 
 
@@ -312,7 +316,7 @@ def _fmt_ranges(r: list[tuple[float, float]]) -> str:
 
 
 def reproduce_search(
-    data: AlphaData,
+    fit: AlphaFit,
     *,
     model: str = DEFAULT_VARIANCE_MODEL,
     solver: str = "integer",
@@ -321,21 +325,23 @@ def reproduce_search(
     draws: int = 1000,
     seed: int = 0,
     command: str = "",
+    source: str = "<memory>",
     settings: tuple[Setting, ...] = SETTINGS,
 ) -> tuple[str, dict[str, Any], list[SearchResult]]:
     """The markdown report, a JSON-able summary and the search results of ``model``."""
-    curve = make_curve(model, data, draws=draws, seed=seed)
+    curve = VarianceCurve(fit, model, draws, seed, source)
+    model = curve.model
     rows, results = run_settings(curve, ties=ties, level=level, solver=solver, settings=settings)
     exact, within, total = counts(rows)
     per_model: dict[str, Any] = {}
-    for other in VARIANCE_MODELS:
+    for other in MODELS:
         for slv in SOLVERS:
             key = f"{other}/{slv}"
             if (other, slv) == (model, solver):
                 per_model[key] = (exact, within, total)
                 continue
             try:
-                c = make_curve(other, data, draws=draws, seed=seed)
+                c = curve.with_model(other)
                 per_model[key] = counts(run_settings(c, ties=ties, level=level, solver=slv, settings=settings)[0])
             except UserError as e:
                 per_model[key] = str(e)  # e.g. no fit2 entry, or a table too short
@@ -343,22 +349,21 @@ def reproduce_search(
     f2 = {slv: fit2_scan(settings=settings, solver=slv) for slv in SOLVERS}
     ratios = variance_ratios(curve, settings)
 
-    d = data
-    lines = [f"Variance model **{model}** ({curve.describe()}), {solver} solver; alpha source: {d.source}"
-             + (f", T={d.trials} trials per width" if d.trials else "") + "."]
+    lines = [f"Variance model **{curve.requested}** ({curve.describe()}), {solver} solver; probe: "
+             f"{fit.probe_label()}; source: {source}."]
     if command:
         lines.append(f"Command: `{command}`")
     lines += ["", markdown_rows(rows), "",
               f"**Matches ({model}, {solver} solver): {exact}/{total} exact, {within}/{total} within our "
-              f"near-ties** ({ties} bootstrap rule, {level:.0%}, {draws} draws).", "",
+              f"optimal sets** ({level:.0%} of {draws} bootstrap draws).", "",
               "Every variance model and solver on the same alpha file:", "",
-              "| variance model | solver | exact | within near-ties |", "|---|---|---|---|"]
+              "| variance model | solver | exact | within optimal set |", "|---|---|---|---|"]
     for k, v in per_model.items():
         mdl, slv = k.split("/")
         lines.append(f"| {mdl} | {slv} | {v[0]}/{v[2]} | {v[1]}/{v[2]} |" if isinstance(v, tuple)
                      else f"| {mdl} | {slv} | n/a: {v} | |")
     lines += ["", "Which curves could reproduce the paper at all: Proposition-1 alphas (grid 0.05..40, step 0.01) "
-              f"whose search returns each optimum (ours: alpha = {d.alpha:.4g}):", "",
+              f"whose search returns each optimum (ours: alpha = {fit.alpha:.4g} ± {fit.alpha_stderr:.2g}):", "",
               "| setting | problem | paper | alpha range (integer) | alpha range (relaxed) |", "|---|---|---|---|---|"]
     for a, b in zip(scans["integer"]["per_optimum"], scans["relaxed"]["per_optimum"]):
         vic = f" (vicinity: {_fmt_ranges(a['vicinity_ranges'])})" if a["vicinity_ranges"] else ""
@@ -376,23 +381,26 @@ def reproduce_search(
             f"({br['count']} curves, p {br['p'][0]:.2f}..{br['p'][1]:.2f}, alpha {br['alpha'][0]:.1f}.."
             f"{br['alpha'][1]:.1f}; missed: {', '.join(g['missed_at_best']) or 'none'})."
         )
-    if d.fit2:
-        lines.append(f"- our fit2: p = {d.fit2['p']:.3g}, alpha = {d.fit2['alpha']:.3g}, beta = {d.fit2['beta']:.3g}.")
+    f2fit = fit.fit2
+    lines.append(f"- our fit2: p = {f2fit['p']:.3g}, alpha = {f2fit['alpha']:.3g}, beta = {f2fit['beta']:.3g}.")
     if ratios:
         lines += ["", f"Dual decisions: m_b V1(n)/V1(n_b) under {model} (the paper's M x nd needs M-1 < ratio <= M):", ""]
         for r in ratios:
-            lines.append(f"- n={r['n']} vs baseline {r['m_b']}x{r['n_b']}d: {r['ratio']:.2f} ± {r['ratio_se']:.2f} "
+            tab = (f"; Monte Carlo table {r['table_ratio']:.2f} ± {r['table_ratio_se']:.2f}"
+                   if "table_ratio" in r else "")
+            lines.append(f"- n={r['n']} vs baseline {r['m_b']}x{r['n_b']}d: {r['ratio']:.2f} ± {r['ratio_se']:.2f}{tab} "
                          f"(paper's {r['paper_m']}x{r['n']}d needs {r['needed'][0]} < ratio <= {r['needed'][1]})")
     summary = {
         "variance_model": model,
+        "variance_requested": curve.requested,
         "solver": solver,
-        "alpha": d.alpha,
-        "fit2": d.fit2,
-        "alpha_source": d.source,
-        "trials": d.trials,
+        "alpha": fit.alpha,
+        "fit2": fit.fit2,
+        "alpha_source": source,
+        "probe": fit.probe_options(),
         "rows": [r.to_dict() for r in rows],
-        "matches": {"exact": exact, "within_near_ties": within, "total": total},
-        "per_model": {k: (dict(zip(("exact", "within_near_ties", "total"), v)) if isinstance(v, tuple) else v)
+        "matches": {"exact": exact, "within_optimal_set": within, "total": total},
+        "per_model": {k: (dict(zip(("exact", "within_optimal_set", "total"), v)) if isinstance(v, tuple) else v)
                       for k, v in per_model.items()},
         "alpha_scan": scans,
         "fit2_scan": f2,
@@ -507,32 +515,35 @@ class _SearchTarget:
                        help="solver of the main table (both are compared below it)")
 
     def run(self, args: argparse.Namespace) -> int:
+        from collegial.commands.probe_options import probe_inputs
+
+        inputs = probe_inputs(args) if args.alpha_file is None else None
         if args.alpha_file is None:
             print(f"collegial reproduce search: no --alpha-file; running Algorithm 1 with T={args.trials} "
-                  "trials per width (cached)", file=sys.stderr)
+                  f"trials per width, inputs {inputs.label} (cached)", file=sys.stderr)
         if args.out is not None:  # fail before the work when --out would clash
             from collegial.commands.search import prepare_out
 
             prepare_out(args.out, ["search.md", "search.json"], force=args.force)
-        curve = load_curve(args.alpha_file, args.variance, trials=args.trials, seed=args.seed,
+        curve = load_curve(args.alpha_file, args.variance, probe_family="resnext-block",
+                           model_family="ResNeXt", trials=args.trials, seed=args.seed, inputs=inputs,
                            draws=args.draws, progress=not args.json)
         cmd = "collegial reproduce search" + (f" --alpha-file {args.alpha_file}" if args.alpha_file else "") \
             + (f" --variance {args.variance}" if args.variance != DEFAULT_VARIANCE_MODEL else "") \
             + (f" --solver {args.solver}" if args.solver != "integer" else "")
-        text, summary, results = reproduce_search(curve.data, model=args.variance, solver=args.solver,
-                                                  ties=args.ties,
-                                                  level=args.level, draws=args.draws, seed=args.seed,
-                                                  command=cmd)
+        text, summary, results = reproduce_search(curve.fit, model=args.variance, solver=args.solver,
+                                                  ties=args.ties, level=args.level, draws=args.draws,
+                                                  seed=args.seed, command=cmd, source=curve.source)
         plots = []
         for s, res in zip(SETTINGS, results):
             slug = f"{s.dataset}-{s.family}-{s.baseline}-{s.budget}"
             plots += [(f"{slug}-primal.png", (res, "primal")), (f"{slug}-dual.png", (res, "dual"))]
         written = _write_outputs(args.out, args.force,
-                                 {"search.md": text + "\n", "search.json": json.dumps(summary, indent=1) + "\n"},
+                                 {"search.md": text + "\n", "search.json": json.dumps(finite_json(summary), indent=1) + "\n"},
                                  plots)
         if written:
             summary["files"] = written
-        print(json.dumps(summary) if args.json else text)
+        print(json.dumps(finite_json(summary)) if args.json else text)
         return 0
 
 

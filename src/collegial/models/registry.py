@@ -34,6 +34,8 @@ class Family:
     arch_kind: ArchKind
     default_dataset: str
     doc: str
+    #: The Algorithm 1 probe whose variance curve the search uses for this family (None: none).
+    probe_family: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,20 @@ PRESETS: dict[str, Preset] = {}
 
 
 def register_model(
-    name: str, *, arch_kind: ArchKind = "ce", default_dataset: str = "cifar10"
+    name: str,
+    *,
+    arch_kind: ArchKind = "ce",
+    default_dataset: str = "cifar10",
+    probe_family: str | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a family function under ``name``."""
+    """Decorator registering a family function under ``name``; ``probe_family`` names the
+    Algorithm 1 probe of its collegial block (``resnext-block``, ``mlp``)."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _FAMILIES[name] = Family(name, fn, arch_kind, default_dataset, doc)
+        _FAMILIES[name] = Family(name, fn, arch_kind, default_dataset, doc, probe_family)
         return fn
 
     return deco
@@ -168,31 +175,31 @@ def _resnext(
     )
 
 
-@register_model("resnext29")
+@register_model("resnext29", probe_family="resnext-block")
 def resnext29(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-29 (CIFAR, ImageNet32): 3 stages x 3 blocks, out 256/512/1024, 3x3 stem."""
     return _resnext(arch, blocks=(3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext38", default_dataset="imagenet64")
+@register_model("resnext38", default_dataset="imagenet64", probe_family="resnext-block")
 def resnext38(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-38 (ImageNet64): ResNeXt-29 plus a 4th stage of 3 blocks, out 2048, stride 2."""
     return _resnext(arch, blocks=(3, 3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext50", default_dataset="imagenet")
+@register_model("resnext50", default_dataset="imagenet", probe_family="resnext-block")
 def resnext50(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-50 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 6, 3]."""
     return _resnext(arch, blocks=(3, 4, 6, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext101", default_dataset="imagenet")
+@register_model("resnext101", default_dataset="imagenet", probe_family="resnext-block")
 def resnext101(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-101 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 23, 3]."""
     return _resnext(arch, blocks=(3, 4, 23, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext11", default_dataset="mnist")
+@register_model("resnext11", default_dataset="mnist", probe_family="resnext-block")
 def resnext11(arch: str, **kw: object) -> nn.Module:
     """Small CPU member: ResNeXt-29's layout, 1 block per stage, out 32/64/128, stem 16 stride 2."""
     kw.setdefault("widen_factor", 1)
@@ -217,7 +224,7 @@ def wrn(
     return WideResNet(depth, k, num_classes=num_classes, in_channels=in_channels, num_stages=stages)
 
 
-@register_model("mlp", default_dataset="mnist")
+@register_model("mlp", default_dataset="mnist", probe_family="mlp")
 def mlp(
     arch: str,
     *,

@@ -1,10 +1,11 @@
 """Algorithm 1 probes: one NTK entry ``K(x, x') = <grad f(x), grad f(x')>`` for many random
 initializations at once.
 
-A probe holds a fixed input pair ``x, x'`` (independent standard normal entries) and a fixed
-random linear readout ``r`` (N(0, 1/numel) entries; the probed function is ``f(x) = <r, F(x)>``,
-a scalar), both drawn from the run seed, and returns, for a batch of ``B`` independent
-initializations, the ``B`` values of ``K``. Trials are vectorized exactly:
+A probe holds one input pair ``x, x'`` and one random linear readout ``r`` (N(0, 1/numel)
+entries; the probed function is ``f(x) = <r, F(x)>``, a scalar), pair number ``pair`` of a
+:class:`~collegial.ntk.inputs.ProbeInputs` (post-ReLU correlated Gaussians by default; see
+:mod:`collegial.ntk.inputs`), and returns, for a batch of ``B`` independent initializations,
+the ``B`` values of ``K``. Algorithm 1 builds one probe per pair. Trials are vectorized exactly:
 
 * :class:`ResNeXtBlockProbe` -- the BatchNorm-free ResNeXt bottleneck of SPEC section 3,
   ``collegial.models.Bottleneck(C, C, cardinality=m, width=n, ref_channels=C, bn=False)``
@@ -26,8 +27,9 @@ initializations, the ``B`` values of ``K``. Trials are vectorized exactly:
 * :class:`FactoryProbe` -- any ``width -> nn.Module`` factory: ``B`` modules built by the
   factory, parameters stacked and ``vmap``-ed (``torch.func``), two backward passes each.
 
-Each trial chunk is drawn from its own generator, seeded from ``(seed, m, n, chunk index)``, so
-results do not depend on how chunks are shared between processes.
+Each trial chunk is drawn from its own generator, seeded from ``(seed, m, n, chunk index, pair)``
+(:func:`trial_seed`), so results do not depend on how chunks are shared between threads or
+processes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from torch.func import functional_call, jacrev, stack_module_state, vmap
 from collegial.errors import UserError
 from collegial.models import Bottleneck, CollegialMLP, init_resnet_
 from collegial.ntk._bn import batchnorm_mode
+from collegial.ntk.inputs import ProbeInputs
 
 BnMode = Literal["none", "train"]
 Param = Literal["standard", "ntk"]
@@ -110,14 +113,13 @@ def fill_normal(targets: list[tuple[Tensor, float]], seed: int) -> None:
     list(_POOL.map(run, jobs))
 
 
-def _pair_and_readout(
-    input_shape: tuple[int, ...], out_numel: int, seed: int, dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
-    """Fixed probe inputs ``(2, *input_shape)`` ~ N(0, 1) and readout ``(out_numel,)`` ~ N(0, 1/out)."""
-    g = torch.Generator().manual_seed(chunk_seed(seed, 0x5EED))
-    x = torch.randn((2, *input_shape), generator=g, dtype=torch.float64)
-    r = torch.randn(out_numel, generator=g, dtype=torch.float64) / math.sqrt(out_numel)
-    return x.to(dtype), r.to(dtype)
+def trial_seed(seed: int, m: int, n: int, chunk: int, pair: int = 0) -> int:
+    """Seed of trial chunk ``chunk`` of multiplicity ``m``, width ``n`` on input pair ``pair``
+    (pair 0: ``chunk_seed(seed, m, n, chunk)``, as in earlier versions)."""
+    return chunk_seed(seed, m, n, chunk) if pair == 0 else chunk_seed(seed, m, n, chunk, pair)
+
+
+_GAUSSIAN = ProbeInputs("gaussian", pairs=1)
 
 
 @dataclass
@@ -148,6 +150,9 @@ class ResNeXtBlockProbe:
     the Kaiming std, ``sqrt(2 / fan_in)``), i.e. each layer's term is weighted by ``sigma^2``
     (BatchNorm parameters keep weight 1). The forward function is the same.
 
+    ``inputs``, ``pair``: the pair and readout this probe measures (default: pair 0 of
+    independent Gaussian inputs; Algorithm 1 passes its own :class:`ProbeInputs`).
+
     ``final_relu=False`` drops the ReLU after the residual addition (the block's output is
     ``x + F(x)``): a diagnostic of how that ReLU couples the paths (``collegial reproduce
     m-law``); the per-trial loop (:meth:`k_loop`) always has it.
@@ -166,8 +171,11 @@ class ResNeXtBlockProbe:
         engine: Literal["auto", "gram", "grouped"] = "auto",
         parameterization: Param = "standard",
         final_relu: bool = True,
+        inputs: ProbeInputs = _GAUSSIAN,
+        pair: int = 0,
     ) -> None:
         _check_param(parameterization)
+        self.inputs, self.pair = inputs, int(pair)
         self.parameterization = parameterization
         self.final_relu = final_relu
         if bn not in ("none", "train"):
@@ -179,7 +187,7 @@ class ResNeXtBlockProbe:
         self.channels, self.spatial, self.seed, self.bn, self.dtype = channels, spatial, seed, bn, dtype
         self.engine = ("gram" if bn == "none" else "grouped") if engine == "auto" else engine
         c, h = channels, spatial
-        self.x, self.r = _pair_and_readout((c, h, h), c * h * h, seed, dtype)
+        self.x, self.r = inputs.draw((c, h, h), c * h * h, seed, self.pair, dtype)
         # The joint frame: x on rows [0, H), a zero separator row, x' on rows [H+1, 2H+1).
         hf = 2 * h + 1
         self._p1 = slice(0, h * h)
@@ -443,12 +451,15 @@ class MLPProbe:
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
         parameterization: Param = "standard",
+        inputs: ProbeInputs = _GAUSSIAN,
+        pair: int = 0,
     ) -> None:
         _check_param(parameterization)
         self.parameterization = parameterization
         self.channels, self.depth, self.seed, self.dtype = channels, depth, seed, dtype
+        self.inputs, self.pair = inputs, int(pair)
         self.bn = "none"
-        self.x, _ = _pair_and_readout((channels,), 1, seed, dtype)
+        self.x, _ = inputs.draw((channels,), 0, seed, self.pair, dtype)
 
     def inner(self, m: int, n: int) -> int:
         return m * n
@@ -503,7 +514,10 @@ class FactoryProbe:
         seed: int = 0,
         bn: BnMode = "none",
         dtype: torch.dtype = torch.float32,
+        inputs: ProbeInputs = _GAUSSIAN,
+        pair: int = 0,
     ) -> None:
+        self.inputs, self.pair = inputs, int(pair)
         self.factory, self.input_shape, self.seed, self.bn, self.dtype = (
             factory,
             tuple(input_shape),
@@ -512,7 +526,7 @@ class FactoryProbe:
             dtype,
         )
         self.channels = int(np.prod(self.input_shape))
-        self.x, _ = _pair_and_readout(self.input_shape, 1, seed, dtype)
+        self.x, _ = inputs.draw(self.input_shape, 0, seed, self.pair, dtype)
         self._readouts: dict[int, Tensor] = {}
 
     def inner(self, m: int, n: int) -> int:
@@ -526,7 +540,7 @@ class FactoryProbe:
 
     def _readout(self, numel: int) -> Tensor:
         if numel not in self._readouts:
-            self._readouts[numel] = _pair_and_readout((1,), numel, self.seed, self.dtype)[1]
+            self._readouts[numel] = _GAUSSIAN.draw((1,), numel, self.seed, self.pair, self.dtype)[1]
         return self._readouts[numel]
 
     def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:

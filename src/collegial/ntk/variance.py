@@ -136,3 +136,36 @@ def merge_distributed(mom: Moments) -> Moments:
     for t in gathered:
         out = out.merge(Moments.from_tensor(t.cpu()))
     return out
+
+
+def pool_estimates(values: list[float], stderrs: list[float]) -> tuple[float, float]:
+    """Mean of independent estimates (one per input pair) and its standard error.
+
+    The estimates differ by their own Monte Carlo noise *and* by what they measure (each pair
+    has its own inputs and readout), so the error comes from their observed spread,
+    ``sd(values) / sqrt(P)``, never taken below the Monte Carlo part alone,
+    ``sqrt(mean(stderr^2) / P)`` (with few pairs the observed spread can be small by chance).
+    ``P = 1`` returns the one estimate and its own standard error."""
+    x = np.asarray(values, dtype=np.float64)
+    s = np.asarray(stderrs, dtype=np.float64)
+    p = x.size
+    if p == 0:
+        raise ValueError("no estimates to pool")
+    if p == 1:
+        return float(x[0]), float(s[0])
+    within = float(np.mean(s * s))
+    between = float(x.var(ddof=1))
+    return float(x.mean()), math.sqrt(max(between, within) / p)
+
+
+def pool_pairs(per_pair: list[NormalizedVariance]) -> NormalizedVariance:
+    """:func:`pool_estimates` of ``v`` over input pairs (``mean``/``var``: averages over pairs;
+    ``trials``: the total)."""
+    v, se = pool_estimates([e.v for e in per_pair], [e.stderr for e in per_pair])
+    return NormalizedVariance(
+        v,
+        se,
+        float(np.mean([e.mean for e in per_pair])),
+        float(np.mean([e.var for e in per_pair])),
+        int(sum(e.trials for e in per_pair)),
+    )

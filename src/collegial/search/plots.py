@@ -4,7 +4,9 @@
   the width n, with its bootstrap band;
 * dual: ``rho(n)`` along ``V = V(baseline)``, against n, with its band.
 
-The optimum is a star, near-ties are circles, the baseline a square; each is labelled ``MxNd``.
+The optimum is a star, the other most probable members of the optimal set (at most four) are
+circles, the optimal set's width range is shaded, the baseline a square; each is labelled
+``MxNd``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,6 @@ def _pyplot():  # imported lazily: matplotlib costs ~0.3 s to import
     import matplotlib.pyplot as plt
 
     return plt
-
-
-#: Near-ties labelled with their MxNd (the most probable ones); the rest are only marked.
-MAX_LABELS = 4
 
 
 def _mark(
@@ -50,15 +48,15 @@ def _plot(res: SearchResult, which: str, path: Path) -> Path:
     ax.plot(n, y, color="C0", lw=1.2, marker=".", ms=3,
             label="V1(n)/m along the budget" if which == "primal" else "rho along V = V(baseline)")
     y_of = {int(a): float(b) for a, b in zip(n, y)}
-    ties = res.near_ties[which]
-    shown = {c.arch for c in sorted(ties, key=lambda c: -(c.p_best or 0.0))[:MAX_LABELS]}
-    k = 0
-    for i, c in enumerate(ties):
-        text = c.arch in shown
-        _mark(ax, c, y_of, {"marker": "o", "mfc": "none", "mec": "C1", "ms": 7},
-              f"near-tie ({len(ties)})" if i == 0 else None, text,
-              (4, -12) if text and (k := k + 1) % 2 else (4, 8))
     best = getattr(res, which)
+    st = res.optimal_set.get(which)
+    if st is not None:
+        ax.axvspan(st.widths[0] - 0.5, st.widths[1] + 0.5, color="C1", alpha=0.08, lw=0,
+                   label=f"optimal set n = {st.widths[0]}..{st.widths[1]} ({st.coverage:.0%})")
+        others = [c for c in st.candidates if c.arch != best.arch]
+        for i, c in enumerate(others):  # at most MAX_SET - 1 labels, alternating above and below
+            _mark(ax, c, y_of, {"marker": "o", "mfc": "none", "mec": "C1", "ms": 7},
+                  "most probable others" if i == 0 else None, True, (4, -12) if i % 2 == 0 else (4, 8))
     _mark(ax, best, y_of, {"marker": "*", "color": "C3", "ms": 13}, f"optimum {best.arch}",
           offset=(6, 10))
     if which == "primal":

@@ -29,7 +29,13 @@ of the optimum when, with ``level`` confidence, the data cannot tell them apart:
 * ``ties="overlap"``: the candidate's and the optimum's ``level`` percentile intervals overlap
   (more generous: it ignores that correlation).
 
-The near-ties are listed best first, with their bootstrap probability of being the optimum.
+The near-ties are listed best first, with their bootstrap probability of being the optimum
+(``p_best``: the share of draws in which the candidate is the optimum).
+
+**Optimal set.** Candidates by decreasing ``p_best`` until their total reaches ``level``: the
+set that holds the optimum with that bootstrap probability. Reported as the range of widths it
+spans and its (at most :data:`MAX_SET`) most probable members; this is the compact answer, the
+full near-tie list stays available.
 Arrays below are indexed by candidate width, shape ``(N,)``, or ``(K, N)`` over K draws.
 """
 
@@ -53,6 +59,8 @@ BUDGETS: tuple[str, ...] = ("params", "flops")
 TIE_RULES: tuple[str, ...] = ("paired", "overlap")
 SOLVERS: tuple[str, ...] = ("integer", "relaxed")
 DEFAULT_N_RANGE = (2, 128)
+#: Most candidates listed in an optimal set (and labelled in plots).
+MAX_SET = 5
 
 
 class CostModel(Protocol):
@@ -177,6 +185,40 @@ class Curve:
     feasible: np.ndarray
 
 
+@dataclass(frozen=True)
+class OptimalSet:
+    """The candidates that hold the optimum with bootstrap probability ``coverage`` (>= the
+    level): ``widths`` = (least, greatest) n among them, ``size`` of them in all,
+    ``candidates`` = the (at most :data:`MAX_SET`) most probable, by decreasing ``p_best``."""
+
+    widths: tuple[int, int]
+    coverage: float
+    size: int
+    candidates: list[Candidate]
+    members: tuple[str, ...] = ()  # every member's MxNd, most probable first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "widths": list(self.widths),
+            "coverage": self.coverage,
+            "size": self.size,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "members": list(self.members),
+        }
+
+
+def optimal_set(p_best: np.ndarray, level: float, make: Any, limit: int = MAX_SET) -> OptimalSet:
+    """The optimal set from per-candidate ``p_best`` ``(N,)``; ``make(i)`` builds candidate ``i``."""
+    order = np.argsort(-p_best, kind="stable")
+    cum = np.cumsum(p_best[order])
+    k = int(np.searchsorted(cum, level - 1e-12) + 1)
+    k = min(max(k, 1), int(np.count_nonzero(p_best)) or 1)
+    members = order[:k]
+    every = [make(int(i)) for i in members]
+    widths = (min(c.n for c in every), max(c.n for c in every))
+    return OptimalSet(widths, float(cum[k - 1]), k, every[:limit], tuple(c.arch for c in every))
+
+
 @dataclass
 class SearchResult:
     family: str
@@ -199,6 +241,9 @@ class SearchResult:
     near_ties: dict[str, list[Candidate]]
     primal_curve: Curve = field(repr=False)
     dual_curve: Curve = field(repr=False)
+    optimal_set: dict[str, OptimalSet] = field(default_factory=dict)
+    by_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    probe: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -212,7 +257,10 @@ class SearchResult:
             "baseline": self.baseline.to_dict(),
             "primal": self.primal.to_dict(),
             "dual": self.dual.to_dict(),
+            "optimal_set": {k: v.to_dict() for k, v in self.optimal_set.items()},
             "near_ties": {k: [c.to_dict() for c in v] for k, v in self.near_ties.items()},
+            "by_model": self.by_model,
+            "probe": self.probe,
             "variance_model": self.variance_model,
             "variance_curve": self.variance_desc,
             "alpha": self.alpha,
@@ -301,7 +349,7 @@ def search(
     *,
     budget: str = "params",
     rounding: str = "floor",
-    n_range: tuple[int, int] | str = DEFAULT_N_RANGE,
+    n_range: tuple[int, int] | str | None = None,
     budget_value: int | str | None = None,
     ties: str = "paired",
     level: float = 0.95,
@@ -312,8 +360,8 @@ def search(
     """Solve the primal and dual problems for ``family`` on ``dataset`` against ``baseline``.
 
     ``budget``: the cost kind (``params`` or ``flops``); the primal's budget is the baseline's
-    cost unless ``budget_value`` is given. Widths ``n`` range over ``n_range`` (inclusive) plus
-    the baseline's width."""
+    cost unless ``budget_value`` is given. Widths ``n`` range over ``n_range`` (inclusive; default:
+    the curve's measured range within :data:`DEFAULT_N_RANGE`) plus the baseline's width."""
     if budget not in BUDGETS:
         raise UserError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     if rounding not in ROUNDINGS:
@@ -332,6 +380,9 @@ def search(
         m_b, n_b = validate_arch(family, baseline)
     except UserError as e:
         raise UserError(f"baseline {baseline!r} is not a member of {family}: {e}") from None
+    if n_range is None:
+        d_lo, d_hi = curve.domain
+        n_range = (max(d_lo, DEFAULT_N_RANGE[0]), min(d_hi, DEFAULT_N_RANGE[1]))
     lo, hi = parse_n_range(n_range)
     curve.check_domain(np.array([n_b]), what="the baseline's width")
     curve.check_domain(np.array([lo, hi]))
@@ -404,6 +455,10 @@ def search(
         for i in d_idx[np.argsort(dual.objective[d_idx], kind="stable")]
     ]
 
+    sets = {
+        "primal": optimal_set(p_best, level, lambda i: cand(i, int(primal.m[i]), p_obj[:, i], float(p_best[i]))),
+        "dual": optimal_set(d_best, level, lambda i: cand(i, int(dual.m[i]), vd[:, i] / dual.m[i], float(d_best[i]))),
+    }
     rho_draws = base_cost[budget] / d_cost  # (K, N)
     p_var = np.where(primal.m >= 1, v / np.maximum(primal.m, 1), np.inf)  # the integer curve
     p_curve = Curve(n, primal.m, p_var, *_band(p_obj, level), primal.m >= 1)
@@ -419,8 +474,8 @@ def search(
         n_range=(lo, hi),
         variance_model=curve.model,
         variance_desc=curve.describe(),
-        alpha=curve.data.alpha,
-        alpha_source=curve.data.source,
+        alpha=curve.fit.alpha,
+        alpha_source=curve.source,
         ties=ties,
         level=level,
         draws=vd.shape[0],
@@ -430,40 +485,105 @@ def search(
         near_ties={"primal": p_list, "dual": d_list},
         primal_curve=p_curve,
         dual_curve=d_curve,
+        optimal_set=sets,
+        by_model=by_model(curve, n, a[budget], bb[budget], ib, m_b, cap, rounding),
+        probe=curve.fit.probe_label(),
     )
 
 
-def format_table(res: SearchResult) -> str:
-    """The paper's format: model, rho, params, GFLOPs, variance (markdown)."""
+def by_model(
+    curve: VarianceCurve, n: np.ndarray, a: int, b: np.ndarray, ib: int, m_b: int, cap: int, rounding: str
+) -> dict[str, dict[str, Any]]:
+    """The point optima (no bootstrap) under every variance model of the curve's fit, with each
+    model's goodness of fit: ``{model: {"primal", "dual", "chi2_per_dof", "p_value"}}``."""
+    from collegial.ntk.curve import MODELS
+
+    out: dict[str, dict[str, Any]] = {}
+    for kind in MODELS:
+        try:
+            other = curve.with_model(kind)
+            v = other(n)
+        except UserError:
+            continue  # too few widths for this model
+        pr = solve_primal_arrays(a, b, v, cap, rounding)
+        du = solve_dual_arrays(a, b, v, v[ib] / m_b)
+        gof = other.fitted.summary()
+        out[kind] = {
+            "primal": format_arch(int(pr.m[pr.best]), int(n[pr.best])),
+            "dual": format_arch(int(du.m[du.best]), int(n[du.best])),
+            "chi2_per_dof": gof["chi2_per_dof"],
+            "p_value": gof["p_value"],
+            "selected": kind == curve.model,
+        }
+    return out
+
+
+def _gflops(c: Candidate) -> str:
+    return f"{c.flops / 1e9:.2f}"
+
+
+def format_answer(res: SearchResult) -> str:
+    """The recommendation, first: one line per problem, then each problem's optimal set."""
+    lines = []
+    for prob, what in (("primal", "least variance at the budget"), ("dual", "least cost at the baseline's variance")):
+        c: Candidate = getattr(res, prob)
+        var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
+        p = f", P(optimal) = {c.p_best:.2f}" if c.p_best is not None else ""
+        lines.append(
+            f"{prob:<6} {c.arch:>8}  {c.params / 1e6:.2f}M params, {_gflops(c)} GFLOPs, variance {var}, "
+            f"rho {c.rho:.2f}{p}   ({what})"
+        )
+    for prob in ("primal", "dual"):
+        st = res.optimal_set.get(prob)
+        if st is None:
+            continue
+        lo, hi = st.widths
+        span = f"n = {lo}" if lo == hi else f"n = {lo}..{hi}"
+        more = f" (+{st.size - len(st.candidates)} more)" if st.size > len(st.candidates) else ""
+        cands = ", ".join(f"{c.arch} {c.p_best:.2f}" for c in st.candidates)
+        lines.append(f"{prob} optimal set ({st.coverage:.0%} of draws): {span}; {cands}{more}")
+    others = [
+        f"{k} {d['primal']}/{d['dual']} ({'chi2/dof %.2f' % d['chi2_per_dof'] if d['chi2_per_dof'] is not None else 'interpolates'})"
+        for k, d in res.by_model.items()
+        if not d["selected"]
+    ]
+    if others:
+        lines.append("other variance models (primal/dual): " + "; ".join(others))
+    return "\n".join(lines)
+
+
+def format_table(res: SearchResult, *, all_ties: bool = False) -> str:
+    """The answer first (:func:`format_answer`), then the paper's table (model, rho, params,
+    GFLOPs, variance) and the settings; the full near-tie lists only with ``all_ties``."""
     fam = res.family.replace("resnext", "ResNeXt-")
     rho_name = "rho" if res.budget_kind == "params" else "rho (FLOPs)"
     lines = [
-        f"| | model | {rho_name} | params | GFLOPs | variance |",
-        "|---|---|---|---|---|---|",
+        format_answer(res),
+        "",
+        f"| | model | {rho_name} | params | GFLOPs | variance | P(optimal) |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def row(role: str, c: Candidate) -> str:
         var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
-        return (
-            f"| {role} | {fam} {c.arch} | {c.rho:.2f} | {c.params / 1e6:.2f}M | "
-            f"{c.flops / 1e9:.2f} | {var} |"
-        )
+        p = f"{c.p_best:.2f}" if c.p_best is not None else ""
+        return f"| {role} | {fam} {c.arch} | {c.rho:.2f} | {c.params / 1e6:.2f}M | {_gflops(c)} | {var} | {p} |"
 
     lines.append(row("baseline", res.baseline))
     lines.append(row("primal", res.primal))
     lines.append(row("dual", res.dual))
-    out = "\n".join(lines)
     budget = f"{res.budget / 1e6:.2f}M params" if res.budget_kind == "params" else f"{res.budget / 1e9:.3f} GFLOPs"
-    notes = [
+    lines += [
         "",
-        f"{res.dataset}, budget {budget} ({res.rounding} rounding, {res.solver} solver), n in {res.n_range[0]}..{res.n_range[1]}; "
-        f"{res.variance_desc} [{res.alpha_source}]",
+        f"{res.dataset}, budget {budget} ({res.rounding} rounding, {res.solver} solver), "
+        f"n in {res.n_range[0]}..{res.n_range[1]}; {res.variance_desc}",
+        f"probe: {res.probe} [{res.alpha_source}]",
     ]
     for prob in ("primal", "dual"):
         ties = res.near_ties[prob]
-        best = getattr(res, prob)
-        tie_txt = ", ".join(f"{c.arch} (p={c.p_best:.2f})" for c in ties) if ties else "none"
-        notes.append(
-            f"{prob} near-ties ({res.ties}, {res.level:.0%}, {res.draws} draws; optimum p={best.p_best:.2f}): {tie_txt}"
-        )
-    return out + "\n".join(notes)
+        if all_ties:
+            tie_txt = ", ".join(f"{c.arch} (P={c.p_best:.2f})" for c in ties) if ties else "none"
+            lines.append(f"{prob} near-ties ({res.ties}, {res.level:.0%}, {res.draws} draws): {tie_txt}")
+        else:
+            lines.append(f"{prob}: {len(ties)} near-ties ({res.ties}, {res.level:.0%}, {res.draws} draws; --all-ties lists them)")
+    return "\n".join(lines)

@@ -1,0 +1,578 @@
+"""The variance curve ``V1(n)``: Algorithm 1's result (``alpha.json``), its models, one schema.
+
+This module is the one place that writes and reads ``alpha.json`` (:class:`AlphaFit`) and that
+knows the models of ``v(n)``, the normalized variance of one NTK entry of one path of width
+``n`` (SPEC section 3). Each model is fitted to the Monte Carlo table (widths ``n_i``, values
+``v_i``, standard errors ``se_i``), evaluated, refitted on bootstrap draws of the table (for
+standard errors and the search's near-ties), described and scored by its goodness of fit
+``chi^2 = sum_i ((model(n_i) - v_i) / se_i)^2`` on ``W - k`` degrees of freedom:
+
+* ``prop1``: Proposition 1, ``v = exp(alpha / n) - 1``; alpha by least squares on
+  ``log(1 + v) = alpha / n`` through the origin (SPEC section 3; unweighted); k = 1.
+* ``fit2``: ``v = beta n^-p exp(alpha / n)``; least squares on ``log v = log beta - p log n +
+  alpha / n`` weighted by ``v / se`` (the inverse standard error of ``log v``); k = 3.
+* ``smooth``: ``log v`` a cubic polynomial in ``log n``, weighted like fit2; k = 4. Smooth
+  between measured widths, so it does not pin an optimum to a measured width.
+* ``empirical``: the table itself, ``log v`` linear in ``log n`` between measured widths; it
+  interpolates (chi^2 = 0 on 0 degrees of freedom).
+
+``auto`` (the default of the search) is ``smooth`` when its fit is acceptable (chi^2 p-value
+>= :data:`GOOD_FIT_P`), else ``empirical``.
+
+**One out-of-grid rule** for every model: ``V1`` is defined on the measured widths' range
+``[min n_i, max n_i]`` only; a width outside it raises :class:`~collegial.errors.UserError`.
+
+Bootstrap: each draw replaces every ``v_i`` by ``v_i exp(z_i se_i / v_i - se_i^2 / (2 v_i^2))``
+(``z_i`` standard normal; log-normal, the delta method on ``log v``) and refits the model with the
+same estimator, so draws keep the correlation between widths that a shared fit induces.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from collegial.errors import UserError
+
+SCHEMA_VERSION = 2
+MODELS: tuple[str, ...] = ("prop1", "fit2", "smooth", "empirical")
+MODEL_CHOICES: tuple[str, ...] = ("auto", *MODELS)
+ModelKind = Literal["prop1", "fit2", "smooth", "empirical"]
+#: chi^2 p-value from which the smooth fit counts as acceptable (``auto``).
+GOOD_FIT_P = 0.01
+MAX_WIDTH = 4096
+REGENERATE = "regenerate it with 'collegial fit-alpha --json --out DIR'"
+
+_N_PARAMS = {"prop1": 1, "fit2": 3, "smooth": 4}
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+def _design(kind: str, n: np.ndarray) -> np.ndarray:
+    """``(N, k)`` design matrix of a linear model (prop1 on ``log1p v``, others on ``log v``)."""
+    n = np.asarray(n, dtype=np.float64)
+    if kind == "prop1":
+        return (1.0 / n)[:, None]
+    if kind == "fit2":
+        return np.stack([np.ones_like(n), -np.log(n), 1.0 / n], axis=1)
+    if kind == "smooth":
+        ln = np.log(n)
+        return np.stack([np.ones_like(n), ln, ln * ln, ln**3], axis=1)
+    raise ValueError(kind)
+
+
+def _weights(v: np.ndarray, se: np.ndarray | None) -> np.ndarray | None:
+    """``v / se`` (inverse s.e. of ``log v``) per width, or None (unweighted) unless every one is
+    finite and positive."""
+    if se is None:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.asarray(v, dtype=float) / np.asarray(se, dtype=float)
+    return w if np.all(np.isfinite(w)) and np.all(w > 0) else None
+
+
+def fit_params(
+    kind: str, widths: np.ndarray, v: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Parameters of model ``kind`` fitted to tables ``v`` ``(..., W)``: ``(..., k)``
+    (empirical: ``log v`` itself). ``weights`` ``(W,)`` (fit2, smooth) or None."""
+    v = np.asarray(v, dtype=np.float64)
+    if kind == "empirical":
+        return np.log(v)
+    a = _design(kind, widths)
+    if kind == "prop1":
+        x = a[:, 0]
+        return ((np.log1p(v) @ x) / (x @ x))[..., None]
+    w = np.ones(a.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    return (np.log(v) * w) @ np.linalg.pinv(a * w[:, None]).T
+
+
+def evaluate(kind: str, params: np.ndarray, widths: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``V1`` at widths ``n`` ``(N,)`` for parameter rows ``params`` ``(K, k)``: ``(K, N)``.
+    No domain check (see :meth:`VarianceModel.check_domain`)."""
+    params = np.atleast_2d(np.asarray(params, dtype=np.float64))
+    n = np.asarray(n, dtype=np.float64)
+    if kind == "empirical":
+        lw = np.log(np.asarray(widths, dtype=np.float64))
+        ln = np.log(n)
+        idx = np.clip(np.searchsorted(lw, ln, side="right") - 1, 0, lw.size - 2)
+        t = (ln - lw[idx]) / (lw[idx + 1] - lw[idx])
+        return np.exp(params[:, idx] * (1 - t) + params[:, idx + 1] * t)
+    out = params @ _design(kind, n).T
+    return np.expm1(out) if kind == "prop1" else np.exp(out)
+
+
+def table_draws(v: np.ndarray, se: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``(k, W)`` log-normal bootstrap replicas of the Monte Carlo table (seeded)."""
+    rng = np.random.default_rng(seed)
+    rel = np.asarray(se, dtype=float) / np.asarray(v, dtype=float)
+    z = rng.standard_normal((k, len(v)))
+    return np.asarray(v)[None, :] * np.exp(z * rel[None, :] - 0.5 * rel**2)
+
+
+@dataclass(frozen=True, eq=False)
+class VarianceModel:
+    """One model of ``V1(n)`` fitted to a Monte Carlo table (arrays ``(W,)``, widths sorted)."""
+
+    kind: str
+    widths: np.ndarray
+    v: np.ndarray
+    se: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODELS:
+            raise UserError(f"unknown variance model {self.kind!r}; choose from {', '.join(MODEL_CHOICES)}")
+        need = max(_N_PARAMS.get(self.kind, 2), 2)
+        if self.widths.size < need:
+            raise UserError(f"the {self.kind} model needs at least {need} measured widths")
+
+    @cached_property
+    def weights(self) -> np.ndarray | None:
+        return _weights(self.v, self.se)
+
+    @cached_property
+    def params(self) -> np.ndarray:
+        """``(k,)`` fitted parameters."""
+        return fit_params(self.kind, self.widths, self.v, self.weights)
+
+    @property
+    def domain(self) -> tuple[int, int]:
+        return int(self.widths[0]), int(self.widths[-1])
+
+    def check_domain(self, n: np.ndarray | int, what: str = "width") -> None:
+        lo, hi = self.domain
+        arr = np.atleast_1d(np.asarray(n))
+        bad = arr[(arr < lo) | (arr > hi)]
+        if bad.size:
+            raise UserError(
+                f"{what} n={int(bad[0])} lies outside the measured widths {lo}..{hi} of the variance "
+                "curve; measure it (fit-alpha --widths) or search a narrower --n-range"
+            )
+
+    def __call__(self, n: np.ndarray | int) -> np.ndarray:
+        """``V1(n)``: ``(N,)`` float64."""
+        arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
+        self.check_domain(arr)
+        return evaluate(self.kind, self.params[None, :], self.widths, arr)[0]
+
+    def param_draws(self, k: int, seed: int) -> np.ndarray:
+        """``(k, len(params))`` refits on ``k`` bootstrap tables (the point fit repeated when the
+        table carries no uncertainty)."""
+        if not np.any(self.se > 0):
+            return np.repeat(self.params[None, :], k, axis=0)
+        return fit_params(self.kind, self.widths, table_draws(self.v, self.se, k, seed), self.weights)
+
+    def draws(self, n: np.ndarray | int, k: int = 1000, seed: int = 0) -> np.ndarray:
+        """``(k, N)`` bootstrap samples of ``V1`` at widths ``n``."""
+        arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
+        self.check_domain(arr)
+        return evaluate(self.kind, self.param_draws(k, seed), self.widths, arr)
+
+    def stderr(self, n: np.ndarray | int, k: int = 1000, seed: int = 0) -> np.ndarray:
+        """Bootstrap standard error of ``V1(n)``: ``(N,)``."""
+        return self.draws(n, k, seed).std(axis=0, ddof=1)
+
+    @cached_property
+    def chi2(self) -> tuple[float, int]:
+        """``(chi^2, degrees of freedom)`` of the fit to the table (NaN without standard errors)."""
+        dof = self.widths.size - _N_PARAMS.get(self.kind, self.widths.size)
+        if not np.all(self.se > 0):
+            return math.nan, dof
+        resid = (evaluate(self.kind, self.params[None, :], self.widths, self.widths)[0] - self.v) / self.se
+        return float(resid @ resid), dof
+
+    @property
+    def p_value(self) -> float:
+        """Probability of a chi^2 at least this large if the model were right (NaN at 0 dof)."""
+        from scipy.stats import chi2 as chi2_dist
+
+        c, dof = self.chi2
+        return float(chi2_dist.sf(c, dof)) if dof > 0 and math.isfinite(c) else math.nan
+
+    def gof(self) -> str:
+        """``chi2/dof = 1.23 (p = 0.25)``, or that the model interpolates."""
+        c, dof = self.chi2
+        if dof <= 0:
+            return "interpolates (0 dof)"
+        if not math.isfinite(c):
+            return "chi2 n/a (no standard errors)"
+        return f"chi2/dof = {c / dof:.2f} (p = {self.p_value:.2g})"
+
+    def formula(self) -> str:
+        p = self.params
+        if self.kind == "prop1":
+            return f"exp({p[0]:.4g}/n) - 1"
+        if self.kind == "fit2":
+            return f"{math.exp(p[0]):.4g} * n^-{p[1]:.4g} * exp({p[2]:.4g}/n)"
+        if self.kind == "smooth":
+            return f"exp({p[0]:.4g} {p[1]:+.4g} L {p[2]:+.4g} L^2 {p[3]:+.4g} L^3), L = log n"
+        return f"log-log interpolation of {self.widths.size} widths {self.domain[0]}..{self.domain[1]}"
+
+    def describe(self) -> str:
+        return f"{self.kind}: V1(n) = {self.formula()}; {self.gof()}"
+
+    def summary(self) -> dict[str, Any]:
+        c, dof = self.chi2
+        return {
+            "params": [float(x) for x in self.params] if self.kind != "empirical" else None,
+            "chi2": c if math.isfinite(c) else None,
+            "dof": int(dof),
+            "chi2_per_dof": c / dof if dof > 0 and math.isfinite(c) else None,
+            "p_value": self.p_value if math.isfinite(self.p_value) else None,
+            "formula": self.formula(),
+        }
+
+
+def prop1_stderr(widths: np.ndarray, v: np.ndarray, se: np.ndarray) -> float:
+    """Delta-method standard error of prop1's alpha (unweighted least squares)."""
+    x = 1.0 / np.asarray(widths, dtype=float)
+    w = x / (x * x).sum()
+    var_y = (np.asarray(se, dtype=float) / (1.0 + np.asarray(v, dtype=float))) ** 2
+    return float(math.sqrt((w * w * var_y).sum()))
+
+
+# ----------------------------------------------------------------------------- alpha.json
+
+
+@dataclass
+class MLawPoint:
+    """``V(m, n)`` against the ensemble law ``V(1, n) / m``; ``ratio = V(m, n) m / V(1, n)``
+    (averaged over input pairs, each pair's ratio from that pair's own V(1, n))."""
+
+    m: int
+    n: int
+    variance: float
+    stderr: float
+    ratio: float
+    ratio_stderr: float
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        mine = version("collegial")
+    except Exception:  # pragma: no cover - not installed
+        mine = "unknown"
+    return {"collegial": mine, "torch": torch.__version__.split("+")[0]}
+
+
+@dataclass
+class AlphaFit:
+    """Algorithm 1's outcome: the Monte Carlo table of ``v(n)`` and how it was measured.
+
+    ``widths``, ``variance``, ``stderr``, ``mean_k``: ``(W,)`` each, widths sorted;
+    ``pair_variance``: ``(W, P)`` the per-pair estimates pooled into ``variance`` (standard
+    error from their spread; :func:`collegial.ntk.variance.pool_estimates`). The fits are
+    derived from the table (:meth:`model`), never stored as inputs."""
+
+    family: str
+    channels: int
+    bn: str
+    seed: int
+    trials: int
+    widths: list[int]
+    variance: list[float]
+    stderr: list[float]
+    mean_k: list[float] = field(default_factory=list)
+    inputs: str = "relu"
+    correlation: float | None = 0.6
+    pairs: int = 1
+    input_data: str | None = None
+    pair_variance: list[list[float]] = field(default_factory=list)
+    m_law: list[MLawPoint] = field(default_factory=list)
+    spatial: int = 8
+    parameterization: str = "standard"
+    engine: str = ""
+    seconds: float = 0.0
+    world_size: int = 1
+    job_seconds: list[dict[str, float]] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=_versions)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _validate_table(self.widths, self.variance, self.stderr, "alpha fit")
+
+    # ---- models
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.asarray(self.widths, dtype=np.int64),
+            np.asarray(self.variance, dtype=np.float64),
+            np.asarray(self.stderr, dtype=np.float64),
+        )
+
+    def model(self, kind: str = "auto") -> VarianceModel:
+        """The fitted model ``kind`` (``auto``: see :func:`auto_model`)."""
+        if kind == "auto":
+            kind = self.auto_model()
+        if kind not in MODELS:
+            raise UserError(f"unknown variance model {kind!r}; choose from {', '.join(MODEL_CHOICES)}")
+        if kind not in self._models:
+            self._models[kind] = VarianceModel(kind, *self._arrays())
+        return self._models[kind]
+
+    @cached_property
+    def _models(self) -> dict[str, VarianceModel]:
+        return {}
+
+    def auto_model(self) -> str:
+        """``smooth`` where it fits (chi^2 p >= :data:`GOOD_FIT_P`), else ``empirical``."""
+        if len(self.widths) < 5:
+            return "empirical"
+        p = self.model("smooth").p_value
+        return "smooth" if not math.isfinite(p) or p >= GOOD_FIT_P else "empirical"
+
+    @property
+    def alpha(self) -> float:
+        return float(self.model("prop1").params[0])
+
+    @property
+    def alpha_stderr(self) -> float:
+        return prop1_stderr(*self._arrays())
+
+    @property
+    def fit2(self) -> dict[str, float]:
+        p = self.model("fit2").params
+        return {"beta": float(math.exp(p[0])), "p": float(p[1]), "alpha": float(p[2])}
+
+    def probe_options(self) -> dict[str, Any]:
+        """What identifies the probe (the search checks it; cache keys use it)."""
+        return {
+            "family": self.family,
+            "inputs": self.inputs,
+            "correlation": self.correlation if self.inputs == "relu" else None,
+            "pairs": self.pairs,
+            "input_data": self.input_data if self.inputs == "data" else None,
+            "channels": self.channels,
+            "spatial": self.spatial,
+            "bn": self.bn,
+            "parameterization": self.parameterization,
+            "trials": self.trials,
+            "seed": self.seed,
+        }
+
+    def probe_label(self) -> str:
+        """One line naming the probe: ``resnext-block, inputs relu(rho=0.6), 8 pairs, T=2000, seed 0``."""
+        if self.inputs == "relu":
+            inp = f"relu(rho={self.correlation:g})"
+        elif self.inputs == "data":
+            inp = f"data({self.input_data})"
+        else:
+            inp = self.inputs
+        return f"{self.family}, inputs {inp}, {self.pairs} pairs, T={self.trials}, seed {self.seed}"
+
+    # ---- serialization
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_models", None)
+        d["m_law"] = [asdict(p) for p in self.m_law]
+        d["alpha"] = self.alpha
+        d["alpha_stderr"] = self.alpha_stderr
+        d["fit2"] = self.fit2
+        d["fits"] = {k: self.model(k).summary() for k in MODELS if len(self.widths) >= max(_N_PARAMS.get(k, 2), 2)}
+        d["auto_model"] = self.auto_model()
+        return d
+
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, overwrite: bool = False) -> str:
+        """The JSON text (strict: NaN/inf as null); also written to the file ``path`` when
+        given (an existing file raises :class:`UserError` unless ``overwrite``)."""
+        text = json.dumps(finite_json(self.to_dict()), indent=2)
+        if path is not None:
+            p = Path(path)
+            if p.is_dir():
+                raise UserError(f"{p} is a directory; give a file path (or use save(DIR))")
+            if p.exists() and not overwrite:
+                raise UserError(f"{p} exists; refusing to overwrite (use --force)")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "alpha data") -> AlphaFit:
+        """Validate a decoded ``alpha.json``; :class:`UserError` (one line) when it is not one of
+        this schema version."""
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: expected a JSON object")
+        version = d.get("schema_version")
+        if version is None:
+            raise UserError(
+                f"{where} comes from an older collegial (no schema_version: one Gaussian input pair); {REGENERATE}"
+            )
+        if version != SCHEMA_VERSION:
+            raise UserError(f"{where} has schema_version {version!r}, this collegial reads {SCHEMA_VERSION}; {REGENERATE}")
+        known = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
+        missing = {"family", "channels", "bn", "seed", "trials", "widths", "variance", "stderr"} - set(d)
+        if missing:
+            raise UserError(f"{where}: missing {', '.join(sorted(missing))}; {REGENERATE}")
+        try:
+            kw = {k: v for k, v in d.items() if k in known}
+            kw["m_law"] = [MLawPoint(**p) for p in d.get("m_law") or []]
+            kw["versions"] = dict(d.get("versions") or {})
+            return cls(**kw)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{where}: malformed ({e}); {REGENERATE}") from None
+
+    @classmethod
+    def from_json(cls, path_or_text: str | os.PathLike[str]) -> AlphaFit:
+        """Load from a file path, a directory holding ``alpha.json``, or JSON text (``{...``)."""
+        s = str(path_or_text)
+        if s.lstrip().startswith("{"):
+            return cls.from_dict(_loads(s, "alpha JSON"), "alpha JSON")
+        p = Path(s)
+        if p.is_dir():
+            p = p / "alpha.json"
+        if not p.is_file():
+            raise UserError(f"alpha file {str(p)!r} does not exist (make one with 'collegial fit-alpha --json --out DIR')")
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read alpha file {str(p)!r}: {e}") from None
+        where = f"alpha file {str(p)!r}"
+        return cls.from_dict(_loads(text, where), where)
+
+    # ---- output
+    def table(self) -> str:
+        """Plain text: per width v, s.e. and every model; then the fits and the 1/m check."""
+        n = np.asarray(self.widths, dtype=float)
+        kinds = [k for k in ("prop1", "fit2", "smooth") if len(self.widths) >= _N_PARAMS[k] + 1]
+        vals = {k: self.model(k)(n) for k in kinds}
+        head = f"{'n':>5}  {'v (MC)':>10}  {'s.e.':>9}" + "".join(f"  {k:>10}" for k in kinds)
+        lines = [head]
+        for i, w in enumerate(self.widths):
+            row = f"{w:>5}  {self.variance[i]:>10.5g}  {self.stderr[i]:>9.3g}"
+            lines.append(row + "".join(f"  {vals[k][i]:>10.5g}" for k in kinds))
+        lines.append(f"prop1 alpha = {self.alpha:.4g} +- {self.alpha_stderr:.2g}")
+        for k in kinds:
+            lines.append(f"  {self.model(k).describe()}")
+        lines.append(f"default model (auto): {self.auto_model()}")
+        if self.m_law:
+            lines.append("1/m law: ratio = V(m, n) / (V(1, n) / m)")
+            for pt in self.m_law:
+                lines.append(
+                    f"  m={pt.m:<3} n={pt.n:<4} V={pt.variance:.5g} +- {pt.stderr:.2g}   "
+                    f"ratio = {pt.ratio:.3f} +- {pt.ratio_stderr:.3f}"
+                )
+        lines.append(
+            f"{self.probe_label()}; C={self.channels}, bn={self.bn}, {self.parameterization} "
+            f"parameterization, engine={self.engine}, {self.seconds:.1f} s"
+        )
+        return "\n".join(lines)
+
+    def save(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False, plot: bool = True) -> Path:
+        """Write ``alpha.json`` (and ``alpha.png``) into the directory ``out_dir``; returns the
+        JSON path."""
+        d = Path(out_dir)
+        if d.exists() and not d.is_dir():
+            raise UserError(f"{d} exists and is not a directory")
+        targets = [d / "alpha.json"] + ([d / "alpha.png"] if plot else [])
+        if not overwrite:
+            for t in targets:
+                if t.exists():
+                    raise UserError(f"{t} exists; refusing to overwrite (use --force)")
+        d.mkdir(parents=True, exist_ok=True)
+        self.to_json(d / "alpha.json", overwrite=True)
+        if plot:
+            plot_alpha(self, d / "alpha.png")
+        return d / "alpha.json"
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _validate_table(widths: Sequence[Any], variance: Sequence[Any], stderr: Sequence[Any], where: str) -> None:
+    cols = {"widths": widths, "variance": variance, "stderr": stderr}
+    for key, val in cols.items():
+        if not isinstance(val, (list, tuple)):
+            raise UserError(f"{where}: '{key}' must be a list")
+        for x in val:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
+                raise UserError(f"{where}: every entry of '{key}' must be a finite number, got {x!r}")
+    if len({len(v) for v in cols.values()}) != 1:
+        raise UserError(f"{where}: 'widths', 'variance' and 'stderr' differ in length")
+    if len(widths) < 2:
+        raise UserError(f"{where}: need at least 2 measured widths")
+    w = np.asarray(widths, dtype=np.float64)
+    if np.any(w != np.round(w)) or np.any(w < 1) or np.any(w > MAX_WIDTH):
+        raise UserError(f"{where}: 'widths' must be integers in 1..{MAX_WIDTH}")
+    if np.any(np.diff(w) <= 0):
+        raise UserError(f"{where}: 'widths' must be strictly increasing")
+    if np.any(np.asarray(variance, dtype=float) <= 0):
+        raise UserError(f"{where}: every 'variance' entry must be positive")
+    if np.any(np.asarray(stderr, dtype=float) < 0):
+        raise UserError(f"{where}: 'stderr' entries must be non-negative")
+
+
+def finite_json(obj: Any) -> Any:
+    """NaN/inf -> None (strict JSON), numpy scalars -> Python numbers, recursively."""
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def synthetic_fit(
+    v_of_n: Any, widths: Sequence[int], *, rel_stderr: float = 0.0, family: str = "resnext-block"
+) -> AlphaFit:
+    """An :class:`AlphaFit` whose table is ``v_of_n(widths)`` exactly, standard errors
+    ``rel_stderr * v`` (for scans and tests)."""
+    w = np.asarray(sorted(int(x) for x in widths), dtype=np.int64)
+    v = np.asarray(v_of_n(w.astype(float)), dtype=np.float64)
+    return AlphaFit(
+        family=family, channels=256, bn="none", seed=0, trials=0, widths=w.tolist(),
+        variance=v.tolist(), stderr=(rel_stderr * v).tolist(), inputs="synthetic", correlation=None,
+        engine="synthetic",
+    )
+
+
+def plot_alpha(fit: AlphaFit, path: str | os.PathLike[str]) -> None:
+    """Appendix Figure 2: Monte Carlo ``v(n)`` with error bars and every model, with its chi^2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = np.asarray(fit.widths, dtype=float)
+    grid = np.geomspace(n.min(), n.max(), 300)
+    fig, ax = plt.subplots(figsize=(6.0, 4.3), dpi=120)
+    ax.errorbar(n, fit.variance, yerr=fit.stderr, fmt="o", color="k", ms=3.5, capsize=2.5,
+                label=f"Monte Carlo (T={fit.trials}, {fit.pairs} pairs)", zorder=5)
+    styles = {"prop1": "-", "fit2": "--", "smooth": "-.", "empirical": ":"}
+    for kind in MODELS:
+        if len(fit.widths) < max(_N_PARAMS.get(kind, 2) + 1, 2):
+            continue
+        mdl = fit.model(kind)
+        ax.plot(grid, mdl(grid), styles[kind], lw=1.3, color="gray" if kind == "empirical" else None,
+                label=f"{kind}: {mdl.gof()}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("width n")
+    ax.set_ylabel("Var[K] / E[K]^2")
+    ax.set_title(f"NTK variance: {fit.probe_label()}", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
