@@ -1,8 +1,10 @@
 """Benchmark: Algorithm 1 at its defaults against a per-trial loop, in the same run.
 
-1. Times ``run_algorithm1()`` at its defaults (resnext-block, C = 256, 8x8, T = 2000, widths
-   2..128, 1/m check at n = 8 for m = 2, 4, 8, 16) -- what ``collegial fit-alpha`` runs.
-2. On a subset of widths, estimates the same v(n) with the per-trial loop: re-initialize a
+1. Times ``run_algorithm1()`` at its defaults (resnext-block, C = 256, 8x8, post-ReLU pairs
+   rho = 0.6, 8 pairs, T = 2000 per width, 22 widths 2..128, 1/m check at n = 8 for m = 2, 4,
+   8, 16) -- what ``collegial fit-alpha`` runs.
+2. On a subset of widths, estimates the same v(n) with the per-trial loop on the same inputs
+   and pairs (T / 8 trials per pair, pooled the same way): re-initialize a
    ``collegial.models.Bottleneck`` with ``init_resnet_``, two autograd passes, inner product.
 3. Prints per width: seconds per trial of both, the speed ratio, both estimates with standard
    errors and their z-score; FLOPs per trial of both (``torch.utils.flop_counter``), the achieved
@@ -28,9 +30,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from collegial.ntk.alpha import run_algorithm1
+from collegial.ntk.alpha import pair_moments, run_algorithm1
+from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
-from collegial.ntk.variance import Moments, normalized_variance
+from collegial.ntk.variance import Moments, normalized_variance, pool_pairs
 
 
 def gemm_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -74,7 +77,10 @@ def main() -> None:
           f"(target <= 30 s)")
     print(fit.table())
 
-    probe = ResNeXtBlockProbe()
+    inputs = ProbeInputs()  # the defaults of run_algorithm1: the same pairs and readouts
+    probes = [ResNeXtBlockProbe(inputs=inputs, pair=p) for p in range(inputs.pairs)]
+    probe = probes[0]
+    per_pair = args.loop_trials // inputs.pairs
     secs = {(int(j["m"]), int(j["n"])): j["seconds"] for j in fit.job_seconds}
     fast_flops = {}
     for m, n in secs:
@@ -86,7 +92,8 @@ def main() -> None:
     print(f"\nvectorized: {work / 1e9:.0f} GFLOP (matmul/conv, FlopCounterMode) in {busy:.1f} s "
           f"= {work / busy / 1e9:.0f} GFLOP/s, {100 * work / busy / 1e9 / peak:.0f}% of the GEMM rate")
 
-    print("\nper-trial loop (Bottleneck + init_resnet_, two autograd passes, inner product):")
+    print(f"\nper-trial loop (Bottleneck + init_resnet_, two autograd passes, inner product), on the "
+          f"same {inputs.pairs} pairs ({inputs.label}), {per_pair} trials per pair:")
     print(f"(loop ms/trial: {torch.get_num_threads()} threads / 1 thread; the ratio uses the faster)")
     print(f"{'n':>4} {'loop ms/trial':>14} {'vect. ms/trial':>15} {'ratio':>7} "
           f"{'loop MFLOP':>11} {'vect. MFLOP':>12} {'v loop':>17} {'v vectorized':>17} {'z':>6}")
@@ -96,8 +103,8 @@ def main() -> None:
         blk = probe.block(1, n)
         f_loop = flops(lambda: probe.k_module(blk))
         t1 = time.perf_counter()
-        ks = probe.k_loop(1, n, args.loop_trials, seed=chunk_seed(1234, n))
-        t_loop2 = (time.perf_counter() - t1) / args.loop_trials
+        ks = [pr.k_loop(1, n, per_pair, seed=chunk_seed(1234, n, p)) for p, pr in enumerate(probes)]
+        t_loop2 = (time.perf_counter() - t1) / (per_pair * inputs.pairs)
         # the loop is many small ops: with PASSIVE OpenMP waiting, one thread is often faster;
         # the reference gets the better of the two thread counts
         threads = torch.get_num_threads()
@@ -107,16 +114,15 @@ def main() -> None:
         t_loop1 = (time.perf_counter() - t1) / max(50, args.loop_trials // 4)
         torch.set_num_threads(threads)
         t_loop = min(t_loop1, t_loop2)
-        loop = normalized_variance(Moments.of(ks))
+        loop = pool_pairs([normalized_variance(Moments.of(k)) for k in ks])
         i = fit.widths.index(n) if n in fit.widths else None
         if (1, n) in secs and i is not None:
             t_fast = secs[(1, n)] / fit.trials
             v, se = fit.variance[i], fit.stderr[i]
         else:
             t2 = time.perf_counter()
-            from collegial.ntk.alpha import monte_carlo
-
-            nv = normalized_variance(monte_carlo(probe, 1, n, args.trials, seed=0))
+            moms = pair_moments(probes, 1, n, args.trials // inputs.pairs, seed=0)
+            nv = pool_pairs([normalized_variance(mom) for mom in moms])
             t_fast = (time.perf_counter() - t2) / args.trials
             v, se = nv.v, nv.stderr
             fast_flops[(1, n)] = flops(lambda: probe.k_values(probe.sample(1, n, 8, 0))) / 8

@@ -3,8 +3,8 @@
 Prints absolute times (cold cost table, warm search with the default 1000 bootstrap draws, warm
 search without bootstrap) and the ratio against a reference measured in the same run: the same
 integer primal and dual solved candidate by candidate in plain Python (costs from the same cached
-table, one ``table(m, n)`` call per candidate). Synthetic alpha data (prop1, alpha = 2.5, a
-16-width table with 3 % standard errors), so no Algorithm 1 run is timed.
+table, one ``table(m, n)`` call per candidate). Synthetic alpha data (a 16-width table exactly
+prop1 with alpha = 2.5, 3 % standard errors), so no Algorithm 1 run is timed.
 
     .venv/bin/python bench/search.py [--family resnext29] [--dataset cifar10] [--repeat 5]
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from collegial.search.solve import cost_table, search
-from collegial.search.variance import VarianceCurve, synthetic_alpha
+from collegial.search.variance import VarianceCurve, synthetic_curve
 
 
 def naive(table, curve: VarianceCurve, m_b: int, n_b: int, kind: str) -> tuple[str, str]:
@@ -66,7 +66,9 @@ def main() -> None:
     torch.set_num_threads(1)
 
     widths = np.array([2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128])
-    data = synthetic_alpha(2.5, fit2={"beta": 1.0, "p": 0.5, "alpha": 5.0}, widths=widths, rel_stderr=0.03)
+    def curve(model: str, draws: int) -> VarianceCurve:
+        return synthetic_curve(lambda n: np.expm1(2.5 / n), widths, model=model, rel_stderr=0.03, draws=draws)
+
     m_b, n_b = (int(x) for x in args.baseline[:-1].split("x"))
 
     t = time.perf_counter()
@@ -74,17 +76,17 @@ def main() -> None:
     cold = time.perf_counter() - t
 
     def run(draws: int, model: str = "prop1"):
-        return search(args.family, args.dataset, args.baseline, VarianceCurve(model, data, draws),
+        return search(args.family, args.dataset, args.baseline, curve(model, draws),
                       budget="params", n_range=(2, 128))
 
     res = run(1000)
-    ref = naive(table, VarianceCurve("prop1", data, 2), m_b, n_b, "params")
+    ref = naive(table, curve("prop1", 2), m_b, n_b, "params")
     assert ref == (res.primal.arch, res.dual.arch), (ref, res.primal.arch, res.dual.arch)
 
     t_full = timeit(lambda: run(1000), args.repeat)
     t_nob = timeit(lambda: run(2), args.repeat)
     t_emp = timeit(lambda: run(1000, "empirical"), args.repeat)
-    t_ref = timeit(lambda: naive(table, VarianceCurve("prop1", data, 2), m_b, n_b, "params"), args.repeat)
+    t_ref = timeit(lambda: naive(table, curve("prop1", 2), m_b, n_b, "params"), args.repeat)
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, torch threads 1")
     print(f"{args.family} {args.dataset} baseline {args.baseline}, n in 2..128: primal {res.primal.arch}, "
