@@ -83,3 +83,13 @@ def test_cli_writes_files_and_refuses_to_overwrite(tmp_path, capsys) -> None:
     for bad in (["--m", "0"], ["--m", "x"], ["--trials", "1"]):
         assert main([*args, *bad]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_m_law_names_and_checks_its_inputs(capsys, tmp_path) -> None:
+    from collegial.cli import main
+
+    assert main(["reproduce", "m-law", "--inputs", "data"]) == 2
+    assert "relu or gaussian" in capsys.readouterr().err
+    assert main(["reproduce", "m-law", "--inputs", "relu", "--trials", "8", "--channels", "16",
+                 "--m", "2", "--width", "2"]) == 0
+    assert "inputs relu(rho=0.6) (one pair)" in capsys.readouterr().out

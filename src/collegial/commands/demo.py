@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="end-to-end demo: Algorithm 1, the search, and a real training comparison (CPU, ~10 min)",
-        description="Algorithm 1 at reduced T, the primal/dual search for ResNeXt-29 on CIFAR-10 "
+        description="Algorithm 1 at its defaults, the primal/dual search for ResNeXt-29 on CIFAR-10 "
         "against the paper's optima, and a training comparison of baseline, primal and dual of a "
         "small ResNeXt on MNIST. Writes OUT/report.md with every table and figure.",
     )

@@ -34,6 +34,7 @@ import torch
 
 from collegial.errors import UserError
 from collegial.ntk.alpha import m_law_ratio, trial_chunks
+from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
 from collegial.ntk.variance import Moments, NormalizedVariance, normalized_variance
 
@@ -44,7 +45,9 @@ TERMS = ("conv_reduce", "conv_conv", "conv_expand")
 class MLawConfig:
     """Multiplicities (1 is added when missing), the path width n, trials per m, block channels
     C, the seed (the probe's input pair and readout, and every trial's weights) and whether the
-    block keeps its ReLU after the residual addition."""
+    block keeps its ReLU after the residual addition. ``inputs``/``correlation``: the probe's one
+    input pair (:mod:`collegial.ntk.inputs`; default ``gaussian``, the inputs whose 1/m ratios this
+    experiment explains)."""
 
     multiplicities: tuple[int, ...] = (1, 2, 4, 8, 16)
     width: int = 8
@@ -52,6 +55,8 @@ class MLawConfig:
     channels: int = 256
     seed: int = 0
     final_relu: bool = True
+    inputs: str = "gaussian"
+    correlation: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,9 @@ class MLawRow:
 
 
 def _check(cfg: MLawConfig) -> tuple[int, ...]:
+    if cfg.inputs == "data":
+        raise UserError("reproduce m-law takes --inputs relu or gaussian")
+    ProbeInputs(cfg.inputs, cfg.correlation, pairs=1)  # validates both
     if cfg.trials < 2:
         raise UserError(f"--trials must be >= 2, got {cfg.trials}")
     if cfg.width < 1 or cfg.channels < 1:
@@ -95,7 +103,8 @@ def layer_terms(probe: ResNeXtBlockProbe, m: int, n: int, trials: int, seed: int
 def run_m_law(cfg: MLawConfig = MLawConfig(), progress: bool = False) -> list[MLawRow]:
     """Measure both forms of ``K`` for every multiplicity (standard parameterization, no BN)."""
     ms = _check(cfg)
-    probe = ResNeXtBlockProbe(channels=cfg.channels, seed=cfg.seed, engine="gram", final_relu=cfg.final_relu)
+    probe = ResNeXtBlockProbe(channels=cfg.channels, seed=cfg.seed, engine="gram", final_relu=cfg.final_relu,
+                              inputs=ProbeInputs(cfg.inputs, cfg.correlation, pairs=1))
     stats: dict[int, tuple[NormalizedVariance, NormalizedVariance, torch.Tensor]] = {}
     for m in ms:
         if progress:
@@ -124,9 +133,11 @@ def run_m_law(cfg: MLawConfig = MLawConfig(), progress: bool = False) -> list[ML
 def markdown(rows: list[MLawRow], cfg: MLawConfig) -> str:
     """The table, with one line of interpretation computed from the rows."""
     block = "" if cfg.final_relu else ", without the ReLU after the residual addition"
+    inputs = ProbeInputs(cfg.inputs, cfg.correlation, pairs=1).label
     lines = [
         f"1/m law on the probe block (C = {cfg.channels}, 8x8, no BN, standard parameterization{block}), "
-        f"n = {cfg.width}, T = {cfg.trials}, seed {cfg.seed}; ratio = V(m, n) / (V(1, n) / m)",
+        f"inputs {inputs} (one pair), n = {cfg.width}, T = {cfg.trials}, seed {cfg.seed}; "
+        "ratio = V(m, n) / (V(1, n) / m)",
         "",
         "| m | V standard | ratio | V mean-of-paths form | ratio | expand share of E[K] |",
         "|---|---|---|---|---|---|",
@@ -186,6 +197,10 @@ class _Target:
                        help="multiplicities (default 1,2,4,8,16)")
         p.add_argument("--channels", type=int, default=d.channels, help=f"block channels C (default {d.channels})")
         p.add_argument("--seed", type=int, default=d.seed)
+        p.add_argument("--inputs", default=d.inputs, metavar="relu|gaussian",
+                       help=f"the probe's input pair (default {d.inputs}; see fit-alpha --inputs)")
+        p.add_argument("--correlation", type=float, default=d.correlation,
+                       help=f"correlation of relu inputs (default {d.correlation})")
         p.add_argument("--no-final-relu", action="store_true",
                        help="drop the ReLU after the residual addition (it couples the paths)")
 
@@ -194,7 +209,7 @@ class _Target:
         from collegial.commands.search import prepare_out
 
         cfg = MLawConfig(tuple(int_list(args.m, "--m")), args.width, args.trials, args.channels, args.seed,
-                         final_relu=not args.no_final_relu)
+                         final_relu=not args.no_final_relu, inputs=args.inputs, correlation=args.correlation)
         _check(cfg)
         names = ["m_law.md", "m_law.json", "m_law.png"]
         d = prepare_out(args.out, names, force=args.force) if args.out is not None else None
