@@ -24,6 +24,7 @@ TARGETS: dict[str, str] = {
     "search": "collegial.experiments.search_repro:SEARCH_TARGET",
     "ntk-dynamics": "collegial.experiments.ntk_dynamics:REPRODUCE_TARGET",
     "m-law": "collegial.experiments.m_law:REPRODUCE_TARGET",
+    "figure1": "collegial.experiments.figure1:REPRODUCE_TARGET",
     "table1": "collegial.experiments.paper_tables:TABLE1_TARGET",
     "table2": "collegial.experiments.paper_tables:TABLE2_TARGET",
     "table3": "collegial.experiments.paper_tables:TABLE3_TARGET",

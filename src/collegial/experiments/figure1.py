@@ -1,0 +1,450 @@
+"""Appendix Figure 1 at CPU scale: does the search's choice train better?
+
+``collegial reproduce figure1`` runs the search for a family against a baseline, picks ``points``
+architectures along the primal curve (equal parameters; widths spread from the baseline's down to
+small n, the primal optimum included) and ``points`` along the dual curve (the baseline's
+variance; the dual optimum included), trains every distinct architecture with ``seeds`` seeds
+under one recipe, and reports per architecture its parameters, predicted ensemble variance
+``V1(n)/m`` (with its bootstrap standard error) and test errors (one per seed, mean, standard
+error). Summary per curve: the Spearman rank correlation between predicted variance and mean test
+error, with a bootstrap 95% interval that resamples each architecture's seeds; and the primal and
+dual optima's error minus the baseline's, each with a paired 95% t-interval over seeds (seed s of
+every architecture shares its data order).
+
+Resumable: every run lives in ``OUT/runs/ARCH/seedS``; a rerun with the same ``--out`` skips the
+finished runs (``result.json``) and continues an unfinished one from its ``last.pt``. The sweep's
+settings are stored in ``OUT/sweep.json``; a rerun with other settings is refused unless
+``--force`` (which deletes the previous runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from collegial.errors import UserError
+from collegial.models import format_arch, get_family, validate_arch
+from collegial.search.solve import SearchResult, cost_table, dual_m, primal_m, search
+from collegial.search.variance import VarianceCurve
+
+OUT_FILES = ("figure1.json", "figure1.md", "figure1.png")
+
+
+@dataclass(frozen=True)
+class Figure1Config:
+    """One sweep. ``n_min``: the smallest width along the curves; ``trials``: Algorithm 1's T when
+    it runs here (no ``alpha_file``); ``train_limit``/``test_limit``: images used (None: all)."""
+
+    family: str = "mlp"
+    dataset: str = "fashion-mnist"
+    baseline: str = "1x128d"
+    points: int = 5
+    seeds: int = 5
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.05
+    train_limit: int | None = None
+    test_limit: int | None = None
+    n_min: int = 2
+    trials: int = 2000
+    alpha_file: str | None = None
+    variance: str = "auto"
+    seed: int = 0  # Algorithm 1's and the bootstrap's seed; training seeds are 0..seeds-1
+
+    def key(self) -> dict[str, Any]:
+        """What must match for a rerun to continue this sweep."""
+        return asdict(self)
+
+
+#: CPU-sized defaults per family (each ~40 min or less on 2 cores; measured in docs/figure1.md).
+DEFAULTS: dict[str, Figure1Config] = {
+    "mlp": Figure1Config(),
+    "resnext11": Figure1Config(family="resnext11", baseline="1x64d", seeds=3, epochs=1, train_limit=6000,
+                               n_min=2),
+}
+#: ``--quick``: the pipeline in about a minute (what CI runs; not the science).
+QUICK = dict(points=3, seeds=2, epochs=1, train_limit=512, test_limit=512, trials=160)
+
+
+def config_for(family: str, quick: bool = False, **overrides: Any) -> Figure1Config:
+    base = DEFAULTS.get(family, replace(DEFAULTS["mlp"], family=family, baseline=""))
+    if quick:
+        base = replace(base, **QUICK)
+    over = {k: v for k, v in overrides.items() if v is not None}
+    cfg = replace(base, **over)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: Figure1Config) -> None:
+    fam = get_family(cfg.family)
+    if fam.arch_kind != "ce":
+        raise UserError(f"family {cfg.family!r} has no (m, n) architectures")
+    if not cfg.baseline:
+        raise UserError(f"family {cfg.family!r} has no default baseline; pass --baseline MxNd")
+    _, n_b = validate_arch(cfg.family, cfg.baseline)
+    if cfg.alpha_file is None:
+        from collegial.ntk.alpha import DEFAULT_WIDTHS
+
+        if not min(DEFAULT_WIDTHS) <= n_b <= max(DEFAULT_WIDTHS):
+            raise UserError(f"baseline width {n_b} lies outside Algorithm 1's widths "
+                            f"{min(DEFAULT_WIDTHS)}..{max(DEFAULT_WIDTHS)}; pass an --alpha-file that covers it")
+    if cfg.points < 2:
+        raise UserError(f"--points must be >= 2, got {cfg.points}")
+    if cfg.seeds < 2:
+        raise UserError(f"--seeds must be >= 2 (errors need a spread), got {cfg.seeds}")
+    if cfg.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {cfg.epochs}")
+    if cfg.n_min < 1:
+        raise UserError(f"--n-min must be >= 1, got {cfg.n_min}")
+
+
+# ------------------------------------------------------------------------------------ points
+
+
+@dataclass
+class Point:
+    """One architecture on a curve, with its training outcome (errors in %, one per seed)."""
+
+    arch: str
+    m: int
+    n: int
+    params: int
+    variance: float
+    variance_se: float
+    role: str = ""  # "baseline", "optimum" or ""
+    errors: list[float] | None = None
+
+    @property
+    def error_mean(self) -> float:
+        return float(np.mean(self.errors)) if self.errors else math.nan
+
+    @property
+    def error_se(self) -> float:
+        e = self.errors or []
+        return float(np.std(e, ddof=1) / math.sqrt(len(e))) if len(e) > 1 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "error_mean": self.error_mean, "error_se": self.error_se}
+
+
+def spread_widths(available: list[int], must: list[int], k: int) -> list[int]:
+    """``k`` widths of ``available`` holding every width of ``must``, the rest spread evenly in
+    log n between the least and the greatest available width (sorted)."""
+    avail = sorted(set(available))
+    chosen = sorted(set(must) & set(avail))
+    k = min(k, len(avail))
+    targets = np.geomspace(avail[0], avail[-1], max(k, 2))
+    for t in sorted(targets, key=lambda t: min((abs(math.log(t / c)) for c in chosen), default=1e9), reverse=True):
+        if len(chosen) >= k:
+            break
+        free = [a for a in avail if a not in chosen]
+        if free:
+            chosen.append(min(free, key=lambda a: abs(math.log(a / t))))
+    return sorted(chosen)[:k] if len(chosen) > k else sorted(chosen)
+
+
+def curve_points(res: SearchResult, curve: VarianceCurve, cfg: Figure1Config) -> dict[str, list[Point]]:
+    """``points`` architectures along the primal and the dual curve of ``res``."""
+    tab = cost_table(cfg.family, cfg.dataset)
+    n_b = res.baseline.n
+    m_b = res.baseline.m
+    ns = np.arange(max(cfg.n_min, res.n_range[0]), n_b + 1)
+    a = int(tab.fixed("params"))
+    b = np.asarray(tab.per_path("params", ns), dtype=np.int64)
+    v = curve(ns)
+    se = curve.stderr(ns)
+    out: dict[str, list[Point]] = {}
+    ib = int(np.searchsorted(ns, n_b))
+    for prob in ("primal", "dual"):
+        ms = primal_m(a, b, res.budget, res.rounding) if prob == "primal" else dual_m(v, v[ib] / m_b)
+        ok = ms >= 1
+        opt = getattr(res, prob)
+        widths = spread_widths([int(n) for n in ns[ok]], [n_b, opt.n], cfg.points)
+        pts = []
+        for w in widths:
+            i = int(np.searchsorted(ns, w))
+            m = int(ms[i])
+            role = "baseline" if (m, w) == (m_b, n_b) else ("optimum" if (m, w) == (opt.m, opt.n) else "")
+            pts.append(Point(format_arch(m, w), m, w, int(a + m * b[i]), float(v[i] / m), float(se[i] / m), role))
+        out[prob] = pts
+    return out
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def _train_one(cfg: Figure1Config, arch: str, seed: int, root: Path, data: Any, recipe: Any) -> float:
+    from collegial.train.loop import RunConfig, train
+
+    d = root / "runs" / arch / f"seed{seed}"
+    done = d / "result.json"
+    if done.exists():
+        return float(json.loads(done.read_text())["test_top1_err"])
+    resume = (d / "last.pt").exists()
+    res = train(
+        RunConfig(family=cfg.family, arch=arch, dataset=cfg.dataset, out=d, seed=seed, resume=resume,
+                  overwrite=not resume, progress=False, verbose=False),
+        recipe,
+        data,
+    )
+    if res.stopped:
+        raise UserError(f"run {d} stopped ({res.stopped}); rerun the same command to continue it")
+    return float(res.test_top1_err)
+
+
+def _prepare(key: dict[str, Any], root: Path, force: bool) -> None:
+    sweep = root / "sweep.json"
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root} exists and is not a directory")
+    if sweep.exists():
+        old = json.loads(sweep.read_text())
+        if old != key:
+            if not force:
+                diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+                raise UserError(
+                    f"{root} holds a figure1 sweep with other settings ({', '.join(diff)}); "
+                    "use another --out, the same settings to continue it, or --force to start over"
+                )
+            shutil.rmtree(root / "runs", ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    sweep.write_text(json.dumps(key, indent=1) + "\n")
+
+
+def run_figure1(cfg: Figure1Config, out: Path, *, force: bool = False, progress: bool = True,
+                inputs: Any = None) -> dict[str, Any]:
+    """Run (or continue) the sweep into ``out``; returns the ``figure1.json`` object."""
+    from collegial.search.variance import load_curve
+    from collegial.train.data import load_dataset
+    from collegial.train.recipes import get_recipe
+
+    _check(cfg)
+    fam = get_family(cfg.family)
+    recipe = get_recipe(cfg.dataset).override(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
+    recipe = recipe.scaled(cfg.epochs)
+    data = load_dataset(cfg.dataset, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+    from collegial.ntk.inputs import ProbeInputs
+
+    inputs = ProbeInputs() if inputs is None else inputs
+    key = {**cfg.key(), "probe_inputs": None if cfg.alpha_file else inputs.options()}
+    _prepare(key, out, force)
+    t0 = time.time()
+    curve = load_curve(cfg.alpha_file, cfg.variance, probe_family=fam.probe_family, model_family=cfg.family,
+                       trials=cfg.trials, seed=cfg.seed, inputs=inputs)
+    res = search(cfg.family, cfg.dataset, cfg.baseline, curve, budget="params")
+    curves = curve_points(res, curve, cfg)
+    archs = sorted({p.arch for pts in curves.values() for p in pts}, key=lambda s: (len(s), s))
+    errors: dict[str, list[float]] = {}
+    total = len(archs) * cfg.seeds
+    k = 0
+    for arch in archs:
+        errors[arch] = []
+        for s in range(cfg.seeds):
+            k += 1
+            t = time.time()
+            e = _train_one(cfg, arch, s, out, data, recipe)
+            errors[arch].append(e)
+            if progress:
+                print(f"[figure1] {k}/{total} {cfg.family} {arch} seed {s}: {e:.2f}% test error "
+                      f"({time.time() - t:.0f} s; {time.time() - t0:.0f} s in all)", file=sys.stderr, flush=True)
+    for pts in curves.values():
+        for p in pts:
+            p.errors = errors[p.arch]
+    obj = summarize(cfg, res, curves, recipe, time.time() - t0)
+    write_outputs(obj, curves, out)
+    return obj
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+
+def spearman_interval(points: list[Point], draws: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Spearman rho between predicted variance and mean error, and its bootstrap 95% interval
+    (each architecture's seeds resampled with replacement)."""
+    from scipy.stats import spearmanr
+
+    v = np.array([p.variance for p in points])
+    e = [np.asarray(p.errors, dtype=float) for p in points]
+    rho = float(spearmanr(v, [x.mean() for x in e]).statistic)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(draws):
+        means = [x[rng.integers(0, x.size, x.size)].mean() for x in e]
+        r = spearmanr(v, means).statistic
+        if np.isfinite(r):
+            boots.append(r)
+    lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots else (math.nan, math.nan))
+    return {"rho": rho, "lo": float(lo), "hi": float(hi), "points": len(points)}
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean of ``a - b`` over seeds and its 95% t-interval (paired by seed)."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    mean = float(d.mean())
+    if d.size < 2 or np.all(d == d[0]):
+        return {"mean": mean, "lo": mean, "hi": mean, "seeds": int(d.size)}
+    half = float(student_t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "seeds": int(d.size)}
+
+
+def summarize(cfg: Figure1Config, res: SearchResult, curves: dict[str, list[Point]], recipe: Any,
+              seconds: float) -> dict[str, Any]:
+    base = next(p for p in curves["primal"] if p.role == "baseline")
+    obj: dict[str, Any] = {
+        "config": cfg.key(),
+        "recipe": recipe.as_dict(),
+        "probe": res.probe,
+        "variance_model": res.variance_model,
+        "baseline": base.to_dict(),
+        "curves": {},
+        "seconds": seconds,
+    }
+    for prob, pts in curves.items():
+        opt = next((p for p in pts if p.role == "optimum"), None) or min(pts, key=lambda p: p.variance if prob == "primal" else p.params)
+        obj["curves"][prob] = {
+            "points": [p.to_dict() for p in pts],
+            "spearman": spearman_interval(pts, seed=cfg.seed),
+            "optimum": opt.arch,
+        }
+        obj[f"{prob}_minus_baseline"] = {"arch": opt.arch, **paired_difference(opt.errors or [], base.errors or [])}
+    return obj
+
+
+# ----------------------------------------------------------------------------------- outputs
+
+
+def markdown(obj: dict[str, Any]) -> str:
+    c = obj["config"]
+    lines = [
+        f"# Figure 1 at CPU scale: {c['family']} on {c['dataset']}, baseline {c['baseline']}",
+        "",
+        f"{c['seeds']} seeds, {c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, "
+        f"train images: {c['train_limit'] or 'all'}, test images: {c['test_limit'] or 'all'}; "
+        f"variance model {obj['variance_model']}; probe: {obj['probe']}; {obj['seconds']:.0f} s.",
+        "",
+    ]
+    for prob in ("primal", "dual"):
+        cur = obj["curves"][prob]
+        sp = cur["spearman"]
+        d = obj[f"{prob}_minus_baseline"]
+        lines += [
+            f"## {prob} curve ({'equal parameters' if prob == 'primal' else 'the baseline variance'})",
+            "",
+            "| model | role | params | predicted variance | test error % (mean ± s.e.) | per seed |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in cur["points"]:
+            lines.append(
+                f"| {p['arch']} | {p['role'] or '-'} | {p['params'] / 1e3:.0f}k | {p['variance']:.4g} ± {p['variance_se']:.2g} "
+                f"| {p['error_mean']:.2f} ± {p['error_se']:.2f} | {', '.join(f'{e:.2f}' for e in p['errors'])} |"
+            )
+        lines += [
+            "",
+            f"Spearman(variance, error) = {sp['rho']:.2f} [95% bootstrap interval {sp['lo']:.2f}, {sp['hi']:.2f}] "
+            f"over {sp['points']} models; {d['arch']} minus baseline: {d['mean']:+.2f} points "
+            f"[95% interval {d['lo']:+.2f}, {d['hi']:+.2f}].",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def plot(obj: dict[str, Any], path: Path) -> None:
+    """Test error against n along each curve (error bars: s.e. over seeds), the predicted
+    variance on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
+    for ax, prob in zip(axes, ("primal", "dual")):
+        pts = obj["curves"][prob]["points"]
+        n = [p["n"] for p in pts]
+        ax.errorbar(n, [p["error_mean"] for p in pts], [p["error_se"] for p in pts], marker="o", capsize=3,
+                    color="C0", label="test error (mean ± s.e.)")
+        for p in pts:
+            ax.annotate(p["arch"] + (f" ({p['role']})" if p["role"] else ""), (p["n"], p["error_mean"]),
+                        textcoords="offset points", xytext=(4, 5), fontsize=6.5)
+        ax2 = ax.twinx()
+        ax2.errorbar(n, [p["variance"] for p in pts], [p["variance_se"] for p in pts], marker="s", ls="--",
+                     color="C3", capsize=2, ms=3, label="predicted variance V1(n)/m")
+        ax2.set_yscale("log")
+        ax2.set_ylabel("predicted variance", color="C3", fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("width n")
+        ax.set_ylabel("test top-1 error %", color="C0", fontsize=8)
+        sp = obj["curves"][prob]["spearman"]
+        ax.set_title(f"{prob} curve: Spearman {sp['rho']:.2f} [{sp['lo']:.2f}, {sp['hi']:.2f}]", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+    c = obj["config"]
+    fig.suptitle(f"{c['family']} on {c['dataset']}, baseline {c['baseline']}, {c['seeds']} seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(obj: dict[str, Any], curves: dict[str, list[Point]], out: Path) -> list[Path]:
+    from collegial.ntk.curve import finite_json
+
+    (out / "figure1.json").write_text(json.dumps(finite_json(obj), indent=1) + "\n")
+    (out / "figure1.md").write_text(markdown(obj) + "\n")
+    plot(obj, out / "figure1.png")
+    return [out / n for n in OUT_FILES]
+
+
+# -------------------------------------------------------------------------- reproduce figure1
+
+
+class _Target:
+    help = "appendix Figure 1 at CPU scale: test error along the primal and dual curves (trains models)"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        from collegial.commands.probe_options import add_probe_arguments
+
+        p.add_argument("--family", default="mlp", help="mlp (default) or resnext11 (or any collegial family)")
+        p.add_argument("--dataset", default="fashion-mnist", help="shipped dataset (default fashion-mnist)")
+        p.add_argument("--baseline", default=None, metavar="ARCH", help="baseline MxNd (mlp 1x128d, resnext11 1x64d)")
+        p.add_argument("--points", type=int, default=None, help="architectures per curve (default 5)")
+        p.add_argument("--seeds", type=int, default=None, help="training seeds (mlp 5, resnext11 3)")
+        p.add_argument("--epochs", type=int, default=None, help="epochs per run (mlp 3, resnext11 1)")
+        p.add_argument("--train-limit", type=int, default=None, help="training images (mlp all, resnext11 6000)")
+        p.add_argument("--test-limit", type=int, default=None, help="test images (default all)")
+        p.add_argument("--alpha-file", default=None, help="the family's alpha.json (default: run Algorithm 1)")
+        p.add_argument("--trials", type=int, default=None, help="Algorithm 1's T when it runs here (2000)")
+        p.add_argument("--quick", action="store_true", help="a tiny sweep in about a minute (checks the pipeline)")
+        add_probe_arguments(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from collegial.commands.probe_options import probe_inputs
+
+        if args.out is None:
+            raise UserError("reproduce figure1 trains models: give --out DIR (a rerun continues it)")
+        cfg = config_for(
+            args.family, args.quick, dataset=args.dataset, baseline=args.baseline, points=args.points,
+            seeds=args.seeds, epochs=args.epochs, train_limit=args.train_limit, test_limit=args.test_limit,
+            alpha_file=args.alpha_file, trials=args.trials,
+        )
+        inputs = probe_inputs(args) if args.alpha_file is None else None
+        obj = run_figure1(cfg, Path(args.out), force=args.force, progress=not args.json, inputs=inputs)
+        obj["files"] = [str(Path(args.out) / n) for n in OUT_FILES]
+        from collegial.ntk.curve import finite_json
+
+        print(json.dumps(finite_json(obj)) if args.json else markdown(obj))
+        return 0
+
+
+REPRODUCE_TARGET = _Target()
