@@ -427,7 +427,10 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
             # losses. The epoch's partial sums (from a mid-epoch checkpoint) count on rank 0.
             acc = torch.zeros(4, dtype=torch.float64, device=device)
             if info.is_main:
-                acc[:3] = torch.tensor([partial["loss"], partial["correct"], partial["images"]])
+                # float64: a float32 tensor here rounded the partial loss sum (resume not bit-exact)
+                acc[:3] = torch.tensor(
+                    [partial["loss"], partial["correct"], partial["images"]], dtype=torch.float64
+                )
             # `tot`: the sums over ranks at the last host sync (+ the SIGTERM vote).
             tot = all_reduce_sum(torch.cat([acc, acc.new_zeros(1)]), info).tolist()
             seconds = partial["seconds"]
