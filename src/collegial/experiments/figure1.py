@@ -48,8 +48,8 @@ class Figure1Config:
     dataset: str = "fashion-mnist"
     baseline: str = "1x128d"
     points: int = 5
-    seeds: int = 5
-    epochs: int = 3
+    seeds: int = 6
+    epochs: int = 6
     batch_size: int = 128
     lr: float = 0.05
     train_limit: int | None = None
@@ -68,8 +68,8 @@ class Figure1Config:
 #: CPU-sized defaults per family (each ~40 min or less on 2 cores; measured in docs/figure1.md).
 DEFAULTS: dict[str, Figure1Config] = {
     "mlp": Figure1Config(),
-    "resnext11": Figure1Config(family="resnext11", baseline="1x64d", seeds=3, epochs=1, train_limit=6000,
-                               n_min=2),
+    "resnext11": Figure1Config(family="resnext11", baseline="1x64d", seeds=3, epochs=2, train_limit=5000,
+                               test_limit=5000),
 }
 #: ``--quick``: the pipeline in about a minute (what CI runs; not the science).
 QUICK = dict(points=3, seeds=2, epochs=1, train_limit=512, test_limit=512, trials=160)
@@ -419,10 +419,10 @@ class _Target:
         p.add_argument("--dataset", default="fashion-mnist", help="shipped dataset (default fashion-mnist)")
         p.add_argument("--baseline", default=None, metavar="ARCH", help="baseline MxNd (mlp 1x128d, resnext11 1x64d)")
         p.add_argument("--points", type=int, default=None, help="architectures per curve (default 5)")
-        p.add_argument("--seeds", type=int, default=None, help="training seeds (mlp 5, resnext11 3)")
-        p.add_argument("--epochs", type=int, default=None, help="epochs per run (mlp 3, resnext11 1)")
-        p.add_argument("--train-limit", type=int, default=None, help="training images (mlp all, resnext11 6000)")
-        p.add_argument("--test-limit", type=int, default=None, help="test images (default all)")
+        p.add_argument("--seeds", type=int, default=None, help="training seeds (mlp 6, resnext11 3)")
+        p.add_argument("--epochs", type=int, default=None, help="epochs per run (mlp 6, resnext11 2)")
+        p.add_argument("--train-limit", type=int, default=None, help="training images (mlp all, resnext11 5000)")
+        p.add_argument("--test-limit", type=int, default=None, help="test images (mlp all, resnext11 5000)")
         p.add_argument("--alpha-file", default=None, help="the family's alpha.json (default: run Algorithm 1)")
         p.add_argument("--trials", type=int, default=None, help="Algorithm 1's T when it runs here (2000)")
         p.add_argument("--quick", action="store_true", help="a tiny sweep in about a minute (checks the pipeline)")
