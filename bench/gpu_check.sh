@@ -11,7 +11,9 @@
 # Steps: (1) the machine; (2) `collegial train` end to end on a synthetic CIFAR-10 written in the
 # standard pickle format, with --amp --channels-last --compile, then --resume for one more epoch;
 # (3) the same under torchrun + DDP (NCCL on CUDA); (4) bench/train_step.py: the official
-# formulation (fp32, NCHW) against bf16 + channels_last (+ compile), images/s, TFLOP/s and MFU.
+# formulation (fp32, NCHW) against bf16 + channels_last (+ compile), images/s, TFLOP/s and MFU;
+# (5) `collegial reproduce figure1` (issue 11) at larger settings than the CPU defaults:
+# resnext11 on 30,000 Fashion-MNIST images, 3 epochs, 3 seeds (CPU dry run: --quick).
 # Record what it prints in bench/RESULTS.md with the device name.
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}
@@ -70,6 +72,15 @@ else
     run "$PY" bench/train_step.py --archs 1x128d --batch "$BATCH" --variants "$VARIANTS" --rounds 1 \
         --iters 1 --warmup 1 --no-check 2>&1 | tee "$OUT/train_step.txt"
 fi
+
+step "5. reproduce figure1 (resnext11, Fashion-MNIST) on $DEVICE"
+if [ "$DEVICE" = cuda ]; then
+    F1=(--family resnext11 --train-limit 30000 --test-limit 10000 --epochs 3 --seeds 3 --device cuda)
+else
+    F1=(--quick)
+fi
+COLLEGIAL_CACHE="$WORK/cache" run "$PY" -m collegial.cli reproduce figure1 "${F1[@]}" --out "$OUT/figure1" \
+    2>&1 | tee "$OUT/figure1.txt"
 
 rm -rf "$WORK"
 echo; [ $status = 0 ] && echo "gpu_check: all steps ran" || echo "gpu_check: some steps FAILED"

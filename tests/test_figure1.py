@@ -85,3 +85,8 @@ def test_errors_before_any_work(tmp_path, capsys, extra, msg) -> None:
 def test_needs_an_out_dir(capsys) -> None:
     assert main(["reproduce", "figure1", "--quick"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_unknown_or_missing_device(tmp_path, capsys) -> None:
+    assert main(["reproduce", "figure1", "--quick", "--device", "tpu", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown --device" in capsys.readouterr().err

@@ -59,6 +59,7 @@ class Figure1Config:
     alpha_file: str | None = None
     variance: str = "auto"
     seed: int = 0  # Algorithm 1's and the bootstrap's seed; training seeds are 0..seeds-1
+    device: str = "cpu"  # where the models train (Algorithm 1 runs on the CPU)
 
     def key(self) -> dict[str, Any]:
         """What must match for a rerun to continue this sweep."""
@@ -106,6 +107,13 @@ def _check(cfg: Figure1Config) -> None:
         raise UserError(f"--epochs must be >= 1, got {cfg.epochs}")
     if cfg.n_min < 1:
         raise UserError(f"--n-min must be >= 1, got {cfg.n_min}")
+    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise UserError(f"unknown --device {cfg.device!r}; choose cpu or cuda")
+    if cfg.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {cfg.device}: no CUDA device is available here")
 
 
 # ------------------------------------------------------------------------------------ points
@@ -193,7 +201,7 @@ def _train_one(cfg: Figure1Config, arch: str, seed: int, root: Path, data: Any, 
     resume = (d / "last.pt").exists()
     res = train(
         RunConfig(family=cfg.family, arch=arch, dataset=cfg.dataset, out=d, seed=seed, resume=resume,
-                  overwrite=not resume, progress=False, verbose=False),
+                  overwrite=not resume, progress=False, verbose=False, device=cfg.device),
         recipe,
         data,
     )
@@ -425,6 +433,7 @@ class _Target:
         p.add_argument("--test-limit", type=int, default=None, help="test images (mlp all, resnext11 5000)")
         p.add_argument("--alpha-file", default=None, help="the family's alpha.json (default: run Algorithm 1)")
         p.add_argument("--trials", type=int, default=None, help="Algorithm 1's T when it runs here (2000)")
+        p.add_argument("--device", default=None, help="training device: cpu (default) or cuda")
         p.add_argument("--quick", action="store_true", help="a tiny sweep in about a minute (checks the pipeline)")
         add_probe_arguments(p)
 
@@ -436,7 +445,7 @@ class _Target:
         cfg = config_for(
             args.family, args.quick, dataset=args.dataset, baseline=args.baseline, points=args.points,
             seeds=args.seeds, epochs=args.epochs, train_limit=args.train_limit, test_limit=args.test_limit,
-            alpha_file=args.alpha_file, trials=args.trials,
+            alpha_file=args.alpha_file, trials=args.trials, device=args.device,
         )
         inputs = probe_inputs(args) if args.alpha_file is None else None
         obj = run_figure1(cfg, Path(args.out), force=args.force, progress=not args.json, inputs=inputs)
