@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,7 +11,6 @@ from torch import nn
 from collegial.errors import UserError
 from collegial.ntk import empirical_ntk
 from collegial.ntk.alpha import monte_carlo, plot_alpha, run_algorithm1
-from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import MLPProbe, ResNeXtBlockProbe
 from collegial.ntk.variance import normalized_variance
 

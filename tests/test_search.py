@@ -21,7 +21,7 @@ from collegial.search.solve import (
     primal_m,
     search,
 )
-from collegial.search.variance import VarianceCurve, load_curve, synthetic_curve
+from collegial.search.variance import VarianceCurve, load_curve
 
 WIDTHS = [2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128]
 

@@ -12,7 +12,7 @@ from collegial.commands.reproduce import TARGETS, load_target
 from collegial.experiments import search_repro as sr
 from collegial.search.solve import Candidate
 from collegial.ntk.curve import AlphaFit, synthetic_fit
-from collegial.search.variance import VarianceCurve, synthetic_curve
+from collegial.search.variance import synthetic_curve
 
 WIDTHS = [2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128]
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from collegial.errors import UserError
-from collegial.ntk.curve import MODEL_CHOICES, AlphaFit, VarianceModel, synthetic_fit
+from collegial.ntk.curve import MODEL_CHOICES, AlphaFit, VarianceModel, evaluate, synthetic_fit
 
 VARIANCE_MODELS: tuple[str, ...] = MODEL_CHOICES
 #: The variance model used when ``--variance`` is not given: the smooth fit where it fits.
@@ -78,8 +78,6 @@ class VarianceCurve:
 
     def draws(self, n: np.ndarray | int) -> np.ndarray:
         """``(K, N)`` bootstrap samples of ``V1`` at widths ``n`` (K = ``draws_count``)."""
-        from collegial.ntk.curve import evaluate
-
         arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
         self.check_domain(arr)
         if self._params is None:
