@@ -48,7 +48,9 @@ def test_quick_sweep_end_to_end_and_resume(tmp_path, monkeypatch, capsys) -> Non
             assert len(p["errors"]) == 2
         assert {"mean", "lo", "hi"} <= set(obj[f"{prob}_minus_baseline"])
         roles = [p["role"] for p in cur["points"]]
-        assert "baseline" in roles and ("optimum" in roles or obj[f"{prob}_minus_baseline"]["mean"] == 0)
+        assert sum("baseline" in r for r in roles) == 1 and sum("optimum" in r for r in roles) == 1
+        d = obj[f"{prob}_minus_baseline"]
+        assert d["is_baseline"] == ("baseline+optimum" in roles) and d["arch"] == cur["optimum"]
     primal = obj["curves"]["primal"]["points"]
     assert max(p["params"] for p in primal) <= obj["baseline"]["params"]  # equal budget, floor rounding
     # resume: a finished run is skipped, an unfinished one continues from its checkpoint

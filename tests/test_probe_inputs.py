@@ -110,3 +110,29 @@ def test_seeds_agree_within_their_reported_errors() -> None:
     z = (v - v.mean(0)) / se
     assert np.abs(z).max() < 3.0, z
     assert np.mean(z**2) < 1.6, z  # ~0.8 expected when the errors are right
+
+
+def _both_thread_counts(**kw):
+    one = run_algorithm1(**kw)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = run_algorithm1(**kw)
+    finally:
+        torch.set_num_threads(threads)
+    return one, two
+
+
+def test_mlp_and_factory_probes_are_deterministic_whatever_the_threads() -> None:
+    """The MLP probe draws its weights from per-chunk generators, and a width factory (which
+    seeds the process-wide RNG) runs its trials on one thread: no race between workers."""
+    one, two = _both_thread_counts(family="mlp", widths=(2, 4, 8), trials=320, channels=8, m_law=(2,),
+                                   m_law_width=4, seed=2)
+    assert one.variance == two.variance and one.m_law[0].ratio == two.m_law[0].ratio
+    from torch import nn
+
+    def factory(n: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(6, n), nn.ReLU(), nn.Linear(n, 1))
+
+    one, two = _both_thread_counts(factory=factory, input_shape=(6,), widths=(2, 4, 8), trials=64, seed=1)
+    assert one.variance == two.variance

@@ -129,7 +129,7 @@ class Point:
     params: int
     variance: float
     variance_se: float
-    role: str = ""  # "baseline", "optimum" or ""
+    role: str = ""  # "baseline", "optimum", "baseline+optimum" (the optimum is the baseline) or ""
     errors: list[float] | None = None
 
     @property
@@ -182,7 +182,8 @@ def curve_points(res: SearchResult, curve: VarianceCurve, cfg: Figure1Config) ->
         for w in widths:
             i = int(np.searchsorted(ns, w))
             m = int(ms[i])
-            role = "baseline" if (m, w) == (m_b, n_b) else ("optimum" if (m, w) == (opt.m, opt.n) else "")
+            roles = [r for r, (rm, rn) in (("baseline", (m_b, n_b)), ("optimum", (opt.m, opt.n))) if (m, w) == (rm, rn)]
+            role = "+".join(roles)  # "baseline", "optimum", "baseline+optimum" or ""
             pts.append(Point(format_arch(m, w), m, w, int(a + m * b[i]), float(v[i] / m), float(se[i] / m), role))
         out[prob] = pts
     return out
@@ -308,7 +309,7 @@ def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
 
 def summarize(cfg: Figure1Config, res: SearchResult, curves: dict[str, list[Point]], recipe: Any,
               seconds: float) -> dict[str, Any]:
-    base = next(p for p in curves["primal"] if p.role == "baseline")
+    base = next(p for p in curves["primal"] if "baseline" in p.role)
     obj: dict[str, Any] = {
         "config": cfg.key(),
         "recipe": recipe.as_dict(),
@@ -319,13 +320,14 @@ def summarize(cfg: Figure1Config, res: SearchResult, curves: dict[str, list[Poin
         "seconds": seconds,
     }
     for prob, pts in curves.items():
-        opt = next((p for p in pts if p.role == "optimum"), None) or min(pts, key=lambda p: p.variance if prob == "primal" else p.params)
+        opt = next(p for p in pts if "optimum" in p.role)
         obj["curves"][prob] = {
             "points": [p.to_dict() for p in pts],
             "spearman": spearman_interval(pts, seed=cfg.seed),
             "optimum": opt.arch,
         }
-        obj[f"{prob}_minus_baseline"] = {"arch": opt.arch, **paired_difference(opt.errors or [], base.errors or [])}
+        obj[f"{prob}_minus_baseline"] = {"arch": opt.arch, "is_baseline": opt.arch == base.arch,
+                                         **paired_difference(opt.errors or [], base.errors or [])}
     return obj
 
 
@@ -360,8 +362,11 @@ def markdown(obj: dict[str, Any]) -> str:
         lines += [
             "",
             f"Spearman(variance, error) = {sp['rho']:.2f} [95% bootstrap interval {sp['lo']:.2f}, {sp['hi']:.2f}] "
-            f"over {sp['points']} models; {d['arch']} minus baseline: {d['mean']:+.2f} points "
-            f"[95% interval {d['lo']:+.2f}, {d['hi']:+.2f}].",
+            f"over {sp['points']} models; "
+            + (f"the {prob} optimum is the baseline itself ({d['arch']}): no difference to measure."
+               if d["is_baseline"] else
+               f"the {prob} optimum {d['arch']} minus the baseline: {d['mean']:+.2f} points "
+               f"[95% interval {d['lo']:+.2f}, {d['hi']:+.2f}] (paired by seed)."),
             "",
         ]
     return "\n".join(lines)

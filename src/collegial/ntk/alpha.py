@@ -120,6 +120,8 @@ def pair_moments(
     moms = [Moments() for _ in probes]
     threads = torch.get_num_threads()
     workers = min(len(mine), workers if workers is not None else threads)
+    if not all(getattr(p, "thread_safe", True) for p in probes):
+        workers = 1  # e.g. a width factory seeding the global RNG: threads would race on it
     if workers <= 1:
         results: Any = map(one, mine)
         pool = None

@@ -474,11 +474,23 @@ class MLPProbe:
         return int(max(4, min(1024, CHUNK_BYTES // per)))
 
     def build(self, m: int, n: int, trials: int, seed: int) -> CollegialMLP:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return CollegialMLP(
+        """``trials`` CEs of multiplicity ``m`` as one CollegialMLP, its weights drawn from
+        ``seed`` by :func:`fill_normal` (CollegialMLP's own init distribution, zero biases). No
+        global RNG: worker threads cannot race on it, so results do not depend on threads."""
+        with torch.device("meta"):
+            model = CollegialMLP(
                 self.channels, 1, trials * m, n, depth=self.depth, parameterization=self.parameterization
-            ).to(self.dtype)
+            )
+        model = model.to_empty(device="cpu").to(self.dtype)
+        targets = []
+        with torch.no_grad():
+            for layer in model.layers:
+                std = 1.0 if layer.parameterization == "ntk" else layer.gain / math.sqrt(layer.in_features)
+                targets.append((layer.weight, std))
+                if layer.bias is not None:
+                    layer.bias.zero_()
+            fill_normal(targets, seed)
+        return model
 
     def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
         return self.k_model(self.build(m, n, trials, seed), m)
@@ -505,6 +517,8 @@ class FactoryProbe:
 
     family = "factory"
     engine = "vmap"
+    #: A factory initializes through the process-wide RNG: trials run on one thread (no races).
+    thread_safe = False
 
     def __init__(
         self,
