@@ -134,7 +134,7 @@ def test_old_and_foreign_files_are_refused_in_one_line(tmp_path) -> None:
     with pytest.raises(UserError, match="schema_version 99"):
         AlphaFit.from_json(p)
     good = json.loads(_fit().to_json())
-    for bad, msg in [({"variance": [1.0] * 9 + [-1.0]}, "positive"),
+    for bad, msg in [({"variance": [1.0] * 9 + [-1.0]}, "must lie in"),
                      ({"widths": [2] * 10}, "increasing"),
                      ({"stderr": [None] * 10}, "finite"),
                      ({"widths": [2, 3]}, "differ in length")]:

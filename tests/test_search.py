@@ -262,7 +262,7 @@ def test_cli_table_and_out(alpha_file, table, tmp_path, capsys):
         (["--baseline", "1x256d"], "outside the measured widths"),
         (["--rounding", "up"], "invalid choice"),
         (["--budget", "memory"], "invalid choice"),
-        (["--level", "1.5"], "confidence level"),
+        (["--level", "1.5"], "--level must lie"),
     ],
 )
 def test_cli_user_errors(alpha_file, table, capsys, extra, msg):

@@ -63,8 +63,23 @@ def add_curve_arguments(p: argparse.ArgumentParser, *, default_trials: int = ON_
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the near-ties (0.95)")
     p.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
                    help=f"bootstrap draws of the curve (default {DEFAULT_DRAWS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of Algorithm 1 and of the bootstrap")
+    p.add_argument("--seed", type=int, default=0, help="seed of Algorithm 1 and of the bootstrap (>= 0)")
     add_probe_arguments(p)
+
+
+MAX_DRAWS = 100_000
+
+
+def check_curve_arguments(args: argparse.Namespace) -> None:
+    """The curve options' ranges, before any work (shared with ``reproduce search``)."""
+    if not 2 <= args.draws <= MAX_DRAWS:
+        raise UserError(f"--draws must lie in 2..{MAX_DRAWS}, got {args.draws}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.trials < 2:
+        raise UserError(f"--trials must be >= 2, got {args.trials}")
+    if not 0.0 < args.level < 1.0:
+        raise UserError(f"--level must lie strictly between 0 and 1, got {args.level}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,8 +118,7 @@ OUT_FILES = ("search.json", "search.md", "primal.png", "dual.png")
 def run(args: argparse.Namespace) -> int:
     fam = get_family(args.family)
     dataset = args.dataset or fam.default_dataset
-    if args.draws < 2:
-        raise UserError(f"--draws must be at least 2, got {args.draws}")
+    check_curve_arguments(args)
     # check the cheap things before the (possibly long) Algorithm 1 run
     if fam.arch_kind != "ce":
         raise UserError(f"family {args.family!r} has no (m, n) architecture to search")

@@ -516,7 +516,9 @@ class _SearchTarget:
 
     def run(self, args: argparse.Namespace) -> int:
         from collegial.commands.probe_options import probe_inputs
+        from collegial.commands.search import check_curve_arguments
 
+        check_curve_arguments(args)
         inputs = probe_inputs(args) if args.alpha_file is None else None
         if args.alpha_file is None:
             print(f"collegial reproduce search: no --alpha-file; running Algorithm 1 with T={args.trials} "

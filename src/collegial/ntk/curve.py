@@ -49,6 +49,10 @@ ModelKind = Literal["prop1", "fit2", "smooth", "empirical"]
 #: chi^2 p-value from which the smooth fit counts as acceptable (``auto``).
 GOOD_FIT_P = 0.01
 MAX_WIDTH = 4096
+#: Largest variance or standard error an alpha file may hold (a normalized variance of 1e6 is
+#: already far outside anything a probe produces).
+MAX_VALUE = 1e6
+MAX_REL_STDERR = 100.0
 REGENERATE = "regenerate it with 'collegial fit-alpha --json --out DIR'"
 
 _N_PARAMS = {"prop1": 1, "fit2": 3, "smooth": 4}
@@ -141,8 +145,16 @@ class VarianceModel:
 
     @cached_property
     def params(self) -> np.ndarray:
-        """``(k,)`` fitted parameters."""
-        return fit_params(self.kind, self.widths, self.v, self.weights)
+        """``(k,)`` fitted parameters (:class:`UserError` when the table cannot be fitted)."""
+        try:
+            with np.errstate(all="ignore"):
+                p = fit_params(self.kind, self.widths, self.v, self.weights)
+                ok = np.all(np.isfinite(p)) and np.all(np.isfinite(evaluate(self.kind, p[None, :], self.widths, self.widths)))
+        except np.linalg.LinAlgError:
+            ok = False
+        if not ok:
+            raise UserError(f"the {self.kind} model cannot be fitted to this variance table (non-finite values)")
+        return p
 
     @property
     def domain(self) -> tuple[int, int]:
@@ -169,7 +181,8 @@ class VarianceModel:
         table carries no uncertainty)."""
         if not np.any(self.se > 0):
             return np.repeat(self.params[None, :], k, axis=0)
-        return fit_params(self.kind, self.widths, table_draws(self.v, self.se, k, seed), self.weights)
+        with np.errstate(all="ignore"):  # very wide errors can underflow a draw; it stays non-finite
+            return fit_params(self.kind, self.widths, table_draws(self.v, self.se, k, seed), self.weights)
 
     def draws(self, n: np.ndarray | int, k: int = 1000, seed: int = 0) -> np.ndarray:
         """``(k, N)`` bootstrap samples of ``V1`` at widths ``n``."""
@@ -303,6 +316,11 @@ class AlphaFit:
 
     def __post_init__(self) -> None:
         _validate_table(self.widths, self.variance, self.stderr, "alpha fit")
+        for name in ("trials", "seed", "pairs", "channels", "spatial"):
+            x = getattr(self, name)
+            if isinstance(x, bool) or not isinstance(x, int) or x < 0 or (name == "pairs" and x < 1):
+                raise UserError(f"alpha fit: '{name}' must be a {'positive' if name == 'pairs' else 'non-negative'} "
+                                f"integer, got {x!r}")
 
     # ---- models
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -395,7 +413,13 @@ class AlphaFit:
             if p.exists() and not overwrite:
                 raise UserError(f"{p} exists; refusing to overwrite (use --force)")
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text + "\n")
+            tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")  # atomic: never a half-written file
+            try:
+                tmp.write_text(text + "\n")
+                tmp.replace(p)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise UserError(f"cannot write {p}: {e.strerror}") from None
         return text
 
     @classmethod
@@ -494,6 +518,8 @@ def _loads(text: str, where: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{where} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise UserError(f"{where} is nested too deeply to be an alpha file") from None
 
 
 def _validate_table(widths: Sequence[Any], variance: Sequence[Any], stderr: Sequence[Any], where: str) -> None:
@@ -513,10 +539,12 @@ def _validate_table(widths: Sequence[Any], variance: Sequence[Any], stderr: Sequ
         raise UserError(f"{where}: 'widths' must be integers in 1..{MAX_WIDTH}")
     if np.any(np.diff(w) <= 0):
         raise UserError(f"{where}: 'widths' must be strictly increasing")
-    if np.any(np.asarray(variance, dtype=float) <= 0):
-        raise UserError(f"{where}: every 'variance' entry must be positive")
-    if np.any(np.asarray(stderr, dtype=float) < 0):
-        raise UserError(f"{where}: 'stderr' entries must be non-negative")
+    if np.any(np.asarray(variance, dtype=float) <= 0) or np.any(np.asarray(variance, dtype=float) > MAX_VALUE):
+        raise UserError(f"{where}: every 'variance' entry must lie in (0, {MAX_VALUE:g}]")
+    if np.any(np.asarray(stderr, dtype=float) < 0) or np.any(np.asarray(stderr, dtype=float) > MAX_VALUE):
+        raise UserError(f"{where}: 'stderr' entries must lie in [0, {MAX_VALUE:g}]")
+    if np.any(np.asarray(stderr, dtype=float) > MAX_REL_STDERR * np.asarray(variance, dtype=float)):
+        raise UserError(f"{where}: a standard error above {MAX_REL_STDERR:g} times its variance is no estimate")
 
 
 def finite_json(obj: Any) -> Any:

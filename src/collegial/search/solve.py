@@ -59,6 +59,8 @@ BUDGETS: tuple[str, ...] = ("params", "flops")
 TIE_RULES: tuple[str, ...] = ("paired", "overlap")
 SOLVERS: tuple[str, ...] = ("integer", "relaxed")
 DEFAULT_N_RANGE = (2, 128)
+#: Largest budget accepted (parameters or FLOPs): far beyond any buildable model, within int64.
+MAX_BUDGET = 1e18
 #: Most candidates listed in an optimal set (and labelled in plots).
 MAX_SET = 5
 
@@ -309,6 +311,8 @@ def parse_budget_value(text: str | int | None) -> int | None:
         raise UserError(f"malformed budget value {text!r}; expected e.g. 13.8M or 4.2G") from None
     if not np.isfinite(val) or val <= 0:
         raise UserError(f"budget value {text!r} must be positive")
+    if val > MAX_BUDGET:
+        raise UserError(f"budget value {text!r} exceeds {MAX_BUDGET:.0e}")
     return int(round(val))
 
 
@@ -442,6 +446,14 @@ def search(
             pb,
         )
 
+    for prob, sol in (("primal", primal), ("dual", dual)):
+        arch = format_arch(int(sol.m[sol.best]), int(n[sol.best]))
+        try:
+            validate_arch(family, arch)
+        except UserError as e:
+            what = f"the budget {cap:,}" if prob == "primal" else "the baseline's variance"
+            raise UserError(f"the {prob} answer {arch} is not a buildable {family} ({e}); "
+                            f"{what} is out of reach of this family") from None
     base = cand(ib, m_b, vd[:, ib] / m_b, None)
     p_c = cand(primal.best, int(primal.m[primal.best]), p_obj[:, primal.best], float(p_best[primal.best]))
     d_c = cand(dual.best, int(dual.m[dual.best]), vd[:, dual.best] / dual.m[dual.best], float(d_best[dual.best]))
