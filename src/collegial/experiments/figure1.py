@@ -386,14 +386,18 @@ def plot(obj: dict[str, Any], path: Path) -> None:
         n = [p["n"] for p in pts]
         ax.errorbar(n, [p["error_mean"] for p in pts], [p["error_se"] for p in pts], marker="o", capsize=3,
                     color="C0", label="test error (mean ± s.e.)")
-        for p in pts:
+        for p in pts:  # the widest point's label goes left, clear of the second axis
             ax.annotate(p["arch"] + (f" ({p['role']})" if p["role"] else ""), (p["n"], p["error_mean"]),
-                        textcoords="offset points", xytext=(4, 5), fontsize=6.5)
+                        textcoords="offset points", xytext=(-70, 6) if p["n"] == max(n) else (4, 5),
+                        fontsize=6.5)
         ax2 = ax.twinx()
         ax2.errorbar(n, [p["variance"] for p in pts], [p["variance_se"] for p in pts], marker="s", ls="--",
                      color="C3", capsize=2, ms=3, label="predicted variance V1(n)/m")
-        ax2.set_yscale("log")
-        ax2.set_ylabel("predicted variance", color="C3", fontsize=8)
+        vs = [p["variance"] for p in pts]
+        if max(vs) > 3 * min(vs):  # a wide range (the primal curve): log scale
+            ax2.set_yscale("log")
+        ax2.set_ylabel("predicted variance V1(n)/m", color="C3", fontsize=8)
+        ax2.tick_params(axis="y", labelsize=7)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("width n")
         ax.set_ylabel("test top-1 error %", color="C0", fontsize=8)
