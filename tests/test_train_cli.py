@@ -128,3 +128,25 @@ def test_mnist_two_seeds_end_to_end(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["test_top1_err"] == summary[
         "test_top1_err"
     ]
+
+
+def test_ctrl_c_exits_130(tmp_path, monkeypatch):
+    from collegial.train.data import synthetic_dataset
+
+    data = synthetic_dataset(name="mnist", channels=1, resolution=28, num_train=64, num_test=8)
+    monkeypatch.setattr(train_cmd, "load_dataset", lambda *a, **k: data)
+    monkeypatch.setattr(
+        train_cmd,
+        "train",
+        lambda cfg, r, d: RunResult(cfg.out, 0, math.nan, math.nan, math.nan, 1, [], "SIGINT"),
+    )
+    assert main(["train", "mlp", "2x16d", "--dataset", "mnist", "--out", str(tmp_path)]) == 130
+
+
+def test_seeds_summary_is_never_overwritten_silently(tmp_path, capsys, monkeypatch):
+    (tmp_path / "summary.json").write_text("{}\n")
+    monkeypatch.setattr(train_cmd, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    argv = ["train", "mlp", "2x16d", "--dataset", "mnist", "--out", str(tmp_path), "--seeds", "2", "--seed", "7"]
+    assert main(argv) == 2
+    assert "summary.json exists" in _one_error_line(capsys)
+    assert (tmp_path / "summary.json").read_text() == "{}\n"

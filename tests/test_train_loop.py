@@ -184,3 +184,60 @@ def test_amp_and_channels_last_run(tmp_path):
         small,
     )
     assert math.isfinite(res.test_loss)
+
+
+# ---- lost work (issue 12, points 5, 6, 10)
+
+
+def test_resume_without_a_readable_checkpoint_refuses_and_keeps_everything(tmp_path, data):
+    out = tmp_path / "run"
+    train(_cfg(out), _recipe(epochs=1), data)
+    (out / "last.pt").unlink()
+    before = {f: (out / f).read_bytes() for f in ("metrics.jsonl", "result.json", "config.json")}
+    with pytest.raises(UserError, match="last.pt is missing.*nothing was changed"):
+        train(_cfg(out, resume=True), _recipe(epochs=2), data)
+    (out / "last.pt").symlink_to(tmp_path / "nowhere.pt")
+    with pytest.raises(UserError, match="dangling symlink"):
+        train(_cfg(out, resume=True), _recipe(epochs=2), data)
+    assert {f: (out / f).read_bytes() for f in before} == before
+    # an empty folder under --resume simply starts the run
+    res = train(_cfg(tmp_path / "fresh", resume=True), _recipe(epochs=1), data)
+    assert res.epochs == 1 and (tmp_path / "fresh" / "result.json").exists()
+
+
+def test_overwrite_validates_before_deleting(tmp_path, data):
+    out = tmp_path / "run"
+    train(_cfg(out), _recipe(epochs=1), data)
+    before = (out / "result.json").read_bytes()
+    with pytest.raises(UserError):  # a batch larger than the training set: invalid
+        train(_cfg(out, overwrite=True), _recipe(epochs=1, batch_size=4096), data)
+    assert (out / "result.json").read_bytes() == before and (out / "last.pt").exists()
+    train(_cfg(out, overwrite=True), _recipe(epochs=2), data)  # a valid one does start over
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_ctrl_c_checkpoints_mid_epoch_and_resume_is_bit_exact(tmp_path, data, monkeypatch):
+    class _Interrupt(_FakeF):
+        def cross_entropy(self, logits, y, reduction="mean"):
+            loss = F.cross_entropy(logits, y, reduction=reduction)
+            if reduction == "mean":
+                self.calls += 1
+                if self.calls == self.at:
+                    signal.raise_signal(signal.SIGINT)
+            return loss
+
+    rec = _recipe(epochs=2)
+    full = train(_cfg(tmp_path / "full"), rec, data)
+    monkeypatch.setattr(loop, "F", _Interrupt(at=4, action="sigint"))
+    stopped = train(_cfg(tmp_path / "run"), rec, data)
+    assert stopped.stopped == "SIGINT"
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (ckpt["epoch"], ckpt["batch"]) == (0, 4)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(loop, "F", F)
+    train(_cfg(tmp_path / "run", resume=True), rec, data)
+    _assert_same_weights(
+        load_checkpoint(tmp_path / "full" / "last.pt")["model"],
+        load_checkpoint(tmp_path / "run" / "last.pt")["model"],
+    )
+    assert full.epochs == 2

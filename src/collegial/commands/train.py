@@ -7,8 +7,10 @@ mean +- standard error in the paper's table format. Several processes:
 ``torchrun --nproc_per_node N -m collegial.cli train ...`` (DDP; NCCL on CUDA, gloo on the CPU).
 
 Exit codes: 0 done; 2 a usage/data error or a non-finite loss (one line on stderr; the last good
-checkpoint is kept); 143 stopped by SIGTERM after writing a checkpoint (continue with
-``--resume``).
+checkpoint is kept); 143 stopped by SIGTERM, 130 by Ctrl-C (SIGINT), each after writing a
+checkpoint of the exact position (continue with ``--resume``; a second Ctrl-C stops at once).
+``--resume`` refuses a folder whose ``last.pt`` is missing or unreadable next to other run files
+(nothing is deleted); ``--overwrite`` deletes the previous run only once every setting is valid.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collegial.train.loop import RunConfig, RunResult, check_out_dir, train
 from collegial.train.recipes import add_recipe_arguments, get_recipe, recipe_overrides
 
 EXIT_SIGTERM = 143
+EXIT_SIGINT = 130
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -213,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
     outs = [base if len(seeds) == 1 else base / f"seed{s}" for s in seeds]
     for out in outs:  # refuse before the (possibly slow) data loading
         check_out_dir(out, resume=args.resume, overwrite=args.overwrite)
+    if len(seeds) > 1 and (base / "summary.json").exists() and not (args.resume or args.overwrite):
+        raise UserError(f"{base / 'summary.json'} exists (a multi-seed run); pass --resume or --overwrite")
     data = load_dataset(
         dataset, args.data_dir, train_limit=args.train_limit, test_limit=args.test_limit
     )
@@ -240,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
             )
             res = train(cfg, recipe, data)
             if res.stopped:
-                return EXIT_SIGTERM
+                return EXIT_SIGINT if res.stopped == "SIGINT" else EXIT_SIGTERM
             results.append(res)
     finally:
         teardown()

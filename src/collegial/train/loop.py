@@ -108,32 +108,41 @@ class RunResult:
     test_loss: float
     params: int
     history: list[dict[str, Any]]
-    stopped: str | None = None  # "SIGTERM" when stopped early
+    stopped: str | None = None  # "SIGTERM" or "SIGINT" when stopped early (after a checkpoint)
 
 
 # ---- small pieces ---------------------------------------------------------------------------
 
 
 class _StopOnSigterm:
-    """Turns SIGTERM into a flag the loop polls (only installable from the main thread)."""
+    """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop polls, so both end in a checkpoint;
+    a second Ctrl-C interrupts at once. Only installable from the main thread."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signal = "SIGTERM"
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop without waiting for the checkpoint
         self.requested = True
+        self.signal = signal.Signals(signum).name
 
     @contextmanager
     def installed(self) -> Iterator[_StopOnSigterm]:
         main = threading.current_thread() is threading.main_thread()
         if main:
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
         try:
             yield self
         finally:
             if main:
-                signal.signal(signal.SIGTERM, self._previous)
+                for sig, prev in self._previous.items():
+                    signal.signal(sig, prev)
 
 
 @contextmanager
@@ -203,24 +212,39 @@ def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
             f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it "
             "or --overwrite to start over"
         )
+    last = out / "last.pt"
+    if resume and not last.is_file() and (existing or last.is_symlink()):
+        why = "is a dangling symlink" if last.is_symlink() else "is missing"
+        held = ", ".join(existing) or "no other run files"
+        raise UserError(
+            f"--resume: {last} {why} ({out} holds {held}); nothing was changed; "
+            "pass --overwrite to start over"
+        )
     return existing
 
 
-def _prepare_out(cfg: RunConfig, info: Dist) -> dict[str, Any] | None:
-    """Refuse to clobber an existing run; return the checkpoint to resume from (or ``None``)."""
+def _prepare_out(cfg: RunConfig, info: Dist) -> tuple[dict[str, Any] | None, list[str]]:
+    """Refuse to clobber an existing run; return the checkpoint to resume from (or ``None``) and
+    the previous run's files that starting over will delete -- later, once every setting has
+    been validated (:func:`_start_out`)."""
     out = Path(cfg.out)
     existing = check_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
     ckpt = None
-    if cfg.resume and (out / "last.pt").exists():
+    if cfg.resume and (out / "last.pt").is_file():
         ckpt = load_checkpoint(out / "last.pt")
+    return ckpt, (existing if ckpt is None else [])
+
+
+def _start_out(out: Path, stale: list[str], info: Dist, files: dict[str, str]) -> None:
+    """Delete ``stale`` (a previous run being started over) and write ``files`` (name -> text)."""
     barrier(info)  # every rank has looked before rank 0 changes anything
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            for f in existing:
-                (out / f).unlink()
+        for f in stale:
+            (out / f).unlink(missing_ok=True)
+        for name, text in files.items():
+            write_text_atomic(text, out / name)
     barrier(info)
-    return ckpt
 
 
 def _top_correct(
@@ -288,7 +312,7 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
     deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
     sync_every = cfg.sync_every or (1 if device.type == "cpu" else 50)
     out = Path(cfg.out)
-    ckpt = _prepare_out(cfg, info)
+    ckpt, stale = _prepare_out(cfg, info)
 
     with _deterministic(deterministic, device), _StopOnSigterm().installed() as stop:
         # -- model, optimizer, schedule
@@ -321,9 +345,8 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
             history = list(ckpt.get("history", []))
             partial = dict(ckpt.get("partial", partial))
             log(f"resuming {out / 'last.pt'} at epoch {start_epoch} batch {start_batch}")
-        if info.is_main:
-            write_text_atomic(json.dumps(config, indent=2) + "\n", out / "config.json")
-            write_text_atomic("".join(json.dumps(r) + "\n" for r in history), out / "metrics.jsonl")
+        elif cfg.resume:
+            log(f"--resume: {out} holds no run yet; starting it")
 
         net = wrap_ddp(model, info, device)
         eval_net: nn.Module = model
@@ -359,6 +382,11 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
             **loader_kw,  # type: ignore[arg-type]
         )
         steps = len(train_loader)
+        # every setting has been validated: only now start over (delete the old run) or go on
+        _start_out(out, stale, info, {
+            "config.json": json.dumps(config, indent=2) + "\n",
+            "metrics.jsonl": "".join(json.dumps(r) + "\n" for r in history),
+        })
 
         # -- throughput accounting (MFU when the device's peak is known)
         flops_img: int | None
@@ -499,10 +527,10 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
                     }
                     checkpoint(epoch, done, part)
                     log(
-                        f"SIGTERM: stopped at epoch {epoch + 1} step {done}/{steps}; "
+                        f"{stop.signal}: stopped at epoch {epoch + 1} step {done}/{steps}; "
                         f"checkpoint {out / 'last.pt'}; continue with --resume"
                     )
-                    return result("SIGTERM")
+                    return result(stop.signal)
             bar.close()
             train_seconds = seconds + (time.perf_counter() - t0)
             sched.step()
@@ -541,10 +569,10 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
             )
             if epoch + 1 < recipe.epochs and _any_rank(stop.requested, info, device):
                 log(
-                    f"SIGTERM: stopped after epoch {epoch + 1}; checkpoint {out / 'last.pt'}; "
+                    f"{stop.signal}: stopped after epoch {epoch + 1}; checkpoint {out / 'last.pt'}; "
                     "continue with --resume"
                 )
-                return result("SIGTERM")
+                return result(stop.signal)
 
         res = result()
         if info.is_main:
