@@ -241,3 +241,60 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resume_is_bit_exact(tmp_path, data, mo
         load_checkpoint(tmp_path / "run" / "last.pt")["model"],
     )
     assert full.epochs == 2
+
+
+# ---- what a run depends on, its integrity, its folder (issue 12, points 4, 7, 9)
+
+
+def test_resume_checks_data_and_numerics(tmp_path, data):
+    out = tmp_path / "run"
+    train(_cfg(out), _recipe(epochs=1), data)
+    other = synthetic_dataset(name="mnist", channels=1, resolution=28, num_train=256, num_test=128, seed=1)
+    with pytest.raises(UserError, match="data="):
+        train(_cfg(out, resume=True), _recipe(epochs=2), other)
+    with pytest.raises(UserError, match="channels_last="):
+        train(_cfg(out, resume=True, channels_last=True), _recipe(epochs=2), data)
+    train(_cfg(out, resume=True), _recipe(epochs=2), data)  # the same data and numerics go on
+
+
+def test_a_flipped_byte_in_the_checkpoint_is_caught(tmp_path, data):
+    out = tmp_path / "run"
+    train(_cfg(out), _recipe(epochs=1), data)
+    raw = bytearray((out / "last.pt").read_bytes())
+    import zipfile
+
+    with zipfile.ZipFile(out / "last.pt") as zf:  # flip one byte inside a tensor's data
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.file_size // 2] ^= 0x01
+    (out / "last.pt").write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="corrupt checkpoint"):
+        load_checkpoint(out / "last.pt")
+    with pytest.raises(UserError, match="corrupt checkpoint"):
+        train(_cfg(out, resume=True), _recipe(epochs=2), data)
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, data):
+    import fcntl
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(fd, b"4242", 0)
+    try:
+        with pytest.raises(UserError, match=r"in use by another run \(pid 4242\)"):
+            train(_cfg(out), _recipe(epochs=1), data)
+        assert not (out / "config.json").exists()
+    finally:
+        os.close(fd)
+    train(_cfg(out), _recipe(epochs=1), data)  # free again
+
+
+def test_killed_writes_leave_no_temporary_files_behind(tmp_path, data):
+    out = tmp_path / "run"
+    train(_cfg(out), _recipe(epochs=1), data)
+    (out / ".last.pt.tmp-99999").write_bytes(b"x" * 1000)
+    train(_cfg(out, resume=True), _recipe(epochs=2), data)
+    assert not list(out.glob(".*.tmp-*"))

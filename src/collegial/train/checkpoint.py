@@ -70,11 +70,18 @@ def write_text_atomic(text: str, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with the safe (``weights_only``) loader; :class:`UserError` if it is
-    missing, unreadable or not a training checkpoint."""
+    """Read a checkpoint with the safe (``weights_only``) loader after checking the archive's
+    CRCs; :class:`UserError` if it is missing, corrupt, unreadable or not a training checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint")
+    try:  # torch does not check the archive's CRCs: a flipped byte would load silently
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (OSError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: cannot read checkpoint ({e})") from None
+    if bad is not None:
+        raise UserError(f"{path}: corrupt checkpoint (CRC mismatch in {bad}); it cannot be resumed")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:

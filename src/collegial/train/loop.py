@@ -19,8 +19,11 @@ kill + resume.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -175,10 +178,50 @@ def _run_config_dict(cfg: RunConfig, recipe: Recipe, info: Dist, params: int) ->
     }
 
 
+def data_fingerprint(data: ImageData) -> dict[str, Any]:
+    """What identifies the data a run trains on: its name, split sizes and a SHA-1 of its labels
+    and of at most 4096 evenly spaced images per split (cheap even for ImageNet32)."""
+    h = hashlib.sha1()
+    for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
+        step = max(1, x.shape[0] // 4096)
+        h.update(x[::step].contiguous().numpy().tobytes())
+        h.update(y.numpy().tobytes())
+    return {"name": data.name, "train": int(data.train_y.numel()), "test": int(data.test_y.numel()),
+            "sha1": h.hexdigest()}
+
+
+@contextmanager
+def _run_lock(out: Path, info: Dist) -> Iterator[None]:
+    """An exclusive lock on the run folder (rank 0): a second run on the same ``out`` stops with
+    one line naming the first one's pid."""
+    if not info.is_main:
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"cannot use --out {out}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{out} is in use by another run (pid {pid}); wait for it or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _check_resumable(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    """A checkpoint continues only the same model, data, seed and recipe (epochs may grow)."""
+    """A checkpoint continues only the same model, data, seed, numerics (amp, channels_last) and
+    recipe (epochs may grow)."""
     old = ckpt.get("config", {})
-    for key in ("family", "arch", "dataset", "seed", "model_kwargs"):
+    keys = ["family", "arch", "dataset", "seed", "model_kwargs", "amp", "channels_last"]
+    keys += ["data"] if "data" in old else []  # checkpoints written before data fingerprints
+    for key in keys:
         if old.get(key) != config[key]:
             raise UserError(
                 f"{path} was trained with {key}={old.get(key)!r}, not {config[key]!r}; "
@@ -242,6 +285,8 @@ def _start_out(out: Path, stale: list[str], info: Dist, files: dict[str, str]) -
         out.mkdir(parents=True, exist_ok=True)
         for f in stale:
             (out / f).unlink(missing_ok=True)
+        for tmp in out.glob(".*.tmp-*"):  # left by killed writes; we hold the folder's lock
+            tmp.unlink(missing_ok=True)
         for name, text in files.items():
             write_text_atomic(text, out / name)
     barrier(info)
@@ -312,9 +357,9 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
     deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
     sync_every = cfg.sync_every or (1 if device.type == "cpu" else 50)
     out = Path(cfg.out)
-    ckpt, stale = _prepare_out(cfg, info)
 
-    with _deterministic(deterministic, device), _StopOnSigterm().installed() as stop:
+    with _run_lock(out, info), _deterministic(deterministic, device), _StopOnSigterm().installed() as stop:
+        ckpt, stale = _prepare_out(cfg, info)
         # -- model, optimizer, schedule
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.family, arch=cfg.arch, dataset=cfg.dataset, **cfg.model_kwargs)
@@ -332,6 +377,7 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
             opt, milestones=list(recipe.milestones), gamma=recipe.gamma
         )
         config = _run_config_dict(cfg, recipe, info, params)
+        config["data"] = data_fingerprint(data)
 
         start_epoch, start_batch, history = 0, 0, []
         partial = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0}
