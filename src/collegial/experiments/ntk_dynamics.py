@@ -706,9 +706,13 @@ def config_from_args(args: argparse.Namespace) -> NtkDynamicsConfig:
         "dataset", "data_dir", "device") if getattr(args, name, None) is not None}
     if "device" in over:
         try:
-            torch.device(over["device"])
+            dev = torch.device(over["device"])
         except RuntimeError as e:
             raise UserError(f"--device: {e}") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise UserError(f"--device {over['device']}: choose cpu or cuda")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {over['device']}: no CUDA device is available here")
     return dataclasses.replace(cfg, **over, progress=not args.no_progress).validate()
 
 

@@ -101,7 +101,10 @@ def create_model(
     """
     if name in PRESETS:
         p = PRESETS[name]
-        name, arch, dataset = p.family, arch or p.arch, dataset or p.dataset
+        for what, given, own in (("arch", arch, p.arch), ("dataset", dataset, p.dataset)):
+            if given is not None and given != own:
+                raise UserError(f"preset {name!r} is {own!r}; it conflicts with {what}={given!r}")
+        name, arch, dataset = p.family, p.arch, p.dataset
     fam = get_family(name)
     if arch is None:
         raise UserError(f"model family {name!r} needs an architecture string")
@@ -113,6 +116,7 @@ def create_model(
         "resolution": spec.resolution,
     }
     kw.update(overrides)
+    _check_sizes(name, kw)
     _check_fits(fam, arch, kw)
     try:
         return fam.fn(arch, **kw)
@@ -120,6 +124,20 @@ def create_model(
         raise
     except (ValueError, TypeError) as e:
         raise UserError(f"cannot build {name} {arch}: {e}") from None
+
+
+#: Size overrides that must be positive integers (``blocks_per_stage``: one, or one per stage).
+POSITIVE_INTS = ("num_classes", "in_channels", "resolution", "widen_factor", "base_channels",
+                 "stem_channels", "depth", "num_stages", "blocks_per_stage")
+
+
+def _check_sizes(name: str, kw: dict[str, object]) -> None:
+    for key in POSITIVE_INTS:
+        if key not in kw or kw[key] is None:
+            continue
+        vals = kw[key] if isinstance(kw[key], (list, tuple)) else [kw[key]]
+        if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):  # type: ignore[union-attr]
+            raise UserError(f"cannot build {name}: {key} must be a positive integer, got {kw[key]!r}")
 
 
 #: Models above this many parameters (320 GB of fp32 weights) could never be trained in memory.

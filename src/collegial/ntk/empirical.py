@@ -212,6 +212,9 @@ def empirical_ntk_fn(
         raise ValueError("chunk_size must be >= 1")
 
     def ntk(x1: Tensor, x2: Tensor | None = None) -> Tensor:
+        _check_inputs(x1, x2)
+        if x1.shape[0] == 0 or (x2 is not None and x2.shape[0] == 0):
+            return _empty_kernel(model, x1, x2, trace)
         with batchnorm_mode(model, bn) as has_bn:
             joint = bn == "train" and has_bn
             params, fixed = _split_state(model)
@@ -246,6 +249,29 @@ def empirical_ntk_fn(
             return _chunked(model, params, fixed, x1, x2, chosen, trace, chunk_size, lanes)
 
     return ntk
+
+
+def _check_inputs(x1: Tensor, x2: Tensor | None) -> None:
+    """Both sides ``(N, *input_shape)`` with the same input shape."""
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and (not isinstance(x, Tensor) or x.dim() < 2):
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be a batch (N, *input_shape) of at least 2 dimensions, got {shape}")
+    if x2 is not None and x1.shape[1:] != x2.shape[1:]:
+        raise ValueError(f"x1 and x2 differ in input shape: {tuple(x1.shape[1:])} vs {tuple(x2.shape[1:])}")
+
+
+def _empty_kernel(model: nn.Module, x1: Tensor, x2: Tensor | None, trace: bool) -> Tensor:
+    """The kernel of an empty side: ``(N1, N2)`` or ``(N1, N2, K, K)`` with a zero extent."""
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    dtype = next((p.dtype for p in model.parameters()), x1.dtype)
+    if trace:
+        return torch.zeros(n1, n2, dtype=dtype, device=x1.device)
+    probe = torch.zeros((1, *x1.shape[1:]), dtype=x1.dtype, device=x1.device)
+    with torch.no_grad():
+        k = max(1, model(probe)[0].numel())
+    return torch.zeros(n1, n2, k, k, dtype=dtype, device=x1.device)
 
 
 def _output_size(model: nn.Module, params: dict, fixed: dict, x: Tensor, joint: bool) -> int:

@@ -52,6 +52,9 @@ def save_atomic(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk surfaces as torch's "unexpected pos"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot write {path} ({first}); is the disk full? the previous checkpoint is kept") from None
     finally:
         if tmp.exists():
             tmp.unlink()

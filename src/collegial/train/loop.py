@@ -218,6 +218,16 @@ def _run_lock(out: Path, info: Dist) -> Iterator[None]:
 def _check_resumable(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     """A checkpoint continues only the same model, data, seed, numerics (amp, channels_last) and
     recipe (epochs may grow)."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} has checkpoint format {ckpt.get('format')!r}, not {CHECKPOINT_FORMAT}; "
+                        "it cannot be resumed (use --overwrite)")
+    for key in ("model", "optimizer", "scheduler", "rng", "config"):
+        if not isinstance(ckpt.get(key), dict):
+            raise UserError(f"{path} lacks its {key} state; it cannot be resumed (use --overwrite)")
+    for key in ("epoch", "batch"):
+        v = ckpt.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise UserError(f"{path}: {key} must be a non-negative integer, got {v!r}; it cannot be resumed")
     old = ckpt.get("config", {})
     keys = ["family", "arch", "dataset", "seed", "model_kwargs", "amp", "channels_last"]
     keys += ["data"] if "data" in old else []  # checkpoints written before data fingerprints
@@ -383,10 +393,14 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
         partial = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0}
         if ckpt is not None:
             _check_resumable(ckpt, config, out / "last.pt")
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            set_rng_state(ckpt["rng"])
+            try:
+                model.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
+                sched.load_state_dict(ckpt["scheduler"])
+                set_rng_state(ckpt["rng"])
+            except (RuntimeError, KeyError, ValueError, TypeError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"{out / 'last.pt'} does not fit this run ({first}); use --overwrite") from None
             start_epoch, start_batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
             history = list(ckpt.get("history", []))
             partial = dict(ckpt.get("partial", partial))
