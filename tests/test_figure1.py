@@ -44,7 +44,8 @@ def test_quick_sweep_end_to_end_and_resume(tmp_path, monkeypatch, capsys) -> Non
         cur = obj["curves"][prob]
         assert {"rho", "lo", "hi"} <= set(cur["spearman"]) and len(cur["points"]) == 3
         for p in cur["points"]:
-            assert {"arch", "params", "variance", "variance_se", "errors", "error_mean", "error_se"} <= set(p)
+            assert {"arch", "params", "variance", "variance_se", "errors", "error_mean", "error_se",
+                    "minus_baseline"} <= set(p)
             assert len(p["errors"]) == 2
         assert {"mean", "lo", "hi"} <= set(obj[f"{prob}_minus_baseline"])
         roles = [p["role"] for p in cur["points"]]

@@ -321,8 +321,13 @@ def summarize(cfg: Figure1Config, res: SearchResult, curves: dict[str, list[Poin
     }
     for prob, pts in curves.items():
         opt = next(p for p in pts if "optimum" in p.role)
+        rows = []
+        for p in pts:  # every point against the baseline, paired by seed
+            row = p.to_dict()
+            row["minus_baseline"] = paired_difference(p.errors or [], base.errors or [])
+            rows.append(row)
         obj["curves"][prob] = {
-            "points": [p.to_dict() for p in pts],
+            "points": rows,
             "spearman": spearman_interval(pts, seed=cfg.seed),
             "optimum": opt.arch,
         }
@@ -351,13 +356,15 @@ def markdown(obj: dict[str, Any]) -> str:
         lines += [
             f"## {prob} curve ({'equal parameters' if prob == 'primal' else 'the baseline variance'})",
             "",
-            "| model | role | params | predicted variance | test error % (mean ± s.e.) | per seed |",
-            "|---|---|---|---|---|---|",
+            "| model | role | params | predicted variance | test error % (mean ± s.e.) | minus baseline [95%] | per seed |",
+            "|---|---|---|---|---|---|---|",
         ]
         for p in cur["points"]:
+            mb = p["minus_baseline"]
+            diff = "-" if "baseline" in p["role"] else f"{mb['mean']:+.2f} [{mb['lo']:+.2f}, {mb['hi']:+.2f}]"
             lines.append(
                 f"| {p['arch']} | {p['role'] or '-'} | {p['params'] / 1e3:.0f}k | {p['variance']:.4g} ± {p['variance_se']:.2g} "
-                f"| {p['error_mean']:.2f} ± {p['error_se']:.2f} | {', '.join(f'{e:.2f}' for e in p['errors'])} |"
+                f"| {p['error_mean']:.2f} ± {p['error_se']:.2f} | {diff} | {', '.join(f'{e:.2f}' for e in p['errors'])} |"
             )
         lines += [
             "",
