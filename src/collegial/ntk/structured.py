@@ -26,10 +26,9 @@ Requires samples to be independent (no BatchNorm in training mode) and the batch
 leading dimension of every supported layer's input; otherwise :class:`StructuredUnsupported`.
 
 **Coverage is proved, not assumed**: a layer is seen only through its forward hook, so every
-call checks, on the batch itself, that the hooked calls reproduce each tapped parameter's true
-gradient of a random projection of the outputs (:func:`_check_coverage`); a parameter also used
-outside its hooked calls makes the model :class:`StructuredUnsupported`, never a silently
-smaller kernel.
+call walks the autograd graph of its outputs and checks that every use of each tapped parameter
+lies inside one of its module's hooked calls (:func:`_check_coverage`); a parameter also used
+outside them makes the model :class:`StructuredUnsupported`, never a silently smaller kernel.
 """
 
 from __future__ import annotations
@@ -275,7 +274,8 @@ def side_features(
                 )
     outs = [out for tap in taps for _, _, out in tap.calls]
     grads: list[Tensor] = []
-    probe = _coverage_probe(y, taps)  # before the signals: their k == 1 pass frees the graph
+    if CHECK_COVERAGE:  # before the signals: their k == 1 pass frees the graph
+        _check_coverage(y, taps)
     if outs:
         raw: tuple[Tensor | None, ...] | None
         if k == 1:
@@ -298,8 +298,6 @@ def side_features(
             torch.zeros((o.shape[0], k) + o.shape[1:], dtype=o.dtype, device=o.device) if r is None else r
             for r, o in zip(raw, outs)
         ]
-    if probe is not None:
-        _check_coverage(taps, grads, *probe)
     gl: list[tuple[Tensor, Tensor, float]] = []
     vecs: list[Tensor] = []
     pos = 0
@@ -317,57 +315,55 @@ def side_features(
     return SideFeatures(n, k, gl, vec)
 
 
-#: Relative mismatch between a tapped parameter's true gradient and the one its taps imply
-#: above which the structured derivatives refuse the model (float32 rounding is ~1e-6).
-COVERAGE_RTOL = 1e-3
+#: The coverage proof (below) runs on every call; off only to measure its cost (``bench/ntk.py``).
+CHECK_COVERAGE = True
 
 
-def _tapped_params(taps: list[_Tap]) -> list[tuple[_Tap, str, nn.Parameter]]:
-    return [(t, name, p) for t in taps for name, p in (("weight", t.weight), ("bias", t.bias)) if p is not None]
+def _param_uses(root: object, params: dict[int, str], stop: object = None) -> dict[int, int]:
+    """Edges from autograd nodes into each parameter's ``AccumulateGrad`` node, over the graph
+    below ``root`` (not descending past ``stop``): ``{id(param): number of uses}``."""
+    uses: dict[int, int] = {}
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen or node is stop:
+            continue
+        seen.add(id(node))
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            var = getattr(nxt, "variable", None)
+            if var is not None and id(var) in params:
+                uses[id(var)] = uses.get(id(var), 0) + 1
+            elif nxt is not stop:
+                todo.append(nxt)
+    return uses
 
 
-def _coverage_probe(y: Tensor, taps: list[_Tap]) -> tuple[Tensor, list[Tensor]] | None:
-    """A fixed random projection ``r`` of the outputs ``(N, K)`` and the true gradients of
-    ``<r, y>`` with respect to every tapped parameter (all of its uses, through autograd)."""
-    params = [p for _, _, p in _tapped_params(taps)]
-    if not params:
-        return None
-    g = torch.Generator(device=y.device).manual_seed(0x7A95)
-    r = torch.randn(y.shape, generator=g, dtype=y.dtype, device=y.device)
-    true = torch.autograd.grad(y, params, r, retain_graph=True, allow_unused=True, materialize_grads=True)
-    return r, list(true)
-
-
-def _check_coverage(taps: list[_Tap], grads: list[Tensor], r: Tensor, true: list[Tensor]) -> None:
-    """Prove that the taps see every use of their parameters: rebuild each tapped parameter's
-    gradient of ``<r, y>`` from the hooked calls alone (the module's own forward on each call's
-    detached input, backpropagated from that call's signal contracted with ``r``) and compare it
-    with the true gradient. A weight also used outside its module's hooked calls (``.forward()``
-    called directly, ``F.linear(x, mod.weight)``, a tied decoder) leaves a difference: then
-    :class:`StructuredUnsupported` (``method="auto"`` falls back to an exact method)."""
-    implied: dict[int, Tensor] = {}
-    pos = 0
+def _check_coverage(y: Tensor, taps: list[_Tap]) -> None:
+    """Prove that the taps see every use of their parameters: in the autograd graph of ``y``,
+    every edge into a tapped parameter must come from inside one of its module's hooked calls
+    (the subgraph between the call's output and its input). A weight also used elsewhere
+    (``.forward()`` called directly, ``F.linear(x, mod.weight)``, a tied decoder) makes the model
+    :class:`StructuredUnsupported` (``method="auto"`` then falls back to an exact method)."""
+    owner = {id(p): (tap, name) for tap in taps for name, p in (("weight", tap.weight), ("bias", tap.bias))
+             if p is not None}
+    if not owner:
+        return
+    total = _param_uses(y.grad_fn, owner)
+    seen: dict[int, int] = {}
     for tap in taps:
-        own = {name: p.detach().requires_grad_() for name, p in (("weight", tap.weight), ("bias", tap.bias))
-               if p is not None}
-        for (inp, _, _), go in zip(tap.calls, grads[pos : pos + len(tap.calls)]):
-            g_r = torch.einsum("nk...,nk->n...", go, r.to(go.dtype))
-            with torch.enable_grad():
-                local = functional_call(tap.module, own, (inp.detach(),), strict=False)
-                parts = torch.autograd.grad(local, list(own.values()), g_r, allow_unused=True, materialize_grads=True)
-            for (name, _), part in zip(own.items(), parts):
-                key = id(getattr(tap, name))
-                implied[key] = part if key not in implied else implied[key] + part
-        pos += len(tap.calls)
-    for (tap, name, p), t in zip(_tapped_params(taps), true):
-        seen = implied.get(id(p), torch.zeros_like(p))
-        gap = float((t - seen).norm())
-        scale = float(t.norm()) + float(seen.norm())
-        if gap > COVERAGE_RTOL * scale + 1e-30:
+        for inp, _, out in tap.calls:
+            for key, n in _param_uses(out.grad_fn, owner, stop=inp.grad_fn).items():
+                seen[key] = seen.get(key, 0) + n
+    for key, n in total.items():
+        if n > seen.get(key, 0):
+            tap, name = owner[key]
             raise StructuredUnsupported(
                 f"the {name} of a {type(tap.module).__name__} is used outside its module's calls "
-                f"(e.g. .forward() called directly or the tensor used functionally): "
-                f"{gap / max(float(t.norm()), 1e-30):.0%} of its gradient is not seen by the structured taps"
+                f"(e.g. .forward() called directly or the tensor used functionally): {n - seen.get(key, 0)} "
+                f"of its {n} uses are not seen by the structured taps"
             )
 
 
