@@ -11,7 +11,20 @@ import numpy as np
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from collegial.search.solve import search, solve_dual_arrays, solve_primal_arrays
+from collegial.errors import UserError
+from collegial.search.solve import search as _search
+from collegial.search.solve import solve_dual_arrays, solve_primal_arrays
+
+
+def search(*args, **kw):
+    """The search, with draws whose answer is not a buildable model discarded (synthetic cost
+    tables can make m astronomically large; the search then refuses, tested in test_hardening)."""
+    try:
+        return _search(*args, **kw)
+    except UserError as e:
+        if "not a buildable" in str(e):
+            assume(False)
+        raise
 from collegial.search.variance import VarianceCurve, synthetic_curve
 
 #: Every width 1..128: the out-of-grid rule never binds in these properties.
@@ -46,9 +59,9 @@ tables = st.builds(
 @st.composite
 def curves(draw) -> VarianceCurve:
     if draw(st.booleans()):
-        alpha = draw(st.floats(0.05, 30))
+        alpha = draw(st.floats(0.05, 25))
         return synthetic_curve(lambda n: np.expm1(alpha / n), GRID, model="prop1", draws=2)
-    b, p, a = draw(st.floats(0.01, 10)), draw(st.floats(0, 2)), draw(st.floats(0, 30))
+    b, p, a = draw(st.floats(0.01, 10)), draw(st.floats(0, 2)), draw(st.floats(0, 25))
     return synthetic_curve(lambda n: b * n**-p * np.exp(a / n), GRID, model="fit2", draws=2)
 
 
@@ -70,7 +83,7 @@ def _prop1(alpha: float) -> VarianceCurve:
        st.sampled_from(["params", "flops"]))
 # found by hypothesis: at n = 1, m = 3.6e14 paths and m * B(1) overflowed int64 (rho 4e-12)
 @example(PolyTable({"params": 0, "flops": 0}, {"params": 0, "flops": 0}, {"params": 1, "flops": 51481}),
-         _prop1(30.0), 40, 38, (1, 65), "flops")
+         _prop1(25.0), 40, 38, (1, 65), "flops")
 def test_floor_primal_within_budget_and_dual_no_worse(tab, curve, m_b, n_b, n_range, kind):
     res = search("resnext29", "cifar10", f"{m_b}x{n_b}d", curve, budget=kind, rounding="floor",
                  n_range=n_range, table=tab)

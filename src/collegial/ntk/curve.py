@@ -49,9 +49,9 @@ ModelKind = Literal["prop1", "fit2", "smooth", "empirical"]
 #: chi^2 p-value from which the smooth fit counts as acceptable (``auto``).
 GOOD_FIT_P = 0.01
 MAX_WIDTH = 4096
-#: Largest variance or standard error an alpha file may hold (a normalized variance of 1e6 is
+#: Largest variance or standard error an alpha file may hold (a normalized variance of 1e12 is
 #: already far outside anything a probe produces).
-MAX_VALUE = 1e6
+MAX_VALUE = 1e12
 MAX_REL_STDERR = 100.0
 REGENERATE = "regenerate it with 'collegial fit-alpha --json --out DIR'"
 
