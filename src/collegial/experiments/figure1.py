@@ -395,7 +395,7 @@ def plot(obj: dict[str, Any], path: Path) -> None:
                     color="C0", label="test error (mean ± s.e.)")
         for p in pts:  # the widest point's label goes left, clear of the second axis
             ax.annotate(p["arch"] + (f" ({p['role']})" if p["role"] else ""), (p["n"], p["error_mean"]),
-                        textcoords="offset points", xytext=(-70, 6) if p["n"] == max(n) else (4, 5),
+                        textcoords="offset points", xytext=(-90, 8) if p["n"] == max(n) else (4, 5),
                         fontsize=6.5)
         ax2 = ax.twinx()
         ax2.errorbar(n, [p["variance"] for p in pts], [p["variance_se"] for p in pts], marker="s", ls="--",
@@ -413,7 +413,7 @@ def plot(obj: dict[str, Any], path: Path) -> None:
         ax.grid(True, alpha=0.3)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
     c = obj["config"]
     fig.suptitle(f"{c['family']} on {c['dataset']}, baseline {c['baseline']}, {c['seeds']} seeds", fontsize=9)
     fig.tight_layout()
