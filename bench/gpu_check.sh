@@ -77,7 +77,7 @@ step "5. reproduce figure1 (resnext11, Fashion-MNIST) on $DEVICE"
 if [ "$DEVICE" = cuda ]; then
     F1=(--family resnext11 --train-limit 30000 --test-limit 10000 --epochs 3 --seeds 3 --device cuda)
 else
-    F1=(--quick)
+    F1=(--quick --family resnext11)
 fi
 COLLEGIAL_CACHE="$WORK/cache" run "$PY" -m collegial.cli reproduce figure1 "${F1[@]}" --out "$OUT/figure1" \
     2>&1 | tee "$OUT/figure1.txt"
