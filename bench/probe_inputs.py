@@ -8,7 +8,7 @@ the 1/m ratios, and the ResNeXt-29 / CIFAR-10 (1x128d, parameter budget) primal 
 optima under the default (auto) model and prop1. Also checks the seed consistency of the
 defaults: each seed's v(n) against the mean of the seeds, in units of its own standard error.
 
-    .venv/bin/python bench/probe_inputs.py --out runs/probe_inputs     # ~6 min on 2 cores
+    .venv/bin/python bench/probe_inputs.py --out runs/probe_inputs     # ~7 min on 2 cores
 """
 
 from __future__ import annotations
