@@ -20,18 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from collegial.commands.probe_options import DATA_IMAGES
+from collegial.commands.probe_options import load_images
 from collegial.ntk.alpha import run_algorithm1
 from collegial.ntk.inputs import ProbeInputs
 from collegial.search.solve import search
 from collegial.search.variance import VarianceCurve
-
-
-def images(name: str):
-    from collegial.train.data import load_dataset
-
-    d = load_dataset(name, train_limit=DATA_IMAGES)
-    return (d.train_x.float() / 255.0 - d.mean) / d.std
 
 
 def main() -> None:
@@ -48,7 +41,7 @@ def main() -> None:
     rows = []
     for kind, rho, ds in choices:
         seeds = args.default_seeds if (kind, rho) == ("relu", 0.6) else args.seeds
-        imgs = images(ds) if ds else None
+        imgs = load_images(ds) if ds else None
         for seed in range(seeds):
             inp = ProbeInputs(kind, rho, dataset=ds, images=imgs)
             t = time.perf_counter()

@@ -11,7 +11,6 @@ With ``--json`` stdout holds exactly one JSON object (the same as DIR/alpha.json
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
@@ -64,8 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from collegial.ntk.alpha import _dist, run_algorithm1
 
     widths = int_list(args.widths, "--widths")
@@ -73,19 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if args.out is not None:  # every check on --out before the trials
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a directory")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create --out {out}: {e.strerror}") from None
-        if not os.access(out, os.W_OK):
-            raise UserError(f"--out {out} is not writable")
-        if not args.force:
-            for name in ("alpha.json", "alpha.png"):
-                if (out / name).exists():
-                    raise UserError(f"{out / name} exists; refusing to overwrite (use --force)")
+        from collegial.commands.search import prepare_out
+
+        prepare_out(args.out, ("alpha.json", "alpha.png"), force=args.force)
     inputs = probe_inputs(args)
     fit = run_algorithm1(
         family=args.family,

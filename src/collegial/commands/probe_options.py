@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from torch import Tensor
+
 from collegial.errors import UserError
 from collegial.ntk.inputs import (
     DATA_DATASETS,
@@ -41,10 +43,16 @@ def probe_inputs(args: argparse.Namespace) -> ProbeInputs:
     ProbeInputs("relu", args.correlation, args.pairs)  # validate the numbers first
     if args.input_data not in DATA_DATASETS:
         raise UserError(f"unknown --input-data {args.input_data!r}; choose {', '.join(DATA_DATASETS)} (shipped here)")
+    images = load_images(args.input_data)
+    return ProbeInputs("data", args.correlation, args.pairs, dataset=args.input_data, images=images)
+
+
+def load_images(name: str, limit: int = DATA_IMAGES) -> Tensor:
+    """The first ``limit`` training images of a shipped dataset, standardized as a network sees
+    them (``(x / 255 - mean) / std``): float ``(N, C, H, W)``."""
     from collegial.train.data import load_dataset
 
-    data = load_dataset(args.input_data, train_limit=DATA_IMAGES)
+    data = load_dataset(name, train_limit=limit)
     if data.train_x.shape[0] < 2:
-        raise UserError(f"{args.input_data}: need at least 2 images")
-    images = (data.train_x.float() / 255.0 - data.mean) / data.std
-    return ProbeInputs("data", args.correlation, args.pairs, dataset=args.input_data, images=images)
+        raise UserError(f"{name}: need at least 2 images")
+    return (data.train_x.float() / 255.0 - data.mean) / data.std

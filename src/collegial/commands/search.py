@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,6 +45,8 @@ def prepare_out(out: str | Path, names: Iterable[str], *, force: bool) -> Path:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out {str(d)!r}: {e.strerror}") from None
+    if not os.access(d, os.W_OK):
+        raise UserError(f"--out {str(d)!r} is not writable")
     return d
 
 

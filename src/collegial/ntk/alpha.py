@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from collegial.errors import UserError
-from collegial.ntk.curve import AlphaFit, MLawPoint, plot_alpha
+from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint, plot_alpha
 from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import FactoryProbe, MLPProbe, ResNeXtBlockProbe, trial_seed
 from collegial.ntk.variance import (
@@ -45,7 +45,6 @@ DEFAULT_TRIALS = 2000
 DEFAULT_M_LAW: tuple[int, ...] = (2, 4, 8, 16)
 DEFAULT_M_LAW_WIDTH = 8
 FAMILIES = ("resnext-block", "mlp")
-MAX_WIDTH = 4096
 
 __all__ = ["AlphaFit", "MLawPoint", "plot_alpha", "run_algorithm1", "monte_carlo", "pair_moments"]
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from collegial.errors import UserError
+from collegial.ntk.inputs import inputs_label
 
 SCHEMA_VERSION = 2
 MODELS: tuple[str, ...] = ("prop1", "fit2", "smooth", "empirical")
@@ -56,6 +57,12 @@ MAX_REL_STDERR = 100.0
 REGENERATE = "regenerate it with 'collegial fit-alpha --json --out DIR'"
 
 _N_PARAMS = {"prop1": 1, "fit2": 3, "smooth": 4}
+
+
+def min_widths(kind: str, dof: int = 0) -> int:
+    """Measured widths model ``kind`` needs to be fitted with ``dof`` degrees of freedom left
+    (the empirical table: 2 widths to interpolate between)."""
+    return max(_N_PARAMS.get(kind, 2), 2) + dof
 
 
 # ----------------------------------------------------------------------------------- models
@@ -135,7 +142,7 @@ class VarianceModel:
     def __post_init__(self) -> None:
         if self.kind not in MODELS:
             raise UserError(f"unknown variance model {self.kind!r}; choose from {', '.join(MODEL_CHOICES)}")
-        need = max(_N_PARAMS.get(self.kind, 2), 2)
+        need = min_widths(self.kind)
         if self.widths.size < need:
             raise UserError(f"the {self.kind} model needs at least {need} measured widths")
 
@@ -382,12 +389,7 @@ class AlphaFit:
 
     def probe_label(self) -> str:
         """One line naming the probe: ``resnext-block, inputs relu(rho=0.6), 8 pairs, T=2000, seed 0``."""
-        if self.inputs == "relu":
-            inp = f"relu(rho={self.correlation:g})"
-        elif self.inputs == "data":
-            inp = f"data({self.input_data})"
-        else:
-            inp = self.inputs
+        inp = inputs_label(self.inputs, self.correlation, self.input_data)
         return f"{self.family}, inputs {inp}, {self.pairs} pairs, T={self.trials}, seed {self.seed}"
 
     # ---- serialization
@@ -398,7 +400,7 @@ class AlphaFit:
         d["alpha"] = self.alpha
         d["alpha_stderr"] = self.alpha_stderr
         d["fit2"] = self.fit2
-        d["fits"] = {k: self.model(k).summary() for k in MODELS if len(self.widths) >= max(_N_PARAMS.get(k, 2), 2)}
+        d["fits"] = {k: self.model(k).summary() for k in MODELS if len(self.widths) >= min_widths(k)}
         d["auto_model"] = self.auto_model()
         return d
 
@@ -471,7 +473,7 @@ class AlphaFit:
     def table(self) -> str:
         """Plain text: per width v, s.e. and every model; then the fits and the 1/m check."""
         n = np.asarray(self.widths, dtype=float)
-        kinds = [k for k in ("prop1", "fit2", "smooth") if len(self.widths) >= _N_PARAMS[k] + 1]
+        kinds = [k for k in ("prop1", "fit2", "smooth") if len(self.widths) >= min_widths(k, dof=1)]
         vals = {k: self.model(k)(n) for k in kinds}
         head = f"{'n':>5}  {'v (MC)':>10}  {'s.e.':>9}" + "".join(f"  {k:>10}" for k in kinds)
         lines = [head]
@@ -589,7 +591,7 @@ def plot_alpha(fit: AlphaFit, path: str | os.PathLike[str]) -> None:
                 label=f"Monte Carlo (T={fit.trials}, {fit.pairs} pairs)", zorder=5)
     styles = {"prop1": "-", "fit2": "--", "smooth": "-.", "empirical": ":"}
     for kind in MODELS:
-        if len(fit.widths) < max(_N_PARAMS.get(kind, 2) + 1, 2):
+        if len(fit.widths) < min_widths(kind, dof=1):
             continue
         mdl = fit.model(kind)
         ax.plot(grid, mdl(grid), styles[kind], lw=1.3, color="gray" if kind == "empirical" else None,

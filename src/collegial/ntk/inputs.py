@@ -46,6 +46,16 @@ def pair_seed(seed: int, pair: int, *parts: int) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0]) & ((1 << 63) - 1)
 
 
+def inputs_label(kind: str, correlation: float | None, dataset: str | None) -> str:
+    """Short name of a probe's inputs: ``relu(rho=0.6)``, ``gaussian``, ``data(mnist)``, or the
+    kind itself (e.g. ``synthetic``)."""
+    if kind == "relu":
+        return f"relu(rho={correlation:g})"
+    if kind == "data":
+        return f"data({dataset or 'images'})"
+    return kind
+
+
 @dataclass(frozen=True)
 class ProbeInputs:
     """How the probe's pairs are drawn (see the module docstring).
@@ -76,11 +86,7 @@ class ProbeInputs:
     @property
     def label(self) -> str:
         """Short name for tables: ``relu(rho=0.6)``, ``gaussian``, ``data(mnist)``."""
-        if self.kind == "relu":
-            return f"relu(rho={self.correlation:g})"
-        if self.kind == "data":
-            return f"data({self.dataset or 'images'})"
-        return "gaussian"
+        return inputs_label(self.kind, self.correlation, self.dataset)
 
     def options(self) -> dict[str, object]:
         """What identifies these inputs (for alpha.json and cache keys)."""

@@ -50,6 +50,7 @@ import numpy as np
 from collegial.errors import UserError
 from collegial.models import format_arch, get_dataset_spec, get_family, validate_arch
 from collegial.models.arch import MAX_N
+from collegial.ntk.curve import MODELS
 from collegial.search.costs import CostTable
 from collegial.search.variance import VarianceCurve
 
@@ -508,8 +509,6 @@ def by_model(
 ) -> dict[str, dict[str, Any]]:
     """The point optima (no bootstrap) under every variance model of the curve's fit, with each
     model's goodness of fit: ``{model: {"primal", "dual", "chi2_per_dof", "p_value"}}``."""
-    from collegial.ntk.curve import MODELS
-
     out: dict[str, dict[str, Any]] = {}
     for kind in MODELS:
         try:
