@@ -158,7 +158,7 @@ def spread_widths(available: list[int], must: list[int], k: int) -> list[int]:
         free = [a for a in avail if a not in chosen]
         if free:
             chosen.append(min(free, key=lambda a: abs(math.log(a / t))))
-    return sorted(chosen)[:k] if len(chosen) > k else sorted(chosen)
+    return sorted(chosen)[:k]
 
 
 def curve_points(res: SearchResult, curve: VarianceCurve, cfg: Figure1Config) -> dict[str, list[Point]]:
