@@ -9,8 +9,13 @@
 3. Prints per width: seconds per trial of both, the speed ratio, both estimates with standard
    errors and their z-score; FLOPs per trial of both (``torch.utils.flop_counter``), the achieved
    FLOP rate and a large GEMM's rate as the machine's practical limit.
+4. Runs the same defaults with the same bottleneck declared through the generic route
+   (``engine="generic"``: the family's ``(m, n) -> nn.Module`` factory, trials stacked and
+   vmapped, :mod:`collegial.ntk.generic`) and prints its time against step 1's (target: within
+   3x) and the z-scores of its v(n) against step 1's.
 
     .venv/bin/python bench/alg1.py [--loop-widths 8,32,128] [--loop-trials 2000] [--threads 2]
+                                   [--no-generic]
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ def main() -> None:
     ap.add_argument("--loop-trials", type=int, default=2000)
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-generic", action="store_true", help="skip step 4 (the generic engine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     loop_widths = [int(w) for w in args.loop_widths.split(",")]
@@ -141,7 +147,25 @@ def main() -> None:
           + ", ".join(f"n={n}: {ms:.3f} ms/trial" for n, ms in rng_ms.items()))
     print(f"speed ratio (loop / vectorized, per trial): min {min(ratios):.1f}, "
           f"geometric mean {math.exp(sum(map(math.log, ratios)) / len(ratios)):.1f} (target >= 2)")
+    if not args.no_generic:
+        generic_route(fit, total, args.trials)
     print(f"load avg after the run: {os.getloadavg()[0]:.1f}")
+
+
+def generic_route(fit, total: float, trials: int) -> None:
+    """Step 4: the declared bottleneck on the generic engine, against the dedicated run."""
+    t0 = time.perf_counter()
+    gen = run_algorithm1(trials=trials, engine="generic")
+    t_gen = time.perf_counter() - t0
+    z = [(a - b) / math.hypot(sa, sb) for a, b, sa, sb in zip(fit.variance, gen.variance, fit.stderr, gen.stderr)]
+    print(f"\ngeneric route (the same bottleneck as a declared (m, n) -> nn.Module factory, engine "
+          f"{gen.engine}): {t_gen:.1f} s vs {total:.1f} s dedicated = {t_gen / total:.2f}x (target <= 3x)")
+    print(f"  v(n) generic vs dedicated, {len(z)} widths: max |z| = {max(map(abs, z)):.2f}, "
+          f"mean z^2 = {sum(x * x for x in z) / len(z):.2f} (independent draws: ~1)")
+    print(f"  prop1 alpha {gen.alpha:.3f} +- {gen.alpha_stderr:.3f} (dedicated {fit.alpha:.3f} +- "
+          f"{fit.alpha_stderr:.3f}); 1/m ratios " + ", ".join(
+              f"m={a.m}: {a.ratio:.3f}+-{a.ratio_stderr:.3f} / {b.ratio:.3f}+-{b.ratio_stderr:.3f}"
+              for a, b in zip(gen.m_law, fit.m_law)) + " (generic / dedicated)")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,6 @@ def test_count_json(capsys):
     assert main(["count", "resnext29", "37x10d", "--dataset", "cifar10", "--json"]) == 0
     out = capsys.readouterr().out
     row = json.loads(out)
-    assert set(row) == {"family", "arch", "dataset", "m", "n", "params", "flops", "macs"}
+    assert set(row) == {"family", "arch", "dataset", "m", "n", "params", "flops", "macs", "provenance"}
     assert (row["m"], row["n"], row["params"]) == (37, 10, 13743646)
     assert row["flops"] == 2 * row["macs"] == 4519358464

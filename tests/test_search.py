@@ -26,8 +26,8 @@ from collegial.search.variance import VarianceCurve, load_curve
 WIDTHS = [2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128]
 
 
-def alpha_obj(alpha=2.5, rel=0.03, fit2=(1.0, 0.5, 5.0), widths=WIDTHS, table="prop1", family="resnext-block"):
-    """A schema-2 alpha.json whose table follows prop1 (or fit2's shape) exactly."""
+def alpha_obj(alpha=2.5, rel=0.03, fit2=(1.0, 0.5, 5.0), widths=WIDTHS, table="prop1", family="resnext29"):
+    """An alpha.json whose table follows prop1 (or fit2's shape) exactly."""
     if table == "prop1":
         def v_of_n(w):
             return np.expm1(alpha / w)
@@ -73,10 +73,19 @@ def test_curve_values_draws_and_auto():
 
 
 def test_load_curve_refuses_another_probe_family(alpha_file, tmp_path):
-    assert load_curve(alpha_file, "prop1", probe_family="resnext-block").fit.alpha == pytest.approx(2.5)
+    assert load_curve(alpha_file, "prop1", family="resnext29").fit.alpha == pytest.approx(2.5)
     assert load_curve(tmp_path, "prop1").fit.alpha == pytest.approx(2.5)  # a directory holding alpha.json
-    with pytest.raises(UserError, match="measured by the 'resnext-block' probe.*--family mlp"):
-        load_curve(alpha_file, probe_family="mlp", model_family="mlp")
+    # every ResNeXt declares the same bottleneck probe: one curve serves them all
+    assert load_curve(alpha_file, "prop1", family="resnext38").fit.family == "resnext29"
+    with pytest.raises(UserError, match="measured by the 'resnext29' probe, but mlp declares its own.*--family mlp"):
+        load_curve(alpha_file, family="mlp")
+    (tmp_path / "plug.json").write_text(json.dumps(alpha_obj(family="mynet")))
+    with pytest.raises(UserError, match="'mynet' probe, which is not a registered family here.*--import"):
+        load_curve(tmp_path / "plug.json", family="resnext29")
+    # schema 2 named the bottleneck probe 'resnext-block': still read, as resnext29's
+    v2 = alpha_obj() | {"schema_version": 2, "family": "resnext-block"}
+    (tmp_path / "v2.json").write_text(json.dumps(v2))
+    assert load_curve(tmp_path / "v2.json", family="resnext50").fit.family == "resnext29"
 
 
 # ------------------------------------------------------------------------------- solver parts
@@ -286,7 +295,7 @@ def test_cli_alpha_file_errors(tmp_path, capsys):
     assert "does not exist" in err
     (tmp_path / "a.json").write_text(json.dumps(alpha_obj()))
     err = _one_line_error(capsys, ["search", "mlp", "--baseline", "1x64d", "--alpha-file", str(tmp_path / "a.json")])
-    assert "'resnext-block' probe" in err and "'mlp' probe" in err
+    assert "'resnext29' probe" in err and "mlp declares its own" in err
 
 
 def test_on_the_fly_algorithm1_is_cached_per_family_and_inputs(monkeypatch, tmp_path, table, capsys):
@@ -308,14 +317,16 @@ def test_on_the_fly_algorithm1_is_cached_per_family_and_inputs(monkeypatch, tmp_
     first = json.loads(capsys.readouterr().out)
     assert main(argv) == 0
     second = json.loads(capsys.readouterr().out)
-    assert calls == [("resnext-block", 64, 0, "relu", 0.6, 8)]
+    assert calls == [("resnext29", 64, 0, "relu", 0.6, 8)]
     assert first["primal"] == second["primal"] and first["primal"]["arch"] == "37x10d"
     assert "cached at" in second["alpha_source"]
     assert main(argv + ["--correlation", "0.3"]) == 0
     assert main(argv + ["--inputs", "gaussian", "--pairs", "4"]) == 0
     assert main(["search", "mlp", "--baseline", "1x64d", "--json", "--trials", "64", "--variance", "prop1"]) == 0
+    # resnext38 declares resnext29's block: the cached curve is reused, not measured again
+    assert main(["search", "resnext38", "--baseline", "1x96d", "--json", "--trials", "64", "--variance", "prop1"]) == 0
     capsys.readouterr()
-    assert [c[0] for c in calls] == ["resnext-block"] * 3 + ["mlp"]
+    assert [c[0] for c in calls] == ["resnext29"] * 3 + ["mlp"]
     assert calls[1][4] == 0.3 and calls[2][3:] == ("gaussian", 0.6, 4)
     assert len(list((tmp_path / "cache" / "alpha").glob("*.json"))) == 4
 

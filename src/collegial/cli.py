@@ -2,6 +2,11 @@
 exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a handler
 ``(args) -> int``. A :class:`~collegial.errors.UserError` anywhere ends in one line on stderr and
 exit code 2.
+
+``collegial --import MODULE [--import MODULE ...] SUBCOMMAND ...`` imports plugin modules (and
+the ``collegial.families`` entry points are loaded) before the subcommands' parsers are built,
+so every subcommand, its ``--help`` included, sees their families
+(:mod:`collegial.models.plugins`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from collegial import __version__
 from collegial.errors import UserError
 
 #: Subcommand modules under ``collegial.commands``, in the order ``--help`` lists them.
@@ -38,13 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
         prog="collegial",
         description="Collegial Ensembles: build, measure (NTK), search and train CE models.",
     )
+    parser.add_argument("--version", action="version", version=f"collegial {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (a module name or a .py file) that registers model "
+                        "families with collegial.models.register_model; repeatable")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"collegial.commands.{name}").register(sub)
     return parser
 
 
+def load_plugins(argv: Sequence[str]) -> None:
+    """Import the ``--import`` modules given before the subcommand, then the entry points."""
+    from collegial.models.plugins import import_plugin, load_entry_points
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--import", dest="imports", action="append", default=[])
+    head: list[str] = []  # the options before the subcommand
+    for a in argv:
+        if not a.startswith("-") and (not head or head[-1] != "--import"):
+            break
+        head.append(a)
+    known, _ = pre.parse_known_args(head)
+    for spec in known.imports:
+        import_plugin(spec)
+    load_entry_points()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        load_plugins(argv)
+    except UserError as e:
+        print(f"collegial: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

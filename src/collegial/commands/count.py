@@ -7,6 +7,7 @@ import json
 
 from collegial.errors import UserError
 from collegial.models import DATASETS, PRESETS, get_family, list_families, validate_arch
+from collegial.provenance import provenance
 from collegial.search.costs import model_costs
 
 
@@ -66,13 +67,13 @@ def _markdown(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.presets:
         rows = preset_table(bn_flops=args.bn_flops)
-        print(json.dumps(rows) if args.json else _markdown(rows))
+        print(json.dumps({"rows": rows, "provenance": provenance(None)}) if args.json else _markdown(rows))
         return 0
     if args.family is None or args.arch is None:
         raise UserError("count needs FAMILY and ARCH (or --presets)")
     row = count(args.family, args.arch, args.dataset, bn_flops=args.bn_flops)
     if args.json:
-        print(json.dumps(row))
+        print(json.dumps({**row, "provenance": provenance(None)}))
     else:
         print(
             f"{row['family']} {row['arch']} on {row['dataset']}: "

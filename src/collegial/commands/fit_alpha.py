@@ -4,7 +4,7 @@ With ``--json`` stdout holds exactly one JSON object (the same as DIR/alpha.json
 ``--out DIR``; schema in :mod:`collegial.ntk.curve`): the probe (``family``, ``inputs``,
 ``correlation``, ``pairs``, ``trials``, ``seed``, ...), the table (``widths``, ``variance``,
 ``stderr``, ``pair_variance``), ``fits`` (prop1, fit2, smooth, empirical with chi^2), ``alpha``,
-``fit2``, ``m_law`` and ``versions``. Progress goes to stderr (on a terminal). Under
+``fit2``, ``m_law``, ``versions`` and ``provenance`` (command line, seed, time, git commit). Progress goes to stderr (on a terminal). Under
 ``torchrun`` the trials are sharded over ranks; rank 0 prints and writes.
 """
 
@@ -15,7 +15,12 @@ import sys
 
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.errors import UserError
-from collegial.ntk.alpha import DEFAULT_TRIALS, DEFAULT_WIDTHS
+from collegial.models import get_family, list_families
+from collegial.ntk.alpha import DEFAULT_FAMILY, DEFAULT_TRIALS, DEFAULT_WIDTHS, ENGINES
+
+
+def _probed_families() -> list[str]:
+    return [f for f in list_families() if get_family(f).probe is not None]
 
 
 def int_list(text: str, what: str) -> list[int]:
@@ -39,12 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "1/m law V(m, n) = V(1, n)/m."
         ),
     )
-    p.add_argument("--family", default="resnext-block", help="resnext-block (default) or mlp")
+    p.add_argument("--family", default=DEFAULT_FAMILY, metavar="NAME",
+                   help=f"model family whose declared probe block is measured (default {DEFAULT_FAMILY}; "
+                   f"with a probe: {', '.join(_probed_families())})")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"initializations per width, split between the input pairs (default {DEFAULT_TRIALS})")
     p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
                    help="comma-separated widths n (default: every width 2..16, then 20..128)")
-    p.add_argument("--channels", type=int, default=256, help="block channels C (MLP: input size); 256")
+    p.add_argument("--channels", type=int, default=None,
+                   help="resize the built-in blocks: bottleneck channels C (default 256), MLP input size (256)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="auto (default: dedicated engines for the built-in blocks) or generic (vmap, any block)")
     p.add_argument("--bn", default="none", help="BatchNorm: none (default) or train (probe-batch stats)")
     p.add_argument("--seed", type=int, default=0)
     add_probe_arguments(p)
@@ -73,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         from collegial.commands.search import prepare_out
 
         prepare_out(args.out, ("alpha.json", "alpha.png"), force=args.force)
+    get_family(args.family)  # an unknown family: one line, before loading any data
     inputs = probe_inputs(args)
     fit = run_algorithm1(
         family=args.family,
@@ -85,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         m_law=m_law,
         m_law_width=args.m_law_width,
         parameterization=args.param,
+        engine=args.engine,
         progress=not args.no_progress,
     )
     rank, _ = _dist()

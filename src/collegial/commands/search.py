@@ -21,6 +21,7 @@ from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.errors import UserError
 from collegial.ntk.curve import finite_json
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
+from collegial.provenance import provenance
 from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, format_table, search
 from collegial.search.variance import (
     DEFAULT_DRAWS,
@@ -130,15 +131,14 @@ def run(args: argparse.Namespace) -> int:
         validate_arch(args.family, args.baseline)
     except UserError as e:
         raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
-    if fam.probe_family is None and args.alpha_file is None:
-        raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file")
+    if fam.probe is None and args.alpha_file is None:
+        raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file measured for it")
     inputs = probe_inputs(args) if args.alpha_file is None else None
     out = prepare_out(args.out, OUT_FILES, force=args.force) if args.out else None
     if args.alpha_file is None:
-        print(f"collegial search: no --alpha-file; running Algorithm 1 ({fam.probe_family} probe, "
+        print(f"collegial search: no --alpha-file; running Algorithm 1 ({fam.name}'s probe block, "
               f"inputs {inputs.label}, {inputs.pairs} pairs, T={args.trials} per width; cached)", file=sys.stderr)
-    curve = load_curve(args.alpha_file, args.variance, probe_family=fam.probe_family,
-                       model_family=args.family, trials=args.trials, seed=args.seed, inputs=inputs,
+    curve = load_curve(args.alpha_file, args.variance, family=args.family, trials=args.trials, seed=args.seed, inputs=inputs,
                        draws=args.draws, progress=not args.json)
     res = search(
         args.family,
@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         solver=args.solver,
     )
     obj = res.to_dict()
+    obj["provenance"] = provenance(args.seed)
     table = format_table(res, all_ties=args.all_ties)
     if out is not None:
         from collegial.search.plots import plot_both

@@ -26,6 +26,7 @@ import torch
 
 from collegial.errors import UserError
 from collegial.models import DATASETS, PRESETS, get_family, list_families, validate_arch
+from collegial.provenance import provenance
 from collegial.train.checkpoint import write_text_atomic
 from collegial.train.data import load_dataset
 from collegial.train.distributed import setup, teardown
@@ -268,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
                 "test_top5_err_mean": top5[0],
                 "test_top5_err_se": top5[1],
                 "table": table,
+                "provenance": provenance(args.seed),  # the first seed; "seeds" lists them all
             }
             write_text_atomic(json.dumps(summary, indent=2) + "\n", base / "summary.json")
     return 0

@@ -23,6 +23,7 @@ from typing import Any
 from collegial.errors import UserError
 from collegial.models import format_arch
 from collegial.ntk.alpha import run_algorithm1
+from collegial.provenance import provenance
 from collegial.search.plots import plot_both
 from collegial.search.solve import SearchResult, format_table, search
 from collegial.search.variance import DEFAULT_VARIANCE_MODEL, load_curve
@@ -126,7 +127,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     # 2. search for ResNeXt-29 on CIFAR-10
     _log("2/3 search: ResNeXt-29 on CIFAR-10 against 1x128d, parameter and FLOP budgets")
-    curve = load_curve(out / "alpha.json", cfg.variance, probe_family="resnext-block")
+    curve = load_curve(out / "alpha.json", cfg.variance, family="resnext29")
     report += ["## 2. Training-free search: ResNeXt-29 on CIFAR-10, baseline 1x128d", "",
                f"Variance model: `{cfg.variance}` ({curve.describe()}).", ""]
     summary["search"] = {}
@@ -167,6 +168,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         ]
         report.append("")
     summary["seconds"] = time.time() - t0
+    summary["provenance"] = provenance(cfg.seed)
     report.append(f"Total demo time: {summary['seconds']:.0f} s.")
     (out / "report.md").write_text("\n".join(report) + "\n")
     (out / "demo.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")

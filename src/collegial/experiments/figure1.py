@@ -33,6 +33,7 @@ import numpy as np
 
 from collegial.errors import UserError
 from collegial.models import format_arch, get_family, validate_arch
+from collegial.provenance import provenance
 from collegial.search.solve import SearchResult, cost_table, dual_m, primal_m, search
 from collegial.search.variance import VarianceCurve
 
@@ -237,7 +238,6 @@ def run_figure1(cfg: Figure1Config, out: Path, *, force: bool = False, progress:
     from collegial.train.recipes import get_recipe
 
     _check(cfg)
-    fam = get_family(cfg.family)
     recipe = get_recipe(cfg.dataset).override(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
     recipe = recipe.scaled(cfg.epochs)
     data = load_dataset(cfg.dataset, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
@@ -247,7 +247,7 @@ def run_figure1(cfg: Figure1Config, out: Path, *, force: bool = False, progress:
     key = {**cfg.key(), "probe_inputs": None if cfg.alpha_file else inputs.options()}
     _prepare(key, out, force)
     t0 = time.time()
-    curve = load_curve(cfg.alpha_file, cfg.variance, probe_family=fam.probe_family, model_family=cfg.family,
+    curve = load_curve(cfg.alpha_file, cfg.variance, family=cfg.family,
                        trials=cfg.trials, seed=cfg.seed, inputs=inputs)
     res = search(cfg.family, cfg.dataset, cfg.baseline, curve, budget="params")
     curves = curve_points(res, curve, cfg)
@@ -269,6 +269,7 @@ def run_figure1(cfg: Figure1Config, out: Path, *, force: bool = False, progress:
         for p in pts:
             p.errors = errors[p.arch]
     obj = summarize(cfg, res, curves, recipe, time.time() - t0)
+    obj["provenance"] = provenance(cfg.seed)
     write_outputs(obj, curves, out)
     return obj
 

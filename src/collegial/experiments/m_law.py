@@ -37,6 +37,7 @@ from collegial.ntk.alpha import m_law_ratio, trial_chunks
 from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
 from collegial.ntk.variance import Moments, NormalizedVariance, normalized_variance
+from collegial.provenance import provenance
 
 TERMS = ("conv_reduce", "conv_conv", "conv_expand")
 
@@ -215,7 +216,8 @@ class _Target:
         d = prepare_out(args.out, names, force=args.force) if args.out is not None else None
         rows = run_m_law(cfg, progress=not args.json)
         text = markdown(rows, cfg)
-        result: dict[str, Any] = {"config": asdict(cfg), "rows": [asdict(r) for r in rows]}
+        result: dict[str, Any] = {"config": asdict(cfg), "rows": [asdict(r) for r in rows],
+                                  "provenance": provenance(cfg.seed)}
         if d is not None:
             (d / "m_law.md").write_text(text + "\n")
             (d / "m_law.json").write_text(json.dumps(result, indent=1) + "\n")

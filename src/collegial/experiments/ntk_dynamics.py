@@ -59,6 +59,7 @@ from torch import Tensor
 from collegial.errors import UserError
 from collegial.models import CollegialMLP
 from collegial.ntk import empirical_ntk
+from collegial.provenance import provenance
 
 PANELS = ("a", "b", "c")
 PANEL_LABELS = {
@@ -738,6 +739,7 @@ def run_from_args(args: argparse.Namespace, prog: str = "collegial ntk-dynamics"
         prepare_out(args.out, force=args.force)
     result = run_ntk_dynamics(cfg)
     result["command"] = command_line(args, prog)
+    result["provenance"] = provenance(cfg.seed)
     if args.out is not None:
         result["files"] = write_outputs(result, args.out, force=args.force)
     if args.json:

@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from collegial.provenance import provenance
+
 
 @dataclass(frozen=True)
 class Row:
@@ -166,7 +168,7 @@ class _TableTarget:
                       file=sys.stderr)
             print(json.dumps({"table": self.table.name, "commands": [
                 train_command(self.table, r, data_dir, args.runs) for r in self.table.rows
-            ]}) if args.json else text)
+            ], "provenance": provenance(None)}) if args.json else text)
             return 0
         for row in self.table.rows:
             argv = train_argv(self.table, row, data_dir, args.runs)

@@ -27,6 +27,7 @@ import numpy as np
 
 from collegial.errors import UserError
 from collegial.models import parse_arch
+from collegial.provenance import provenance
 from collegial.search.costs import model_costs
 from collegial.search.solve import (
     SOLVERS,
@@ -527,8 +528,7 @@ class _SearchTarget:
             from collegial.commands.search import prepare_out
 
             prepare_out(args.out, ["search.md", "search.json"], force=args.force)
-        curve = load_curve(args.alpha_file, args.variance, probe_family="resnext-block",
-                           model_family="ResNeXt", trials=args.trials, seed=args.seed, inputs=inputs,
+        curve = load_curve(args.alpha_file, args.variance, family="resnext29", trials=args.trials, seed=args.seed, inputs=inputs,
                            draws=args.draws, progress=not args.json)
         cmd = "collegial reproduce search" + (f" --alpha-file {args.alpha_file}" if args.alpha_file else "") \
             + (f" --variance {args.variance}" if args.variance != DEFAULT_VARIANCE_MODEL else "") \
@@ -536,6 +536,7 @@ class _SearchTarget:
         text, summary, results = reproduce_search(curve.fit, model=args.variance, solver=args.solver,
                                                   ties=args.ties, level=args.level, draws=args.draws,
                                                   seed=args.seed, command=cmd, source=curve.source)
+        summary["provenance"] = provenance(args.seed)
         plots = []
         for s, res in zip(SETTINGS, results):
             slug = f"{s.dataset}-{s.family}-{s.baseline}-{s.budget}"
@@ -562,9 +563,10 @@ class _CostsTarget:
             prepare_out(args.out, ["costs.md", "costs.json"], force=args.force)
         rows = costs_rows()
         text = costs_markdown(rows)
+        out: Any = {"rows": rows, "matches": sum(r["match"] for r in rows), "total": len(rows),
+                    "provenance": provenance(None)}
         written = _write_outputs(args.out, args.force,
-                                 {"costs.md": text + "\n", "costs.json": json.dumps(rows, indent=1) + "\n"})
-        out: Any = {"rows": rows, "matches": sum(r["match"] for r in rows), "total": len(rows)}
+                                 {"costs.md": text + "\n", "costs.json": json.dumps(out, indent=1) + "\n"})
         if written:
             out["files"] = written
         print(json.dumps(out) if args.json else text)

@@ -11,7 +11,7 @@ of the paper's configurations: family + arch + dataset.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,21 +21,44 @@ from collegial.errors import UserError
 from collegial.models.arch import ArchError, parse_arch, parse_wrn
 from collegial.models.datasets import get_dataset_spec
 from collegial.models.layers import CollegialMLP
+from collegial.models.probes import BOTTLENECK_SHAPE, MLP_SHAPE, bottleneck_probe, mlp_probe
 from collegial.models.resnext import ResNeXt
 from collegial.models.wrn import WideResNet
 
 ArchKind = Literal["ce", "wrn"]
+#: ``(m, n) -> nn.Module``: one collegial block of a family (see :mod:`collegial.models.probes`).
+ProbeFactory = Callable[[int, int], nn.Module]
 
 
 @dataclass(frozen=True)
 class Family:
+    """A registered model family. ``probe`` / ``probe_input_shape``: the block Algorithm 1
+    measures for it and the shape of one input to that block (None: the family declares none,
+    so it has no variance curve of its own)."""
+
     name: str
     fn: Callable[..., nn.Module]
     arch_kind: ArchKind
     default_dataset: str
     doc: str
-    #: The Algorithm 1 probe whose variance curve the search uses for this family (None: none).
-    probe_family: str | None = None
+    probe: ProbeFactory | None = None
+    probe_input_shape: tuple[int, ...] | None = None
+    #: Module that registered the family (``collegial.models.registry`` for the built-ins).
+    module: str = ""
+
+    def shares_probe(self, other: Family) -> bool:
+        """Whether ``other`` declares the very same probe (factory and input shape)."""
+        return (
+            self.probe is not None
+            and self.probe is other.probe
+            and self.probe_input_shape == other.probe_input_shape
+        )
+
+    @property
+    def probe_owner(self) -> str:
+        """The first registered family that declares this family's probe (its canonical name:
+        ``resnext29`` for every ResNeXt); the family itself when it declares none."""
+        return next((f.name for f in _FAMILIES.values() if f.shares_probe(self)), self.name)
 
 
 @dataclass(frozen=True)
@@ -55,32 +78,80 @@ def register_model(
     *,
     arch_kind: ArchKind = "ce",
     default_dataset: str = "cifar10",
-    probe_family: str | None = None,
+    probe: ProbeFactory | None = None,
+    probe_input_shape: Sequence[int] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a family function under ``name``; ``probe_family`` names the
-    Algorithm 1 probe of its collegial block (``resnext-block``, ``mlp``)."""
+    """Decorator registering a family function ``fn(arch, *, num_classes, in_channels,
+    resolution, **kw) -> nn.Module`` under ``name``.
+
+    ``probe``: ``(m, n) -> nn.Module``, one collegial block of the family at its real channel
+    count (``m`` paths of width ``n``, initialized as the family initializes it), and
+    ``probe_input_shape`` the shape of one input to it without the batch axis, e.g.
+    ``(32, 8, 8)``. ``collegial fit-alpha --family NAME`` measures that block and
+    ``collegial search NAME`` uses its curve. Registering a name twice raises ``ValueError``
+    (the same function again, e.g. a module imported twice, is a no-op).
+    """
+    if not isinstance(name, str) or not name or any(ch.isspace() for ch in name):
+        raise ValueError(f"a model family name is a non-empty word, got {name!r}")
+    if arch_kind not in ("ce", "wrn"):
+        raise ValueError(f"arch_kind must be 'ce' or 'wrn', got {arch_kind!r}")
+    if (probe is None) != (probe_input_shape is None):
+        raise ValueError(f"family {name!r}: give probe and probe_input_shape together")
+    shape: tuple[int, ...] | None = None
+    if probe is not None:
+        if not callable(probe):
+            raise ValueError(f"family {name!r}: probe must be a callable (m, n) -> nn.Module")
+        if arch_kind != "ce":
+            raise ValueError(f"family {name!r}: only collegial (MxNd) families have a probe")
+        shape = tuple(probe_input_shape)  # type: ignore[arg-type]
+        if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+            raise ValueError(
+                f"family {name!r}: probe_input_shape must be positive integers (no batch axis), "
+                f"got {probe_input_shape!r}"
+            )
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _FAMILIES:
-            raise ValueError(f"model family {name!r} registered twice")
+        old = _FAMILIES.get(name)
+        if old is not None:
+            same = (getattr(old.fn, "__qualname__", None), old.module) == (
+                getattr(fn, "__qualname__", None), getattr(fn, "__module__", ""))
+            if same:
+                return fn  # the same module imported twice (e.g. --import and an entry point)
+            raise ValueError(f"model family {name!r} registered twice (by {old.module} and {fn.__module__})")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _FAMILIES[name] = Family(name, fn, arch_kind, default_dataset, doc, probe_family)
+        _FAMILIES[name] = Family(name, fn, arch_kind, default_dataset, doc, probe, shape,
+                                 getattr(fn, "__module__", ""))
         return fn
 
     return deco
 
 
 def list_families() -> list[str]:
+    """Every registered family name (built-ins, then plugins: see :mod:`collegial.models.plugins`)."""
+    from collegial.models.plugins import load_entry_points
+
+    load_entry_points()
     return list(_FAMILIES)
 
 
 def get_family(name: str) -> Family:
+    from collegial.models.plugins import load_entry_points
+
+    load_entry_points()
     try:
         return _FAMILIES[name]
     except KeyError:
+        hint = ""
+        if name in RENAMED_PROBES:
+            hint = f"; the {name!r} probe is now named by its model family: use {RENAMED_PROBES[name]!r}"
         raise UserError(
-            f"unknown model family {name!r}; choose from {', '.join(_FAMILIES)}"
+            f"unknown model family {name!r}{hint}; choose from {', '.join(_FAMILIES)} "
+            "(a family of your own: collegial --import MODULE)"
         ) from None
+
+
+#: Probe names of collegial < 0.2 and the family that declares the same probe now.
+RENAMED_PROBES = {"resnext-block": "resnext29"}
 
 
 def validate_arch(family: str, arch: str) -> tuple[int, int]:
@@ -193,31 +264,31 @@ def _resnext(
     )
 
 
-@register_model("resnext29", probe_family="resnext-block")
+@register_model("resnext29", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
 def resnext29(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-29 (CIFAR, ImageNet32): 3 stages x 3 blocks, out 256/512/1024, 3x3 stem."""
     return _resnext(arch, blocks=(3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext38", default_dataset="imagenet64", probe_family="resnext-block")
+@register_model("resnext38", default_dataset="imagenet64", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
 def resnext38(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-38 (ImageNet64): ResNeXt-29 plus a 4th stage of 3 blocks, out 2048, stride 2."""
     return _resnext(arch, blocks=(3, 3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext50", default_dataset="imagenet", probe_family="resnext-block")
+@register_model("resnext50", default_dataset="imagenet", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
 def resnext50(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-50 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 6, 3]."""
     return _resnext(arch, blocks=(3, 4, 6, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext101", default_dataset="imagenet", probe_family="resnext-block")
+@register_model("resnext101", default_dataset="imagenet", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
 def resnext101(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-101 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 23, 3]."""
     return _resnext(arch, blocks=(3, 4, 23, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext11", default_dataset="mnist", probe_family="resnext-block")
+@register_model("resnext11", default_dataset="mnist", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
 def resnext11(arch: str, **kw: object) -> nn.Module:
     """Small CPU member: ResNeXt-29's layout, 1 block per stage, out 32/64/128, stem 16 stride 2."""
     kw.setdefault("widen_factor", 1)
@@ -242,7 +313,7 @@ def wrn(
     return WideResNet(depth, k, num_classes=num_classes, in_channels=in_channels, num_stages=stages)
 
 
-@register_model("mlp", default_dataset="mnist", probe_family="mlp")
+@register_model("mlp", default_dataset="mnist", probe=mlp_probe, probe_input_shape=MLP_SHAPE)
 def mlp(
     arch: str,
     *,

@@ -1,6 +1,7 @@
 """Algorithm 1 (SPEC section 3): Monte Carlo NTK variance of a probe over widths.
 
->>> fit = run_algorithm1()       # resnext-block, C=256, 8x8, post-ReLU pairs, T=2000, 22 widths
+>>> fit = run_algorithm1()       # resnext29's block: C=256, 8x8, post-ReLU pairs, T=2000, 22 widths
+>>> run_algorithm1(family="mynet")   # a registered family's declared probe block
 >>> fit.model().describe()       # the default (auto) model of V1(n); fit.model("prop1"), ...
 >>> fit.alpha, fit.fit2          # prop1 alpha; {"beta", "p", "alpha"}
 >>> fit.save("runs/alpha")       # alpha.json (+ alpha.png)
@@ -20,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,9 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from collegial.errors import UserError
+from collegial.models import get_family
+from collegial.models.probes import bottleneck_probe, mlp_probe
 from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint, plot_alpha
 from collegial.ntk.inputs import ProbeInputs
-from collegial.ntk.probe import FactoryProbe, MLPProbe, ResNeXtBlockProbe, trial_seed
+from collegial.ntk.generic import FactoryProbe
+from collegial.ntk.probe import MLPProbe, ResNeXtBlockProbe, trial_seed
 from collegial.ntk.variance import (
     Moments,
     NormalizedVariance,
@@ -44,7 +49,8 @@ DEFAULT_WIDTHS: tuple[int, ...] = (*range(2, 17), 20, 24, 32, 48, 64, 96, 128)
 DEFAULT_TRIALS = 2000
 DEFAULT_M_LAW: tuple[int, ...] = (2, 4, 8, 16)
 DEFAULT_M_LAW_WIDTH = 8
-FAMILIES = ("resnext-block", "mlp")
+#: The family whose probe ``run_algorithm1()`` measures by default (the paper's bottleneck).
+DEFAULT_FAMILY = "resnext29"
 
 __all__ = ["AlphaFit", "MLawPoint", "plot_alpha", "run_algorithm1", "monte_carlo", "pair_moments"]
 
@@ -161,63 +167,121 @@ def _check_widths(widths: Sequence[int]) -> list[int]:
     return sorted(ws)
 
 
-def make_probe(
-    family: str = "resnext-block",
+ENGINES = ("auto", "generic")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """What Algorithm 1 measures: ``name`` (a model family, or ``factory``), the block factory
+    ``(m, n) -> nn.Module`` and the shape of one input, whether it takes m, and which engine
+    runs it (``gram``/``grouped`` for the bottleneck, ``mlp``, else ``generic``)."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    input_shape: tuple[int, ...]
+    takes_m: bool
+    kind: str  # "bottleneck", "mlp" or "generic"
+
+
+def probe_spec(
+    family: str | None = None,
     *,
-    channels: int = 256,
-    spatial: int = 8,
+    probe: Callable[[int, int], nn.Module] | None = None,
+    factory: Callable[[int], nn.Module] | None = None,
+    input_shape: Sequence[int] | None = None,
+    engine: str = "auto",
+) -> ProbeSpec:
+    """The probe of ``family`` (its declared block), or of an explicit ``probe``
+    (``(m, n) -> nn.Module``) or width-only ``factory`` (``n -> nn.Module``, m = 1) with
+    ``input_shape``. ``engine="generic"`` runs even the built-in blocks on the generic engine."""
+    if engine not in ENGINES:
+        raise UserError(f"unknown probe engine {engine!r}; choose {' or '.join(ENGINES)}")
+    if probe is not None and factory is not None:
+        raise UserError("give either probe (m, n) -> module or factory n -> module, not both")
+    if probe is not None or factory is not None:
+        if input_shape is None:
+            raise UserError("a probe factory needs input_shape (the shape of one input, no batch axis)")
+        shape = tuple(int(d) for d in input_shape)
+        if not shape or min(shape) < 1:
+            raise UserError(f"input_shape must be positive integers, got {tuple(input_shape)}")
+        fn = probe if probe is not None else factory
+        return ProbeSpec(family or "factory", fn, shape, probe is not None, "generic")  # type: ignore[arg-type]
+    fam = get_family(family or DEFAULT_FAMILY)
+    if fam.probe is None or fam.probe_input_shape is None:
+        raise UserError(
+            f"model family {fam.name!r} declares no probe; register it with "
+            "register_model(..., probe=FACTORY, probe_input_shape=SHAPE)"
+        )
+    kind = {bottleneck_probe: "bottleneck", mlp_probe: "mlp"}.get(fam.probe, "generic")  # type: ignore[call-overload]
+    return ProbeSpec(fam.name, fam.probe, fam.probe_input_shape, True, "generic" if engine == "generic" else kind)
+
+
+def make_probe(
+    family: str | None = None,
+    *,
+    channels: int | None = None,
+    spatial: int | None = None,
     bn: str = "none",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     factory: Callable[[int], nn.Module] | None = None,
+    probe: Callable[[int, int], nn.Module] | None = None,
     input_shape: Sequence[int] | None = None,
     parameterization: str = "standard",
     inputs: ProbeInputs | None = None,
     pair: int = 0,
+    engine: str = "auto",
 ) -> ResNeXtBlockProbe | MLPProbe | FactoryProbe:
-    """The probe of input pair ``pair`` for a family (``resnext-block``, ``mlp``) or a
-    ``width -> nn.Module`` factory; ``inputs`` default: :class:`ProbeInputs` ``()`` (post-ReLU)."""
+    """The probe of input pair ``pair`` (see :func:`probe_spec` for ``family``, ``probe``,
+    ``factory``, ``input_shape`` and ``engine``); ``inputs`` default :class:`ProbeInputs` ``()``
+    (post-ReLU). ``channels`` / ``spatial`` resize the built-in blocks (C and H = W of the
+    bottleneck, the MLP's input size); a declared block fixes its own."""
+    spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
     inputs = ProbeInputs() if inputs is None else inputs
     if bn not in ("none", "train"):
         raise UserError(f"unknown BatchNorm mode {bn!r}; choose none or train")
-    if channels < 1 or spatial < 1:
+    if (channels is not None and channels < 1) or (spatial is not None and spatial < 1):
         raise UserError("channels and spatial size must be positive")
     if parameterization not in ("standard", "ntk"):
         raise UserError(f"unknown parameterization {parameterization!r}; choose standard or ntk")
     common: dict[str, Any] = {"seed": seed, "dtype": dtype, "inputs": inputs, "pair": pair}
-    if factory is not None:
+    if spec.kind == "generic":
         if parameterization != "standard":
-            raise UserError("a width factory defines its own parameterization; leave it 'standard'")
-        if input_shape is None:
-            raise UserError("a factory needs input_shape (the shape of one input, no batch axis)")
-        return FactoryProbe(factory, tuple(input_shape), bn=bn, **common)  # type: ignore[arg-type]
-    if family == "resnext-block":
+            raise UserError("a declared probe block defines its own parameterization; leave it 'standard'")
+        if channels is not None or spatial is not None:
+            raise UserError(f"the {spec.name} probe block fixes its own channels and input size "
+                            f"{spec.input_shape}; channels/spatial resize the built-in blocks only")
+        return FactoryProbe(spec.factory, spec.input_shape, bn=bn, takes_m=spec.takes_m, **common)  # type: ignore[arg-type]
+    if spec.kind == "bottleneck":
         return ResNeXtBlockProbe(
-            channels, spatial, bn=bn, parameterization=parameterization, **common  # type: ignore[arg-type]
+            channels or spec.input_shape[0], spatial or spec.input_shape[1], bn=bn,  # type: ignore[arg-type]
+            parameterization=parameterization, **common,
         )
-    if family == "mlp":
-        if bn != "none":
-            raise UserError("--bn train applies to the resnext-block family only (no BatchNorm in the MLP)")
-        return MLPProbe(channels, parameterization=parameterization, **common)  # type: ignore[arg-type]
-    raise UserError(f"unknown family {family!r}; choose {' or '.join(FAMILIES)}")
+    if bn != "none":
+        raise UserError(f"bn='train' does not apply to the {spec.name} probe (no BatchNorm in the MLP)")
+    if spatial is not None:
+        raise UserError(f"the {spec.name} probe takes flat inputs; spatial does not apply")
+    return MLPProbe(channels or spec.input_shape[0], parameterization=parameterization, **common)  # type: ignore[arg-type]
 
 
 def run_algorithm1(
     *,
-    family: str = "resnext-block",
+    family: str | None = None,
     widths: Sequence[int] = DEFAULT_WIDTHS,
     trials: int = DEFAULT_TRIALS,
     inputs: ProbeInputs | None = None,
-    channels: int = 256,
-    spatial: int = 8,
+    channels: int | None = None,
+    spatial: int | None = None,
     bn: str = "none",
     seed: int = 0,
     m_law: Sequence[int] = DEFAULT_M_LAW,
     m_law_width: int = DEFAULT_M_LAW_WIDTH,
+    probe: Callable[[int, int], nn.Module] | None = None,
     factory: Callable[[int], nn.Module] | None = None,
     input_shape: Sequence[int] | None = None,
     dtype: torch.dtype = torch.float32,
     parameterization: str = "standard",
+    engine: str = "auto",
     progress: bool = False,
 ) -> AlphaFit:
     """Algorithm 1: ``v(n)`` by Monte Carlo at m = 1 for every width, averaged over
@@ -227,8 +291,16 @@ def run_algorithm1(
     sharded over ranks; the result does not depend on the thread or process count.
 
     ``inputs``: the probe's pairs (default :class:`~collegial.ntk.inputs.ProbeInputs` ``()``:
-    post-ReLU correlated Gaussians, rho 0.6, 8 pairs). ``factory``: any ``width -> nn.Module``
-    (m = 1 only) with ``input_shape``, the shape of one input without the batch axis.
+    post-ReLU correlated Gaussians, rho 0.6, 8 pairs).
+
+    What is measured: ``family`` (default ``resnext29``), a registered model family, measured
+    through the probe block it declares (``register_model(..., probe=, probe_input_shape=)``;
+    the built-in bottleneck and MLP on their dedicated engines, any other block on the generic
+    one, :class:`~collegial.ntk.probe.FactoryProbe`); or ``probe``, any ``(m, n) -> nn.Module``,
+    with ``input_shape`` (one input, no batch axis); or ``factory``, a width-only
+    ``n -> nn.Module`` (m = 1, so no 1/m check). ``channels``, ``spatial`` resize the built-in
+    blocks (default: as declared, C = 256 on 8x8; the MLP's 256 inputs). ``engine="generic"``
+    runs a built-in block on the generic engine (for cross-checks and benchmarks).
     ``parameterization="ntk"`` measures ``K`` with respect to ``W / sigma`` (see
     :class:`~collegial.ntk.probe.ResNeXtBlockProbe`); ``progress``: a tqdm bar on stderr when it
     is a terminal.
@@ -240,15 +312,16 @@ def run_algorithm1(
     if int(trials) != trials or trials < 2 * inputs.pairs:
         raise UserError(f"need at least 2 trials per input pair ({2 * inputs.pairs} in all), got {trials}")
     per_pair = int(trials) // inputs.pairs
+    spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
     probes = [
         make_probe(
             family, channels=channels, spatial=spatial, bn=bn, seed=seed, dtype=dtype,
-            factory=factory, input_shape=input_shape, parameterization=parameterization,
-            inputs=inputs, pair=p,
+            factory=factory, probe=probe, input_shape=input_shape, parameterization=parameterization,
+            inputs=inputs, pair=p, engine=engine,
         )
         for p in range(inputs.pairs)
     ]
-    ms = sorted({int(m) for m in m_law}) if factory is None else []
+    ms = sorted({int(m) for m in m_law}) if spec.takes_m else []
     if any(m < 2 for m in ms):
         raise UserError("m_law multiplicities must be >= 2")
     if ms and m_law_width < 1:
@@ -296,9 +369,13 @@ def run_algorithm1(
         s = pooled[(m, m_law_width)]
         points.append(MLawPoint(m, m_law_width, s.v, s.stderr, ratio, rse))
     opts = inputs.options()
+    first = probes[0]
+    shape = list(first.input_shape) if isinstance(first, FactoryProbe) else (
+        [first.channels, first.spatial, first.spatial] if isinstance(first, ResNeXtBlockProbe) else [first.channels])
     return AlphaFit(
-        family="factory" if factory is not None else family,
-        channels=int(probes[0].channels),
+        family=spec.name,
+        channels=int(first.channels),
+        input_shape=[int(d) for d in shape],
         bn=bn,
         seed=int(seed),
         trials=per_pair * inputs.pairs,
@@ -312,7 +389,7 @@ def run_algorithm1(
         input_data=opts["input_data"],  # type: ignore[arg-type]
         pair_variance=[[e.v for e in stats[(1, n)]] for n in ws],
         m_law=points,
-        spatial=spatial if family == "resnext-block" and factory is None else 0,
+        spatial=int(first.spatial) if isinstance(first, ResNeXtBlockProbe) else 0,
         parameterization=parameterization,
         engine=str(probes[0].engine),
         seconds=seconds,

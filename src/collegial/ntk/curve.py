@@ -42,8 +42,12 @@ import numpy as np
 
 from collegial.errors import UserError
 from collegial.ntk.inputs import inputs_label
+from collegial.provenance import provenance as _provenance
 
-SCHEMA_VERSION = 2
+#: 3: ``family`` names the model family whose declared probe was measured (``resnext29``, not
+#: the ``resnext-block`` of version 2, which is still read) and ``input_shape`` is recorded.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 MODELS: tuple[str, ...] = ("prop1", "fit2", "smooth", "empirical")
 MODEL_CHOICES: tuple[str, ...] = ("auto", *MODELS)
 ModelKind = Literal["prop1", "fit2", "smooth", "empirical"]
@@ -313,12 +317,15 @@ class AlphaFit:
     pair_variance: list[list[float]] = field(default_factory=list)
     m_law: list[MLawPoint] = field(default_factory=list)
     spatial: int = 8
+    #: Shape of one probe input (no batch axis): ``[C, H, W]`` for the bottleneck, ``[C]`` for the MLP.
+    input_shape: list[int] = field(default_factory=list)
     parameterization: str = "standard"
     engine: str = ""
     seconds: float = 0.0
     world_size: int = 1
     job_seconds: list[dict[str, float]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=_versions)
+    provenance: dict[str, Any] = field(default_factory=dict)  # collegial.provenance; set by to_dict
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -328,6 +335,12 @@ class AlphaFit:
             if isinstance(x, bool) or not isinstance(x, int) or x < 0 or (name == "pairs" and x < 1):
                 raise UserError(f"alpha fit: '{name}' must be a {'positive' if name == 'pairs' else 'non-negative'} "
                                 f"integer, got {x!r}")
+        if not isinstance(self.input_shape, list) or any(
+            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.input_shape
+        ):
+            raise UserError(f"alpha fit: 'input_shape' must be a list of positive integers, got {self.input_shape!r}")
+        if not isinstance(self.provenance, dict):
+            raise UserError(f"alpha fit: 'provenance' must be a JSON object, got {self.provenance!r}")
 
     # ---- models
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -381,6 +394,7 @@ class AlphaFit:
             "input_data": self.input_data if self.inputs == "data" else None,
             "channels": self.channels,
             "spatial": self.spatial,
+            "input_shape": list(self.input_shape),
             "bn": self.bn,
             "parameterization": self.parameterization,
             "trials": self.trials,
@@ -388,12 +402,14 @@ class AlphaFit:
         }
 
     def probe_label(self) -> str:
-        """One line naming the probe: ``resnext-block, inputs relu(rho=0.6), 8 pairs, T=2000, seed 0``."""
+        """One line naming the probe: ``resnext29, inputs relu(rho=0.6), 8 pairs, T=2000, seed 0``."""
         inp = inputs_label(self.inputs, self.correlation, self.input_data)
         return f"{self.family}, inputs {inp}, {self.pairs} pairs, T={self.trials}, seed {self.seed}"
 
     # ---- serialization
     def to_dict(self) -> dict[str, Any]:
+        if not self.provenance:  # a fit made here (a loaded one keeps where it came from)
+            self.provenance = _provenance(self.seed)
         d = asdict(self)
         d.pop("_models", None)
         d["m_law"] = [asdict(p) for p in self.m_law]
@@ -435,8 +451,12 @@ class AlphaFit:
             raise UserError(
                 f"{where} comes from an older collegial (no schema_version: one Gaussian input pair); {REGENERATE}"
             )
-        if version != SCHEMA_VERSION:
-            raise UserError(f"{where} has schema_version {version!r}, this collegial reads {SCHEMA_VERSION}; {REGENERATE}")
+        if version not in READABLE_VERSIONS:
+            raise UserError(f"{where} has schema_version {version!r}, this collegial reads "
+                            f"{' and '.join(map(str, READABLE_VERSIONS))}; {REGENERATE}")
+        if version == 2:  # the probe was named apart from the families that declare it
+            d = {**d, "family": {"resnext-block": "resnext29"}.get(d.get("family"), d.get("family")),
+                 "schema_version": SCHEMA_VERSION}
         known = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
         missing = {"family", "channels", "bn", "seed", "trials", "widths", "variance", "stderr"} - set(d)
         if missing:
@@ -445,6 +465,8 @@ class AlphaFit:
             kw = {k: v for k, v in d.items() if k in known}
             kw["m_law"] = [MLawPoint(**p) for p in d.get("m_law") or []]
             kw["versions"] = dict(d.get("versions") or {})
+            # a file from before provenance was recorded keeps saying so (never today's)
+            kw.setdefault("provenance", {"recorded": False})
             return cls(**kw)
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
@@ -497,22 +519,27 @@ class AlphaFit:
         )
         return "\n".join(lines)
 
-    def save(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False, plot: bool = True) -> Path:
-        """Write ``alpha.json`` (and ``alpha.png``) into the directory ``out_dir``; returns the
-        JSON path."""
-        d = Path(out_dir)
+    def save(self, out: str | os.PathLike[str], *, overwrite: bool = False, plot: bool = True) -> Path:
+        """Write ``alpha.json`` (and ``alpha.png``) into the directory ``out``, or, when ``out``
+        ends in ``.json``, that file (and the ``.png`` beside it); returns the JSON path.
+        Existing files raise :class:`UserError` unless ``overwrite``."""
+        path = Path(out)
+        if path.suffix.lower() == ".json":
+            d, target = path.parent, path
+        else:
+            d, target = path, path / "alpha.json"
         if d.exists() and not d.is_dir():
             raise UserError(f"{d} exists and is not a directory")
-        targets = [d / "alpha.json"] + ([d / "alpha.png"] if plot else [])
+        targets = [target] + ([target.with_suffix(".png")] if plot else [])
         if not overwrite:
             for t in targets:
                 if t.exists():
                     raise UserError(f"{t} exists; refusing to overwrite (use --force)")
         d.mkdir(parents=True, exist_ok=True)
-        self.to_json(d / "alpha.json", overwrite=True)
+        self.to_json(target, overwrite=True)
         if plot:
-            plot_alpha(self, d / "alpha.png")
-        return d / "alpha.json"
+            plot_alpha(self, target.with_suffix(".png"))
+        return target
 
 
 def _loads(text: str, where: str) -> Any:
@@ -564,7 +591,7 @@ def finite_json(obj: Any) -> Any:
 
 
 def synthetic_fit(
-    v_of_n: Any, widths: Sequence[int], *, rel_stderr: float = 0.0, family: str = "resnext-block"
+    v_of_n: Any, widths: Sequence[int], *, rel_stderr: float = 0.0, family: str = "resnext29"
 ) -> AlphaFit:
     """An :class:`AlphaFit` whose table is ``v_of_n(widths)`` exactly, standard errors
     ``rel_stderr * v`` (for scans and tests)."""

@@ -24,8 +24,8 @@ the ``B`` values of ``K``. Algorithm 1 builds one probe per pair. Trials are vec
 * :class:`MLPProbe` -- the fully connected CE (:class:`~collegial.models.CollegialMLP`, depth 4,
   ReLU, scalar output): ``B`` trials of multiplicity ``m`` are one CollegialMLP with ``B * m``
   paths; two backward passes.
-* :class:`FactoryProbe` -- any ``width -> nn.Module`` factory: ``B`` modules built by the
-  factory, parameters stacked and ``vmap``-ed (``torch.func``), two backward passes each.
+* :class:`~collegial.ntk.generic.FactoryProbe` (in :mod:`collegial.ntk.generic`) -- the
+  generic engine for any ``(m, n) -> nn.Module`` probe block a family declares.
 
 Each trial chunk is drawn from its own generator, seeded from ``(seed, m, n, chunk index, pair)``
 (:func:`trial_seed`), so results do not depend on how chunks are shared between threads or
@@ -34,9 +34,7 @@ processes.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -44,8 +42,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.func import functional_call, jacrev, stack_module_state, vmap
+from torch import Tensor
 
 from collegial.errors import UserError
 from collegial.models import Bottleneck, CollegialMLP, init_resnet_
@@ -213,23 +210,6 @@ class ResNeXtBlockProbe:
             return 1.0, 1.0, 1.0
         d = self.inner(m, n)
         return 2.0 / self.channels, 2.0 / (9 * (d // m)), 2.0 / d
-
-    def flops_per_trial(self, m: int, n: int) -> int:
-        """Multiply-adds x 2 of one trial of the gram engine (forward + signal backward +
-        Gram products), counted on the joint frame."""
-        c, h = self.channels, self.spatial
-        d = self.inner(m, n)
-        length = (2 * h + 1) * h
-        hw = h * h
-        fwd = length * (c * d + 9 * d * n + d * c)
-        bwd = length * (c * d + 9 * d * n)
-        grams = hw * hw * d  # conv_reduce
-        if n >= GRAM_MIN_WIDTH:  # conv_conv
-            grams += m * ((h + 2) ** 4 * n + hw * hw * n + 9 * hw * hw)
-        else:
-            grams += m * (2 * hw * 9 * n * n + 9 * n * n)
-        grams += min(hw * hw * (c + d), 2 * hw * c * d + c * d)  # conv_expand
-        return 2 * (fwd + bwd + grams)
 
     def chunk_size(self, m: int, n: int) -> int:
         c, h = self.channels, self.spatial
@@ -464,11 +444,6 @@ class MLPProbe:
     def inner(self, m: int, n: int) -> int:
         return m * n
 
-    def flops_per_trial(self, m: int, n: int) -> int:
-        d = m * n
-        macs = 2 * (self.channels * d + (self.depth - 2) * d * n + d)
-        return 2 * 3 * macs
-
     def chunk_size(self, m: int, n: int) -> int:
         per = (self.channels * m * n + (self.depth - 2) * m * n * n + m * n) * 4 * 8
         return int(max(4, min(1024, CHUNK_BYTES // per)))
@@ -508,80 +483,3 @@ class MLPProbe:
         for u, v in zip(g0, g1):
             k += (u * v).reshape(b, -1).sum(1)
         return k.detach()
-
-
-class FactoryProbe:
-    """Any ``width -> nn.Module`` factory. Each trial is a fresh ``factory(n)`` (its own init,
-    under a seeded, forked global RNG); ``B`` trials are stacked and ``vmap``-ed. ``bn="none"``
-    runs BatchNorm (if any) on running statistics, ``"train"`` on the pair's statistics."""
-
-    family = "factory"
-    engine = "vmap"
-    #: A factory initializes through the process-wide RNG: trials run on one thread (no races).
-    thread_safe = False
-
-    def __init__(
-        self,
-        factory: Callable[[int], nn.Module],
-        input_shape: tuple[int, ...],
-        *,
-        seed: int = 0,
-        bn: BnMode = "none",
-        dtype: torch.dtype = torch.float32,
-        inputs: ProbeInputs = _GAUSSIAN,
-        pair: int = 0,
-    ) -> None:
-        self.inputs, self.pair = inputs, int(pair)
-        self.factory, self.input_shape, self.seed, self.bn, self.dtype = (
-            factory,
-            tuple(input_shape),
-            seed,
-            bn,
-            dtype,
-        )
-        self.channels = int(np.prod(self.input_shape))
-        self.x, _ = inputs.draw(self.input_shape, 0, seed, self.pair, dtype)
-        self._readouts: dict[int, Tensor] = {}
-
-    def inner(self, m: int, n: int) -> int:
-        return n
-
-    def flops_per_trial(self, m: int, n: int) -> int:
-        return 0
-
-    def chunk_size(self, m: int, n: int) -> int:
-        return 32
-
-    def _readout(self, numel: int) -> Tensor:
-        if numel not in self._readouts:
-            self._readouts[numel] = _GAUSSIAN.draw((1,), numel, self.seed, self.pair, self.dtype)[1]
-        return self._readouts[numel]
-
-    def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
-        if m != 1:
-            raise UserError("a width factory builds single models; multiplicity m must be 1")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            mods = [self.factory(n).to(self.dtype) for _ in range(trials)]
-        params, buffers = stack_module_state(mods)
-        params = {k: v for k, v in params.items() if v.requires_grad}
-        base = copy.deepcopy(mods[0]).to("meta")
-        mode = "train" if self.bn == "train" else "eval"
-        x = self.x
-        with torch.no_grad():
-            with batchnorm_mode(mods[0], mode):
-                numel = mods[0](x)[0].numel()
-        r = self._readout(numel)
-
-        def k_one(p: dict[str, Tensor], bufs: dict[str, Tensor]) -> Tensor:
-            def f(pp: dict[str, Tensor]) -> Tensor:
-                out = functional_call(base, (pp, bufs), (x,))
-                return out.reshape(2, -1) @ r
-
-            j = jacrev(f)(p)
-            return sum((v[0] * v[1]).sum() for v in j.values())
-
-        with batchnorm_mode(base, mode):
-            if mode == "train":
-                buffers = {k: v for k, v in buffers.items() if "running_" not in k and "num_batches" not in k}
-            return vmap(k_one)(params, buffers).detach()

@@ -247,6 +247,8 @@ class SearchResult:
     optimal_set: dict[str, OptimalSet] = field(default_factory=dict)
     by_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     probe: str = ""
+    #: The alpha file's probe: family, inputs, correlation, pairs, T, seed, ... (AlphaFit.probe_options).
+    probe_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -264,6 +266,7 @@ class SearchResult:
             "near_ties": {k: [c.to_dict() for c in v] for k, v in self.near_ties.items()},
             "by_model": self.by_model,
             "probe": self.probe,
+            "probe_options": self.probe_options,
             "variance_model": self.variance_model,
             "variance_curve": self.variance_desc,
             "alpha": self.alpha,
@@ -501,6 +504,7 @@ def search(
         optimal_set=sets,
         by_model=by_model(curve, n, a[budget], bb[budget], ib, m_b, cap, rounding),
         probe=curve.fit.probe_label(),
+        probe_options=curve.fit.probe_options(),
     )
 
 

@@ -7,8 +7,9 @@ The models, the ``alpha.json`` schema and the bootstrap of the Monte Carlo table
   set of ``draws`` bootstrap refits (seeded, cached), ``(K, N)`` samples of ``V1`` that keep the
   correlation between widths a shared fit induces (what the near-tie test needs);
 * :func:`load_curve` -- the curve from an ``alpha.json``, or from Algorithm 1 run here and
-  cached under a key of every probe option; refuses a curve measured by another probe family
-  than the searched model family declares (:attr:`collegial.models.Family.probe_family`).
+  cached under a key of every probe option; refuses a curve measured by another probe than
+  the searched family declares (:attr:`collegial.models.Family.probe`: families that declare
+  the same block, e.g. every ResNeXt, share curves).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from collegial.errors import UserError
+from collegial.models import get_family
 from collegial.ntk.curve import MODEL_CHOICES, AlphaFit, VarianceModel, evaluate, synthetic_fit
 
 VARIANCE_MODELS: tuple[str, ...] = MODEL_CHOICES
@@ -97,7 +99,7 @@ class VarianceCurve:
 
 
 def synthetic_curve(v_of_n: Any, widths: Any, *, model: str = "prop1", rel_stderr: float = 0.0,
-                    draws: int = DEFAULT_DRAWS, family: str = "resnext-block") -> VarianceCurve:
+                    draws: int = DEFAULT_DRAWS, family: str = "resnext29") -> VarianceCurve:
     """A curve whose table is ``v_of_n(widths)`` exactly (for scans, benchmarks and tests)."""
     fit = synthetic_fit(v_of_n, widths, rel_stderr=rel_stderr, family=family)
     return VarianceCurve(fit, model, draws, 0, "synthetic")
@@ -114,19 +116,37 @@ def cache_dir() -> Path:
     return Path(root) / "alpha"
 
 
+def probe_key(family: str) -> dict[str, Any]:
+    """What identifies a family's declared probe in cache keys: the canonical family that
+    declares it (``resnext29`` for every ResNeXt), its input shape, and the factory's module,
+    name and a hash of its source (so editing a block invalidates its cached curves)."""
+    import inspect
+
+    fam = get_family(family)
+    fn = fam.probe
+    try:
+        src = inspect.getsource(fn)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        src = repr(fn)
+    return {"family": fam.probe_owner, "input_shape": list(fam.probe_input_shape or ()),
+            "probe": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}",
+            "probe_source": hashlib.sha1(src.encode()).hexdigest()[:12]}
+
+
 def alpha_on_the_fly(
     *, family: str, trials: int = ON_THE_FLY_TRIALS, seed: int = 0, inputs: Any = None,
     progress: bool = False,
 ) -> tuple[AlphaFit, str]:
-    """Run Algorithm 1 for probe ``family`` (its default widths, no 1/m check) or reuse a cached
-    result; returns the fit and where it came from. The cache file is
-    ``cache_dir()/<sha1 of the probe options>.json`` in the ``alpha.json`` schema."""
+    """Run Algorithm 1 on ``family``'s declared probe (default widths, no 1/m check) or reuse a
+    cached result; returns the fit and where it came from. The cache file is
+    ``cache_dir()/<sha1 of the probe options>.json`` in the ``alpha.json`` schema
+    (:func:`probe_key` identifies the probe)."""
     from collegial.ntk.alpha import DEFAULT_WIDTHS, run_algorithm1
     from collegial.ntk.curve import SCHEMA_VERSION
     from collegial.ntk.inputs import ProbeInputs
 
     inputs = ProbeInputs() if inputs is None else inputs
-    key_obj = {"schema": SCHEMA_VERSION, "family": family, "trials": trials, "seed": seed,
+    key_obj = {"schema": SCHEMA_VERSION, **probe_key(family), "trials": trials, "seed": seed,
                "widths": list(DEFAULT_WIDTHS), **inputs.options()}
     key = hashlib.sha1(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"{key}.json"
@@ -136,7 +156,8 @@ def alpha_on_the_fly(
             return AlphaFit.from_json(path), source
         except UserError:
             pass  # a corrupt or outdated cache entry is recomputed
-    fit = run_algorithm1(family=family, trials=trials, seed=seed, inputs=inputs, m_law=(), progress=progress)
+    fit = run_algorithm1(family=get_family(family).probe_owner, trials=trials, seed=seed, inputs=inputs, m_law=(),
+                         progress=progress)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -147,41 +168,53 @@ def alpha_on_the_fly(
     return fit, source
 
 
-def check_probe_family(fit: AlphaFit, probe_family: str | None, model_family: str, where: str) -> None:
-    """:class:`UserError` unless ``fit`` was measured by ``probe_family`` (None: no check)."""
-    if probe_family is None or fit.family == probe_family:
+def check_probe(fit: AlphaFit, family: str, where: str) -> None:
+    """:class:`UserError` unless ``fit`` was measured by the probe block ``family`` declares
+    (the fit's family itself, or one that declares the very same block)."""
+    if fit.family == family:
         return
-    raise UserError(
-        f"{where} was measured by the {fit.family!r} probe, but {model_family} is searched with the "
-        f"{probe_family!r} probe; run 'collegial fit-alpha --family {probe_family} --json --out DIR'"
-    )
+    fam = get_family(family)
+    other = fit.family
+    try:
+        same = fam.shares_probe(get_family(other))
+    except UserError:
+        raise UserError(
+            f"{where} was measured by the {other!r} probe, which is not a registered family here; "
+            f"search {family} with its own curve ('collegial fit-alpha --family {family} --json --out DIR') "
+            "or --import the module that registers it"
+        ) from None
+    if not same:
+        raise UserError(
+            f"{where} was measured by the {other!r} probe, but {family} declares its own; "
+            f"run 'collegial fit-alpha --family {family} --json --out DIR'"
+        )
 
 
 def load_curve(
     alpha_file: str | os.PathLike[str] | None,
     model: str = DEFAULT_VARIANCE_MODEL,
     *,
-    probe_family: str | None = "resnext-block",
-    model_family: str = "the model",
+    family: str = "resnext29",
     trials: int = ON_THE_FLY_TRIALS,
     seed: int = 0,
     inputs: Any = None,
     draws: int = DEFAULT_DRAWS,
     progress: bool = False,
 ) -> VarianceCurve:
-    """The curve of ``alpha_file``, or of Algorithm 1 run here for ``probe_family`` (cached)
-    when None; an alpha file from another probe family is refused."""
+    """The curve of model family ``family``: from ``alpha_file``, which must have been measured
+    by the probe ``family`` declares (:func:`check_probe`), or, when None, from Algorithm 1 run
+    here on that probe (cached: :func:`alpha_on_the_fly`)."""
     if model not in VARIANCE_MODELS:
         raise UserError(f"unknown variance model {model!r}; choose from {', '.join(VARIANCE_MODELS)}")
     if alpha_file is not None:
         fit = AlphaFit.from_json(alpha_file)
         source = str(alpha_file)
-        check_probe_family(fit, probe_family, model_family, f"alpha file {source!r}")
+        check_probe(fit, family, f"alpha file {source!r}")
     else:
-        if probe_family is None:
-            raise UserError(f"{model_family} declares no probe family; pass an alpha file")
+        if get_family(family).probe is None:
+            raise UserError(f"model family {family!r} declares no probe; pass an alpha file measured for it")
         if trials < 2:
             raise UserError(f"need at least 2 Monte Carlo trials per width, got {trials}")
-        fit, source = alpha_on_the_fly(family=probe_family, trials=trials, seed=seed, inputs=inputs,
+        fit, source = alpha_on_the_fly(family=family, trials=trials, seed=seed, inputs=inputs,
                                        progress=progress)
     return VarianceCurve(fit, model, draws, seed, source)

@@ -762,6 +762,71 @@ def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
+def _check_loader_args(
+    x_uint8: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int | None,
+    global_batch_size: int | None,
+    rank: int,
+    world_size: int,
+    crop_padding: int,
+    dtype: torch.dtype,
+) -> int:
+    """Validate :class:`DeviceLoader`'s arguments (``ValueError`` for a programming error,
+    :class:`UserError` for a bad setting) and return the per-process batch size."""
+    if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4:
+        raise ValueError(
+            f"x_uint8 must be uint8 (N, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}"
+        )
+    if y.dim() != 1 or y.shape[0] != x_uint8.shape[0]:
+        raise ValueError(f"y must be (N,) with N = {x_uint8.shape[0]}, got {tuple(y.shape)}")
+    if not (
+        isinstance(world_size, int)
+        and world_size >= 1
+        and isinstance(rank, int)
+        and 0 <= rank < world_size
+    ):
+        raise UserError(
+            f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+        )
+    if (batch_size is None) == (global_batch_size is None):
+        raise ValueError("give exactly one of batch_size and global_batch_size")
+    if global_batch_size is not None:
+        if not isinstance(global_batch_size, int) or global_batch_size < 1:
+            raise UserError(f"batch size must be a positive integer, got {global_batch_size!r}")
+        if global_batch_size % world_size:
+            raise UserError(
+                f"global batch size {global_batch_size} is not divisible by "
+                f"{world_size} processes"
+            )
+        batch_size = global_batch_size // world_size
+    assert batch_size is not None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
+    if not isinstance(crop_padding, int) or crop_padding < 0:
+        raise UserError(f"crop padding must be a non-negative integer, got {crop_padding!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating type, got {dtype}")
+    return batch_size
+
+
+def _normalizing_affine(
+    mean: torch.Tensor, std: torch.Tensor, shape: torch.Size, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` on ``device`` with ``x_uint8 * scale - shift == (x_uint8 / 255 - mean)
+    / std`` for images of ``shape`` ``(N, C, H, W)``; ``mean`` / ``std`` ``(C, 1, 1)`` or
+    ``(C, H, W)``."""
+    _, c, h, w = shape
+    mean = torch.as_tensor(mean, dtype=torch.float32)
+    std = torch.as_tensor(std, dtype=torch.float32)
+    if tuple(mean.shape) not in ((c, 1, 1), (c, h, w)) or tuple(std.shape) not in (
+        (c, 1, 1),
+        (c, h, w),
+    ):
+        raise ValueError(f"mean/std must be ({c}, 1, 1) or ({c}, {h}, {w})")
+    return (1.0 / (255.0 * std)).to(device), (mean / std).to(device)
+
+
 class DeviceLoader:
     """Batches of normalized, augmented images from uint8 data kept on ``device``.
 
@@ -821,54 +886,14 @@ class DeviceLoader:
         global_batch_size: int | None = None,
         shuffle: bool | None = None,
     ) -> None:
-        if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4:
-            raise ValueError(
-                f"x_uint8 must be uint8 (N, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}"
-            )
-        if y.dim() != 1 or y.shape[0] != x_uint8.shape[0]:
-            raise ValueError(f"y must be (N,) with N = {x_uint8.shape[0]}, got {tuple(y.shape)}")
-        if not (
-            isinstance(world_size, int)
-            and world_size >= 1
-            and isinstance(rank, int)
-            and 0 <= rank < world_size
-        ):
-            raise UserError(
-                f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
-            )
-        if (batch_size is None) == (global_batch_size is None):
-            raise ValueError("give exactly one of batch_size and global_batch_size")
-        if global_batch_size is not None:
-            if not isinstance(global_batch_size, int) or global_batch_size < 1:
-                raise UserError(f"batch size must be a positive integer, got {global_batch_size!r}")
-            if global_batch_size % world_size:
-                raise UserError(
-                    f"global batch size {global_batch_size} is not divisible by "
-                    f"{world_size} processes"
-                )
-            batch_size = global_batch_size // world_size
-        assert batch_size is not None
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
-        if not isinstance(crop_padding, int) or crop_padding < 0:
-            raise UserError(f"crop padding must be a non-negative integer, got {crop_padding!r}")
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating type, got {dtype}")
-
+        batch_size = _check_loader_args(
+            x_uint8, y, batch_size, global_batch_size, rank, world_size, crop_padding, dtype
+        )
         self.device = torch.device(device)
         self.x = x_uint8.to(self.device).contiguous()
         self.y = y.to(self.device, torch.int64)
-        n, c, h, w = self.x.shape
-        mean = torch.as_tensor(mean, dtype=torch.float32)
-        std = torch.as_tensor(std, dtype=torch.float32)
-        if tuple(mean.shape) not in ((c, 1, 1), (c, h, w)) or tuple(std.shape) not in (
-            (c, 1, 1),
-            (c, h, w),
-        ):
-            raise ValueError(f"mean/std must be ({c}, 1, 1) or ({c}, {h}, {w})")
-        # x_float = x_uint8 * scale - shift  ==  (x_uint8 / 255 - mean) / std
-        self._scale = (1.0 / (255.0 * std)).to(self.device)
-        self._shift = (mean / std).to(self.device)
+        n = self.x.shape[0]
+        self._scale, self._shift = _normalizing_affine(mean, std, self.x.shape, self.device)
 
         self.batch_size = batch_size
         self.world_size = world_size

@@ -1,6 +1,8 @@
 """The training loop: SGD as the recipe says, cross-entropy, top-1/top-5 test error every epoch.
 
-One flat function, :func:`train`, in the spirit of nanoGPT / airbench:
+:func:`train`, in the spirit of nanoGPT / airbench, is a short sequence of explicit steps
+(:func:`_build`, :func:`_resume`, :func:`_train_epoch`, :func:`_finish_epoch`,
+:func:`_checkpoint`, :func:`_write_result`):
 
 * data: :class:`~collegial.train.data.DeviceLoader` (uint8 images on the device, crop and flip
   per batch there; one deterministic order per ``(seed, epoch)``, sharded under DDP);
@@ -25,6 +27,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,9 +39,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from collegial.errors import UserError
+from collegial.provenance import provenance
 from collegial.models import create_model, get_dataset_spec
 from collegial.train.checkpoint import (
     load_checkpoint,
@@ -340,6 +345,70 @@ def evaluate(
 
 # ---- the loop -------------------------------------------------------------------------------
 
+#: The running sums of an epoch not started yet (a mid-epoch checkpoint stores its own).
+_NO_PARTIAL = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0}
+
+
+@dataclass
+class _Run:
+    """Everything one run's steps share: settings, model, optimizer, schedule, loaders, position.
+
+    ``net`` trains (DDP and/or compiled), ``eval_net`` evaluates (``model``, maybe compiled);
+    ``model`` is the bare module whose ``state_dict`` goes into checkpoints. ``start_epoch`` /
+    ``start_batch`` / ``partial`` say where training (re)starts; ``history`` holds one record
+    per finished epoch.
+    """
+
+    cfg: RunConfig
+    recipe: Recipe
+    info: Dist
+    device: torch.device
+    out: Path
+    log: Callable[[str], None]
+    stop: _StopOnSigterm
+    model: nn.Module
+    net: nn.Module
+    eval_net: nn.Module
+    opt: torch.optim.Optimizer
+    sched: LRScheduler
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+    config: dict[str, Any]
+    params: int
+    sync_every: int
+    start_epoch: int = 0
+    start_batch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: dict[str, float] = field(default_factory=lambda: dict(_NO_PARTIAL))
+    flops_img: int | None = None
+    peak: float | None = None
+
+    @property
+    def steps(self) -> int:
+        """Training steps per epoch."""
+        return len(self.train_loader)
+
+
+@dataclass(frozen=True)
+class _Position:
+    """Where a run (re)starts: the epoch, the batch in it, the history so far and the epoch's
+    partial sums (:data:`_NO_PARTIAL` at an epoch boundary)."""
+
+    epoch: int = 0
+    batch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: dict[str, float] = field(default_factory=lambda: dict(_NO_PARTIAL))
+
+
+@dataclass(frozen=True)
+class _EpochSums:
+    """One epoch's training: ``tot`` the sums over ranks (loss * n, correct, images, non-finite
+    losses, stop vote) at its last host sync, its training seconds and its learning rate."""
+
+    tot: list[float]
+    seconds: float
+    lr: float
+
 
 def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
     """Train ``cfg.family`` ``cfg.arch`` on ``data`` with ``recipe``; see the module docstring.
@@ -351,6 +420,30 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
     log: Callable[[str], None] = (
         (lambda s: print(s, flush=True)) if (cfg.verbose and info.is_main) else (lambda s: None)
     )
+    _check_settings(cfg, data)
+    deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
+    out = Path(cfg.out)
+
+    with _run_lock(out, info), _deterministic(deterministic, device), _StopOnSigterm().installed() as stop:
+        ckpt, stale = _prepare_out(cfg, info)
+        run = _build(cfg, recipe, data, ckpt, info, device, log, stop)
+        # every setting has been validated: only now start over (delete the old run) or go on
+        _start_out(out, stale, info, {
+            "config.json": json.dumps({**run.config, "provenance": provenance(cfg.seed)}, indent=2) + "\n",
+            "metrics.jsonl": "".join(json.dumps(r) + "\n" for r in run.history),
+        })
+        _announce(run, data)
+        run.net.train()
+        for epoch in range(run.start_epoch, recipe.epochs):
+            sums = _train_epoch(run, epoch)
+            if sums is None or _finish_epoch(run, epoch, sums):
+                return _result(run, stop.signal)
+        return _write_result(run)
+
+
+def _check_settings(cfg: RunConfig, data: ImageData) -> None:
+    """:class:`UserError` unless ``data`` has the images and classes the model expects and the
+    evaluation batch size is positive."""
     spec = get_dataset_spec(cfg.dataset)
     if (data.in_channels, data.resolution, data.num_classes) != (
         spec.in_channels,
@@ -364,298 +457,380 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
         )
     if cfg.eval_batch_size < 1:
         raise UserError(f"eval batch size must be >= 1, got {cfg.eval_batch_size}")
-    deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
-    sync_every = cfg.sync_every or (1 if device.type == "cpu" else 50)
+
+
+def _build(
+    cfg: RunConfig,
+    recipe: Recipe,
+    data: ImageData,
+    ckpt: dict[str, Any] | None,
+    info: Dist,
+    device: torch.device,
+    log: Callable[[str], None],
+    stop: _StopOnSigterm,
+) -> _Run:
+    """Model, optimizer and schedule on ``device`` (seeded by ``cfg.seed``), restored from
+    ``ckpt`` when resuming, wrapped for DDP / ``torch.compile``, and the two data loaders;
+    validates every setting (nothing on disk changes here)."""
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.family, arch=cfg.arch, dataset=cfg.dataset, **cfg.model_kwargs)
+    params = sum(p.numel() for p in model.parameters())
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=fmt)
+    opt = recipe.optimizer(model.parameters())
+    sched = recipe.schedule(opt)
+    config = _run_config_dict(cfg, recipe, info, params)
+    config["data"] = data_fingerprint(data)
     out = Path(cfg.out)
+    pos = _Position()
+    if ckpt is not None:
+        pos = _resume(ckpt, config, out / "last.pt", model, opt, sched)
+        log(f"resuming {out / 'last.pt'} at epoch {pos.epoch} batch {pos.batch}")
+    elif cfg.resume:
+        log(f"--resume: {out} holds no run yet; starting it")
 
-    with _run_lock(out, info), _deterministic(deterministic, device), _StopOnSigterm().installed() as stop:
-        ckpt, stale = _prepare_out(cfg, info)
-        # -- model, optimizer, schedule
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.family, arch=cfg.arch, dataset=cfg.dataset, **cfg.model_kwargs)
-        params = sum(p.numel() for p in model.parameters())
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model = model.to(device=device, memory_format=fmt)
-        opt = torch.optim.SGD(
-            model.parameters(),
-            lr=recipe.lr,
-            momentum=recipe.momentum,
-            nesterov=recipe.nesterov,
-            weight_decay=recipe.weight_decay,
+    net = wrap_ddp(model, info, device)
+    eval_net: nn.Module = model
+    if cfg.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+        eval_net = torch.compile(model)  # type: ignore[assignment]
+    train_loader, test_loader = _loaders(cfg, recipe, data, info, device)
+    return _Run(
+        cfg=cfg, recipe=recipe, info=info, device=device, out=out, log=log, stop=stop,
+        model=model, net=net, eval_net=eval_net, opt=opt, sched=sched,
+        train_loader=train_loader, test_loader=test_loader, config=config, params=params,
+        sync_every=cfg.sync_every or (1 if device.type == "cpu" else 50),
+        start_epoch=pos.epoch, start_batch=pos.batch, history=pos.history, partial=pos.partial,
+    )
+
+
+def _resume(
+    ckpt: dict[str, Any],
+    config: dict[str, Any],
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: LRScheduler,
+) -> _Position:
+    """Check that checkpoint ``ckpt`` (read from ``path``) continues this run (``config``), load
+    its model, optimizer, schedule and RNG states, and return where it stopped."""
+    _check_resumable(ckpt, config, path)
+    try:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} does not fit this run ({first}); use --overwrite") from None
+    return _Position(
+        epoch=int(ckpt["epoch"]),
+        batch=int(ckpt.get("batch", 0)),
+        history=list(ckpt.get("history", [])),
+        partial=dict(ckpt.get("partial", _NO_PARTIAL)),
+    )
+
+
+def _loaders(
+    cfg: RunConfig, recipe: Recipe, data: ImageData, info: Dist, device: torch.device
+) -> tuple[DeviceLoader, DeviceLoader]:
+    """The training loader (global batch, augmentation and shuffling of ``recipe``) and the test
+    loader (``cfg.eval_batch_size`` per process), both on ``device`` and sharded over ranks."""
+    mean, std = normalization_stats(data, recipe.normalization)
+    loader_kw = dict(
+        mean=mean,
+        std=std,
+        device=device,
+        generator_seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        channels_last=cfg.channels_last,
+    )
+    train_loader = DeviceLoader(
+        data.train_x,
+        data.train_y,
+        global_batch_size=recipe.batch_size,
+        train=True,
+        crop_padding=recipe.crop_padding,
+        flip=recipe.flip,
+        **loader_kw,  # type: ignore[arg-type]
+    )
+    test_loader = DeviceLoader(
+        data.test_x,
+        data.test_y,
+        batch_size=cfg.eval_batch_size,
+        train=False,
+        **loader_kw,  # type: ignore[arg-type]
+    )
+    return train_loader, test_loader
+
+
+def _announce(run: _Run, data: ImageData) -> None:
+    """Set up the throughput accounting (MFU when the device's peak is known) and log the run's
+    one-line summary (and a note when bf16 autocast runs on a CPU without native bf16)."""
+    cfg, recipe, info, device = run.cfg, run.recipe, run.info, run.device
+    try:
+        run.flops_img = train_flops_per_image(
+            cfg.family, cfg.arch, cfg.dataset, **cfg.model_kwargs
         )
-        sched = torch.optim.lr_scheduler.MultiStepLR(
-            opt, milestones=list(recipe.milestones), gamma=recipe.gamma
-        )
-        config = _run_config_dict(cfg, recipe, info, params)
-        config["data"] = data_fingerprint(data)
-
-        start_epoch, start_batch, history = 0, 0, []
-        partial = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0}
-        if ckpt is not None:
-            _check_resumable(ckpt, config, out / "last.pt")
-            try:
-                model.load_state_dict(ckpt["model"])
-                opt.load_state_dict(ckpt["optimizer"])
-                sched.load_state_dict(ckpt["scheduler"])
-                set_rng_state(ckpt["rng"])
-            except (RuntimeError, KeyError, ValueError, TypeError) as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UserError(f"{out / 'last.pt'} does not fit this run ({first}); use --overwrite") from None
-            start_epoch, start_batch = int(ckpt["epoch"]), int(ckpt.get("batch", 0))
-            history = list(ckpt.get("history", []))
-            partial = dict(ckpt.get("partial", partial))
-            log(f"resuming {out / 'last.pt'} at epoch {start_epoch} batch {start_batch}")
-        elif cfg.resume:
-            log(f"--resume: {out} holds no run yet; starting it")
-
-        net = wrap_ddp(model, info, device)
-        eval_net: nn.Module = model
-        if cfg.compile:
-            net = torch.compile(net)  # type: ignore[assignment]
-            eval_net = torch.compile(model)  # type: ignore[assignment]
-
-        # -- data
-        mean, std = normalization_stats(data, recipe.normalization)
-        loader_kw = dict(
-            mean=mean,
-            std=std,
-            device=device,
-            generator_seed=cfg.seed,
-            rank=info.rank,
-            world_size=info.world_size,
-            channels_last=cfg.channels_last,
-        )
-        train_loader = DeviceLoader(
-            data.train_x,
-            data.train_y,
-            global_batch_size=recipe.batch_size,
-            train=True,
-            crop_padding=recipe.crop_padding,
-            flip=recipe.flip,
-            **loader_kw,  # type: ignore[arg-type]
-        )
-        test_loader = DeviceLoader(
-            data.test_x,
-            data.test_y,
-            batch_size=cfg.eval_batch_size,
-            train=False,
-            **loader_kw,  # type: ignore[arg-type]
-        )
-        steps = len(train_loader)
-        # every setting has been validated: only now start over (delete the old run) or go on
-        _start_out(out, stale, info, {
-            "config.json": json.dumps(config, indent=2) + "\n",
-            "metrics.jsonl": "".join(json.dumps(r) + "\n" for r in history),
-        })
-
-        # -- throughput accounting (MFU when the device's peak is known)
-        flops_img: int | None
-        try:
-            flops_img = train_flops_per_image(
-                cfg.family, cfg.arch, cfg.dataset, **cfg.model_kwargs
-            )
-        except Exception:  # noqa: BLE001 - FLOPs are informative only; a model may not trace
-            flops_img = None
-        peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak_flops(device, cfg.amp)
-        log(
-            f"{cfg.family} {cfg.arch} on {data.name}: {params / 1e6:.3f}M params"
-            + (f", {flops_img / 3e9:.3g} GFLOPs/image fwd" if flops_img else "")
-            + f"; {recipe.epochs} epochs x {steps} steps of {recipe.batch_size}"
-            + (f" ({info.world_size} processes)" if info.enabled else "")
-            + f"; {device}"
-            + (" bf16" if cfg.amp else "")
-            + (" channels_last" if cfg.channels_last else "")
-            + (" compile" if cfg.compile else "")
+    except Exception:  # noqa: BLE001 - FLOPs are informative only; a model may not trace
+        run.flops_img = None
+    run.peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak_flops(device, cfg.amp)
+    flops_img = run.flops_img
+    run.log(
+        f"{cfg.family} {cfg.arch} on {data.name}: {run.params / 1e6:.3f}M params"
+        + (f", {flops_img / 3e9:.3g} GFLOPs/image fwd" if flops_img else "")
+        + f"; {recipe.epochs} epochs x {run.steps} steps of {recipe.batch_size}"
+        + (f" ({info.world_size} processes)" if info.enabled else "")
+        + f"; {device}"
+        + (" bf16" if cfg.amp else "")
+        + (" channels_last" if cfg.channels_last else "")
+        + (" compile" if cfg.compile else "")
+    )
+    if cfg.amp and device.type == "cpu" and not _cpu_has_bf16():
+        run.log(
+            "note: this CPU has no native bf16 (AVX512-BF16 / AMX): bf16 autocast runs much "
+            "slower than fp32 here (see bench/RESULTS.md); consider dropping --amp"
         )
 
-        if cfg.amp and device.type == "cpu" and not _cpu_has_bf16():
-            log(
-                "note: this CPU has no native bf16 (AVX512-BF16 / AMX): bf16 autocast runs much "
-                "slower than fp32 here (see bench/RESULTS.md); consider dropping --amp"
-            )
 
-        def checkpoint(epoch: int, batch: int, part: dict[str, float]) -> None:
-            if info.is_main:
-                save_atomic(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "model": model.state_dict(),
-                        "epoch": epoch,
-                        "batch": batch,
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "rng": rng_state(),
-                        "partial": part,
-                        "history": history,
-                        "config": config,
-                    },
-                    out / "last.pt",
-                )
-            barrier(info)
+def _train_epoch(run: _Run, epoch: int) -> _EpochSums | None:
+    """Train (0-based) ``epoch`` from ``run.start_batch`` on; ``None`` when SIGTERM / SIGINT
+    stopped it mid-epoch (after a checkpoint of that exact position).
 
-        def result(stopped: str | None = None) -> RunResult:
-            last = history[-1] if history else {}
-            return RunResult(
-                out=out,
-                epochs=len(history),
-                test_top1_err=last.get("test_top1_err", math.nan),
-                test_top5_err=last.get("test_top5_err", math.nan),
-                test_loss=last.get("test_loss", math.nan),
-                params=params,
-                history=history,
-                stopped=stopped,
-            )
-
-        # -- epochs
-        net.train()
-        for epoch in range(start_epoch, recipe.epochs):
-            train_loader.set_epoch(epoch, start_batch=start_batch)
-            lr = opt.param_groups[0]["lr"]
-            # Running sums of this rank on the device: loss * n, correct, images, non-finite
-            # losses. The epoch's partial sums (from a mid-epoch checkpoint) count on rank 0.
-            acc = torch.zeros(4, dtype=torch.float64, device=device)
-            if info.is_main:
-                # float64: a float32 tensor here rounded the partial loss sum (resume not bit-exact)
-                acc[:3] = torch.tensor(
-                    [partial["loss"], partial["correct"], partial["images"]], dtype=torch.float64
-                )
-            # `tot`: the sums over ranks at the last host sync (+ the SIGTERM vote).
-            tot = all_reduce_sum(torch.cat([acc, acc.new_zeros(1)]), info).tolist()
-            seconds = partial["seconds"]
-            bar = tqdm(
-                total=steps,
-                initial=start_batch,
-                desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                unit="step",
-                leave=False,
-                dynamic_ncols=True,
-                disable=not (cfg.progress and info.is_main),
-            )
-            t0 = time.perf_counter()
-            t_sync = t0
-            for step, (x, y) in enumerate(train_loader, start=start_batch):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                    logits = net(x)
-                    loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    ld = loss.detach().double()
-                    acc += torch.stack(
-                        [
-                            ld * len(y),
-                            (logits.argmax(1) == y).sum().double(),
-                            ld.new_tensor(float(len(y))),
-                            (~torch.isfinite(ld)).double(),
-                        ]
-                    )
-                done = step + 1
-                if done % sync_every and done != steps:
-                    continue
-                # host sync: loss check, progress, SIGTERM -- the same decision on every rank
-                prev_images = tot[2]
-                tot = all_reduce_sum(
-                    torch.cat([acc, acc.new_tensor([float(stop.requested)])]), info
-                ).tolist()
-                now = time.perf_counter()
-                if tot[3] > 0:
-                    bar.close()
-                    kept = (
-                        f"{out / 'last.pt'} (epoch {len(history)})"
-                        if (out / "last.pt").exists()
-                        else "none written yet"
-                    )
-                    raise TrainingDiverged(
-                        f"loss is not finite at epoch {epoch + 1} step {done}; stopped "
-                        f"(last good checkpoint: {kept}); try a lower --lr"
-                    )
-                bar.update(done - bar.n)
-                bar.set_postfix(
-                    loss=f"{tot[0] / max(tot[2], 1):.4f}",
-                    img_s=f"{(tot[2] - prev_images) / max(now - t_sync, 1e-9):.1f}",
-                    refresh=False,
-                )
-                t_sync = now
-                if tot[4] > 0:  # SIGTERM: checkpoint this exact position and stop
-                    bar.close()
-                    part = {
-                        "loss": tot[0],
-                        "correct": tot[1],
-                        "images": tot[2],
-                        "seconds": seconds + (now - t0),
-                    }
-                    checkpoint(epoch, done, part)
-                    log(
-                        f"{stop.signal}: stopped at epoch {epoch + 1} step {done}/{steps}; "
-                        f"checkpoint {out / 'last.pt'}; continue with --resume"
-                    )
-                    return result(stop.signal)
+    Every ``run.sync_every`` steps (and at the end) one host sync sums the counts over ranks,
+    checks the loss (:class:`TrainingDiverged`), moves the progress bar and polls the stop flag
+    -- the same decision on every rank.
+    """
+    run.train_loader.set_epoch(epoch, start_batch=run.start_batch)
+    lr = run.opt.param_groups[0]["lr"]
+    acc = _epoch_sums(run)
+    # `tot`: the sums over ranks at the last host sync (+ the SIGTERM vote).
+    tot = all_reduce_sum(torch.cat([acc, acc.new_zeros(1)]), run.info).tolist()
+    seconds = run.partial["seconds"]
+    bar = _progress_bar(run, epoch)
+    t0 = time.perf_counter()
+    t_sync = t0
+    for step, (x, y) in enumerate(run.train_loader, start=run.start_batch):
+        _train_step(run, x, y, acc)
+        done = step + 1
+        if done % run.sync_every and done != run.steps:
+            continue
+        prev_images = tot[2]
+        tot = all_reduce_sum(
+            torch.cat([acc, acc.new_tensor([float(run.stop.requested)])]), run.info
+        ).tolist()
+        now = time.perf_counter()
+        if tot[3] > 0:
             bar.close()
-            train_seconds = seconds + (time.perf_counter() - t0)
-            sched.step()
+            raise _diverged(run, epoch, done)
+        bar.update(done - bar.n)
+        bar.set_postfix(
+            loss=f"{tot[0] / max(tot[2], 1):.4f}",
+            img_s=f"{(tot[2] - prev_images) / max(now - t_sync, 1e-9):.1f}",
+            refresh=False,
+        )
+        t_sync = now
+        if tot[4] > 0:  # SIGTERM: checkpoint this exact position and stop
+            bar.close()
+            _stop_mid_epoch(run, epoch, done, tot, seconds + (now - t0))
+            return None
+    bar.close()
+    return _EpochSums(tot=tot, seconds=seconds + (time.perf_counter() - t0), lr=lr)
 
-            # -- evaluate, log, checkpoint
-            t_eval = time.perf_counter()
-            test = evaluate(eval_net, test_loader, info, amp=cfg.amp)
-            n_img = max(tot[2], 1.0)
-            ips = tot[2] / max(train_seconds, 1e-9)
-            record = {
-                "epoch": epoch + 1,
-                "lr": lr,
-                "train_loss": tot[0] / n_img,
-                "train_top1_err": 100.0 * (1 - tot[1] / n_img),
-                **test,
-                "images_per_s": ips,
-                "train_seconds": train_seconds,
-                "eval_seconds": time.perf_counter() - t_eval,
-                "tflops_per_s": ips * flops_img / 1e12 if flops_img else None,
-                "mfu": ips * flops_img / peak if (flops_img and peak) else None,
-            }
-            history.append(record)
-            start_batch = 0
-            partial = {"loss": 0.0, "correct": 0.0, "images": 0.0, "seconds": 0.0}
-            checkpoint(epoch + 1, 0, partial)
-            if info.is_main:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            log(
-                f"epoch {epoch + 1:>3}/{recipe.epochs} | lr {lr:.4g} | "
-                f"train loss {record['train_loss']:.4f} err {record['train_top1_err']:.2f}% | "
-                f"test loss {test['test_loss']:.4f} top-1 {test['test_top1_err']:.2f}% "
-                f"top-5 {test['test_top5_err']:.2f}% | {ips:.1f} img/s"
-                + (f" | {record['tflops_per_s']:.3g} TFLOP/s" if flops_img else "")
-                + (f" | MFU {100 * record['mfu']:.1f}%" if record["mfu"] is not None else "")
-            )
-            if epoch + 1 < recipe.epochs and _any_rank(stop.requested, info, device):
-                log(
-                    f"{stop.signal}: stopped after epoch {epoch + 1}; checkpoint {out / 'last.pt'}; "
-                    "continue with --resume"
-                )
-                return result(stop.signal)
 
-        res = result()
-        if info.is_main:
-            write_text_atomic(
-                json.dumps(
-                    {
-                        "family": cfg.family,
-                        "arch": cfg.arch,
-                        "dataset": cfg.dataset,
-                        "seed": cfg.seed,
-                        "params": params,
-                        "epochs": res.epochs,
-                        "test_top1_err": res.test_top1_err,
-                        "test_top5_err": res.test_top5_err,
-                        "test_loss": res.test_loss,
-                    },
-                    indent=2,
-                )
-                + "\n",
-                out / "result.json",
+def _epoch_sums(run: _Run) -> torch.Tensor:
+    """This rank's running sums on the device: loss * n, correct, images, non-finite losses. The
+    epoch's partial sums (from a mid-epoch checkpoint) count on rank 0."""
+    acc = torch.zeros(4, dtype=torch.float64, device=run.device)
+    if run.info.is_main:
+        # float64: a float32 tensor here rounded the partial loss sum (resume not bit-exact)
+        p = run.partial
+        acc[:3] = torch.tensor([p["loss"], p["correct"], p["images"]], dtype=torch.float64)
+    return acc
+
+
+def _progress_bar(run: _Run, epoch: int) -> tqdm:
+    """The epoch's progress bar on stderr: only with ``cfg.progress``, on rank 0, and when
+    stderr is a terminal (never into a log file)."""
+    return tqdm(
+        total=run.steps,
+        initial=run.start_batch,
+        desc=f"epoch {epoch + 1}/{run.recipe.epochs}",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not (run.cfg.progress and run.info.is_main and _stderr_is_terminal()),
+    )
+
+
+def _stderr_is_terminal() -> bool:
+    """Whether ``sys.stderr`` (where tqdm writes) is a terminal."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor, acc: torch.Tensor) -> None:
+    """One optimizer step on the batch ``(x, y)``; adds its loss * n, correct predictions,
+    images and non-finite loss (0 or 1) to ``acc`` (on the device, no host sync)."""
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.amp):
+        logits = run.net(x)
+        loss = F.cross_entropy(logits, y)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    with torch.no_grad():
+        ld = loss.detach().double()
+        acc += torch.stack(
+            [
+                ld * len(y),
+                (logits.argmax(1) == y).sum().double(),
+                ld.new_tensor(float(len(y))),
+                (~torch.isfinite(ld)).double(),
+            ]
+        )
+
+
+def _diverged(run: _Run, epoch: int, done: int) -> TrainingDiverged:
+    """The error for a non-finite loss at (0-based) ``epoch`` after ``done`` steps."""
+    last = run.out / "last.pt"
+    kept = f"{last} (epoch {len(run.history)})" if last.exists() else "none written yet"
+    return TrainingDiverged(
+        f"loss is not finite at epoch {epoch + 1} step {done}; stopped "
+        f"(last good checkpoint: {kept}); try a lower --lr"
+    )
+
+
+def _stop_mid_epoch(run: _Run, epoch: int, done: int, tot: list[float], seconds: float) -> None:
+    """SIGTERM / SIGINT after ``done`` steps of ``epoch``: checkpoint that exact position (with
+    the epoch's sums ``tot`` and ``seconds`` so far) and say how to continue."""
+    part = {"loss": tot[0], "correct": tot[1], "images": tot[2], "seconds": seconds}
+    _checkpoint(run, epoch, done, part)
+    run.log(
+        f"{run.stop.signal}: stopped at epoch {epoch + 1} step {done}/{run.steps}; "
+        f"checkpoint {run.out / 'last.pt'}; continue with --resume"
+    )
+
+
+def _finish_epoch(run: _Run, epoch: int, sums: _EpochSums) -> bool:
+    """Step the schedule, evaluate, append the epoch's record to the history and
+    ``metrics.jsonl``, checkpoint and log it; ``True`` when a stop was requested on any rank
+    and epochs remain (the run stops here, at an epoch boundary)."""
+    run.sched.step()
+    record = _epoch_record(run, epoch, sums)
+    run.history.append(record)
+    run.start_batch = 0
+    run.partial = dict(_NO_PARTIAL)
+    _checkpoint(run, epoch + 1, 0, run.partial)
+    if run.info.is_main:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    _log_epoch(run, record)
+    if epoch + 1 < run.recipe.epochs and _any_rank(run.stop.requested, run.info, run.device):
+        run.log(
+            f"{run.stop.signal}: stopped after epoch {epoch + 1}; checkpoint {run.out / 'last.pt'}; "
+            "continue with --resume"
+        )
+        return True
+    return False
+
+
+def _epoch_record(run: _Run, epoch: int, sums: _EpochSums) -> dict[str, Any]:
+    """Evaluate and return the epoch's line of ``metrics.jsonl``: learning rate, training loss
+    and error, test metrics, throughput (and TFLOP/s, MFU when known)."""
+    t_eval = time.perf_counter()
+    test = evaluate(run.eval_net, run.test_loader, run.info, amp=run.cfg.amp)
+    tot, flops_img, peak = sums.tot, run.flops_img, run.peak
+    n_img = max(tot[2], 1.0)
+    ips = tot[2] / max(sums.seconds, 1e-9)
+    return {
+        "epoch": epoch + 1,
+        "lr": sums.lr,
+        "train_loss": tot[0] / n_img,
+        "train_top1_err": 100.0 * (1 - tot[1] / n_img),
+        **test,
+        "images_per_s": ips,
+        "train_seconds": sums.seconds,
+        "eval_seconds": time.perf_counter() - t_eval,
+        "tflops_per_s": ips * flops_img / 1e12 if flops_img else None,
+        "mfu": ips * flops_img / peak if (flops_img and peak) else None,
+    }
+
+
+def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
+    """The epoch's one log line."""
+    run.log(
+        f"epoch {record['epoch']:>3}/{run.recipe.epochs} | lr {record['lr']:.4g} | "
+        f"train loss {record['train_loss']:.4f} err {record['train_top1_err']:.2f}% | "
+        f"test loss {record['test_loss']:.4f} top-1 {record['test_top1_err']:.2f}% "
+        f"top-5 {record['test_top5_err']:.2f}% | {record['images_per_s']:.1f} img/s"
+        + (f" | {record['tflops_per_s']:.3g} TFLOP/s" if run.flops_img else "")
+        + (f" | MFU {100 * record['mfu']:.1f}%" if record["mfu"] is not None else "")
+    )
+
+
+def _checkpoint(run: _Run, epoch: int, batch: int, part: dict[str, float]) -> None:
+    """Write ``out/last.pt`` atomically (rank 0): model, optimizer, schedule and RNG states,
+    the position ``(epoch, batch)``, the epoch's partial sums, the history and the config."""
+    if run.info.is_main:
+        save_atomic(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": run.model.state_dict(),
+                "epoch": epoch,
+                "batch": batch,
+                "optimizer": run.opt.state_dict(),
+                "scheduler": run.sched.state_dict(),
+                "rng": rng_state(),
+                "partial": part,
+                "history": run.history,
+                "config": run.config,
+            },
+            run.out / "last.pt",
+        )
+    barrier(run.info)
+
+
+def _result(run: _Run, stopped: str | None = None) -> RunResult:
+    """The run's :class:`RunResult` from its history (NaN metrics before the first epoch)."""
+    last = run.history[-1] if run.history else {}
+    return RunResult(
+        out=run.out,
+        epochs=len(run.history),
+        test_top1_err=last.get("test_top1_err", math.nan),
+        test_top5_err=last.get("test_top5_err", math.nan),
+        test_loss=last.get("test_loss", math.nan),
+        params=run.params,
+        history=run.history,
+        stopped=stopped,
+    )
+
+
+def _write_result(run: _Run) -> RunResult:
+    """The finished run's result; rank 0 writes it to ``out/result.json``."""
+    cfg, res = run.cfg, _result(run)
+    if run.info.is_main:
+        write_text_atomic(
+            json.dumps(
+                {
+                    "family": cfg.family,
+                    "arch": cfg.arch,
+                    "dataset": cfg.dataset,
+                    "seed": cfg.seed,
+                    "params": run.params,
+                    "epochs": res.epochs,
+                    "test_top1_err": res.test_top1_err,
+                    "test_top5_err": res.test_top5_err,
+                    "test_loss": res.test_loss,
+                    "provenance": provenance(cfg.seed),
+                },
+                indent=2,
             )
-        barrier(info)
-        return res
+            + "\n",
+            run.out / "result.json",
+        )
+    barrier(run.info)
+    return res
 
 
 def _any_rank(flag: bool, info: Dist, device: torch.device) -> bool:

@@ -1,7 +1,8 @@
 """Training recipes: the paper's (SPEC section 7) and the project's short CPU recipes.
 
 All recipes: SGD with momentum 0.9, no Nesterov, weight decay on all parameters, cross-entropy,
-learning rate multiplied by ``gamma`` at each epoch in ``milestones`` (``MultiStepLR``).
+learning rate multiplied by ``gamma`` at each epoch in ``milestones`` (``MultiStepLR``);
+:meth:`Recipe.optimizer` and :meth:`Recipe.schedule` build the two for the training loop.
 
 ``batch_size`` and ``lr`` are *global*: with several processes each one takes
 ``batch_size / world_size`` images per step (``DeviceLoader(global_batch_size=...)``), e.g. the
@@ -37,6 +38,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler, MultiStepLR
+from torch.optim.optimizer import ParamsT
 
 from collegial.errors import UserError
 from collegial.models.datasets import get_dataset_spec
@@ -126,6 +131,23 @@ class Recipe:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
         return d
+
+    def optimizer(self, params: ParamsT) -> torch.optim.Optimizer:
+        """The recipe's optimizer over ``params``: SGD with ``lr``, ``momentum``, ``nesterov``
+        and ``weight_decay`` (on every parameter)."""
+        return torch.optim.SGD(
+            params,
+            lr=self.lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+        )
+
+    def schedule(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
+        """The recipe's learning-rate schedule for ``optimizer``, stepped once per epoch:
+        ``MultiStepLR`` multiplying the rate by ``gamma`` at each of ``milestones`` (see
+        :meth:`lr_at`)."""
+        return MultiStepLR(optimizer, milestones=list(self.milestones), gamma=self.gamma)
 
 
 def _fail(field: str, message: str, value: Any) -> UserError:

@@ -1,0 +1,99 @@
+"""Families from outside the package: ``collegial --import MODULE`` and the entry point group
+``collegial.families``.
+
+A plugin is a module that registers families with :func:`collegial.models.register_model` when
+it is imported. Two ways in:
+
+* ``collegial --import MODULE`` (repeatable) imports ``MODULE`` before the subcommand runs:
+  a dotted module name (looked up on ``sys.path`` and in the current directory, as
+  ``python -m`` does) or the path of a ``.py`` file. :func:`import_plugin` does the same from
+  Python.
+* an installed package declares, in its ``pyproject.toml``::
+
+      [project.entry-points."collegial.families"]
+      mynet = "mypackage.families"          # a module, imported
+      other = "mypackage.more:register"     # or a function, called with no arguments
+
+  Every entry point of the group is loaded once, the first time the registry is asked for a
+  family (:func:`load_entry_points`).
+
+A plugin that fails to import raises :class:`~collegial.errors.UserError` naming it, the
+exception and where it was raised (one line; the CLI exits with code 2).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+
+from collegial.errors import UserError
+
+ENTRY_POINT_GROUP = "collegial.families"
+_loaded_entry_points = False
+_entry_point_error: UserError | None = None
+
+
+def _failure(what: str, e: BaseException) -> UserError:
+    """One line: what failed, the exception, and the innermost frame outside importlib."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if "importlib" not in f.filename and f.filename != __file__]
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return UserError(f"{what} failed: {type(e).__name__}: {msg}{where}".rstrip(": "))
+
+
+def import_plugin(spec: str) -> ModuleType:
+    """Import ``spec`` (a module name or a ``.py`` path) so that its families register."""
+    spec = spec.strip()
+    if not spec:
+        raise UserError("--import needs a module name or a .py file")
+    try:
+        if spec.endswith(".py") or os.sep in spec:
+            path = Path(spec).expanduser().resolve()
+            if not path.is_file():
+                raise UserError(f"--import {spec}: no such file")
+            name = path.stem
+            if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+                return sys.modules[name]
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise UserError(f"--import {spec}: not a Python module")
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module
+            try:
+                loader_spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
+            return module
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m` does: modules beside the user
+        return importlib.import_module(spec)
+    except UserError:
+        raise
+    except (Exception, SystemExit) as e:
+        raise _failure(f"--import {spec}", e) from None
+
+
+def load_entry_points() -> None:
+    """Load every ``collegial.families`` entry point (once per process)."""
+    global _loaded_entry_points, _entry_point_error
+    if _entry_point_error is not None:
+        raise _entry_point_error
+    if _loaded_entry_points:
+        return
+    _loaded_entry_points = True  # before loading: a plugin's own registry calls must not recurse
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if not isinstance(obj, ModuleType) and callable(obj):
+                obj()
+        except (Exception, SystemExit) as e:
+            _entry_point_error = _failure(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP})", e)
+            raise _entry_point_error from None
