@@ -290,20 +290,14 @@ def run_algorithm1(
     against ``V(1, n) / m`` (per pair, then averaged). Under ``torchrun`` the trial chunks are
     sharded over ranks; the result does not depend on the thread or process count.
 
-    ``inputs``: the probe's pairs (default :class:`~collegial.ntk.inputs.ProbeInputs` ``()``:
-    post-ReLU correlated Gaussians, rho 0.6, 8 pairs).
-
-    What is measured: ``family`` (default ``resnext29``), a registered model family, measured
-    through the probe block it declares (``register_model(..., probe=, probe_input_shape=)``;
-    the built-in bottleneck and MLP on their dedicated engines, any other block on the generic
-    one, :class:`~collegial.ntk.probe.FactoryProbe`); or ``probe``, any ``(m, n) -> nn.Module``,
-    with ``input_shape`` (one input, no batch axis); or ``factory``, a width-only
-    ``n -> nn.Module`` (m = 1, so no 1/m check). ``channels``, ``spatial`` resize the built-in
-    blocks (default: as declared, C = 256 on 8x8; the MLP's 256 inputs). ``engine="generic"``
-    runs a built-in block on the generic engine (for cross-checks and benchmarks).
-    ``parameterization="ntk"`` measures ``K`` with respect to ``W / sigma`` (see
-    :class:`~collegial.ntk.probe.ResNeXtBlockProbe`); ``progress``: a tqdm bar on stderr when it
-    is a terminal.
+    ``inputs``: the pairs (default :class:`~collegial.ntk.inputs.ProbeInputs` ``()``: post-ReLU
+    correlated Gaussians, rho 0.6, 8 pairs). What is measured (:func:`probe_spec`): the block
+    ``family`` declares (default ``resnext29``; built-in blocks on dedicated engines, any other
+    on :class:`~collegial.ntk.generic.FactoryProbe`), or ``probe`` ``(m, n) -> nn.Module`` with
+    ``input_shape``, or a width-only ``factory`` (m = 1: no 1/m check). ``channels``/``spatial``
+    resize the built-in blocks; ``engine="generic"`` runs them on the generic engine.
+    ``parameterization="ntk"``: ``K`` with respect to ``W / sigma``
+    (:class:`~collegial.ntk.probe.ResNeXtBlockProbe`); ``progress``: a tqdm bar on a terminal.
     """
     inputs = ProbeInputs() if inputs is None else inputs
     if not isinstance(inputs, ProbeInputs):
@@ -321,24 +315,69 @@ def run_algorithm1(
         )
         for p in range(inputs.pairs)
     ]
-    ms = sorted({int(m) for m in m_law}) if spec.takes_m else []
-    if any(m < 2 for m in ms):
-        raise UserError("m_law multiplicities must be >= 2")
-    if ms and m_law_width < 1:
-        raise UserError("m_law_width must be >= 1")
+    ms = _check_m_law(m_law, m_law_width) if spec.takes_m else []
     rank, world = _dist()
     jobs = [(1, n) for n in ws] + [(m, m_law_width) for m in ms]
     if ms and m_law_width not in ws:
         jobs.append((1, m_law_width))
+    stats, job_seconds, seconds = _run_jobs(probes, jobs, per_pair, seed, progress=progress and rank == 0)
+    pooled = {k: pool_pairs(v) for k, v in stats.items()}
+    for n in ws:
+        if not pooled[(1, n)].v > 0:
+            raise UserError(
+                f"K did not vary at width {n} ({per_pair} trials per pair gave one value): too few trials "
+                "or a probe whose units are all inactive; use more --trials"
+            )
+    opts = inputs.options()
+    first = probes[0]
+    return AlphaFit(
+        family=spec.name,
+        channels=int(first.channels),
+        input_shape=_input_shape(first),
+        bn=bn,
+        seed=int(seed),
+        trials=per_pair * inputs.pairs,
+        widths=ws,
+        variance=[pooled[(1, n)].v for n in ws],
+        stderr=[pooled[(1, n)].stderr for n in ws],
+        mean_k=[pooled[(1, n)].mean for n in ws],
+        inputs=inputs.kind,
+        correlation=opts["correlation"],  # type: ignore[arg-type]
+        pairs=inputs.pairs,
+        input_data=opts["input_data"],  # type: ignore[arg-type]
+        pair_variance=[[e.v for e in stats[(1, n)]] for n in ws],
+        m_law=_m_law_points(stats, ms, m_law_width),
+        spatial=int(first.spatial) if isinstance(first, ResNeXtBlockProbe) else 0,
+        parameterization=parameterization,
+        engine=str(first.engine),
+        seconds=seconds,
+        world_size=world,
+        job_seconds=job_seconds,
+    )
+
+
+def _check_m_law(m_law: Sequence[int], width: int) -> list[int]:
+    ms = sorted({int(m) for m in m_law})
+    if any(m < 2 for m in ms):
+        raise UserError("m_law multiplicities must be >= 2")
+    if ms and width < 1:
+        raise UserError("m_law_width must be >= 1")
+    return ms
+
+
+def _run_jobs(
+    probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int, seed: int, *, progress: bool
+) -> tuple[dict[tuple[int, int], list[NormalizedVariance]], list[dict[str, float]], float]:
+    """Every ``(m, n)`` job over every pair: per-pair normalized variances, seconds per job and
+    in all; ``progress``: a tqdm bar on stderr when it is a terminal."""
     bar = None
-    if progress and rank == 0:
+    if progress:
         import sys
 
         from tqdm import tqdm
 
-        total = per_pair * inputs.pairs * len(jobs)
-        bar = tqdm(total=total, unit="trial", desc="fit-alpha", leave=False, dynamic_ncols=True,
-                   disable=not sys.stderr.isatty())
+        bar = tqdm(total=per_pair * len(probes) * len(jobs), unit="trial", desc="fit-alpha", leave=False,
+                   dynamic_ncols=True, disable=not sys.stderr.isatty())
     t0 = time.perf_counter()
     stats: dict[tuple[int, int], list[NormalizedVariance]] = {}
     job_seconds = []
@@ -353,49 +392,28 @@ def run_algorithm1(
     finally:
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - t0
-    pooled = {k: pool_pairs(v) for k, v in stats.items()}
-    for n in ws:
-        if not pooled[(1, n)].v > 0:
-            raise UserError(
-                f"K did not vary at width {n} ({per_pair} trials per pair gave one value): too few trials "
-                "or a probe whose units are all inactive; use more --trials"
-            )
+    return stats, job_seconds, time.perf_counter() - t0
+
+
+def _m_law_points(stats: dict[tuple[int, int], list[NormalizedVariance]], ms: Sequence[int], n: int) -> list[MLawPoint]:
+    """``V(m, n)`` against ``V(1, n) / m`` for each ``m``: ratios per pair, then pooled."""
     points = []
     for m in ms:
-        per = [m_law_ratio(a, b, m) for a, b in zip(stats[(m, m_law_width)], stats[(1, m_law_width)])]
+        per = [m_law_ratio(a, b, m) for a, b in zip(stats[(m, n)], stats[(1, n)])]
         per = [(r, e) for r, e in per if math.isfinite(r)] or [(math.nan, math.nan)]
         ratio, rse = pool_estimates([r for r, _ in per], [e for _, e in per])
-        s = pooled[(m, m_law_width)]
-        points.append(MLawPoint(m, m_law_width, s.v, s.stderr, ratio, rse))
-    opts = inputs.options()
-    first = probes[0]
-    shape = list(first.input_shape) if isinstance(first, FactoryProbe) else (
-        [first.channels, first.spatial, first.spatial] if isinstance(first, ResNeXtBlockProbe) else [first.channels])
-    return AlphaFit(
-        family=spec.name,
-        channels=int(first.channels),
-        input_shape=[int(d) for d in shape],
-        bn=bn,
-        seed=int(seed),
-        trials=per_pair * inputs.pairs,
-        widths=ws,
-        variance=[pooled[(1, n)].v for n in ws],
-        stderr=[pooled[(1, n)].stderr for n in ws],
-        mean_k=[pooled[(1, n)].mean for n in ws],
-        inputs=inputs.kind,
-        correlation=opts["correlation"],  # type: ignore[arg-type]
-        pairs=inputs.pairs,
-        input_data=opts["input_data"],  # type: ignore[arg-type]
-        pair_variance=[[e.v for e in stats[(1, n)]] for n in ws],
-        m_law=points,
-        spatial=int(first.spatial) if isinstance(first, ResNeXtBlockProbe) else 0,
-        parameterization=parameterization,
-        engine=str(probes[0].engine),
-        seconds=seconds,
-        world_size=world,
-        job_seconds=job_seconds,
-    )
+        s = pool_pairs(stats[(m, n)])
+        points.append(MLawPoint(m, n, s.v, s.stderr, ratio, rse))
+    return points
+
+
+def _input_shape(probe: Any) -> list[int]:
+    """Shape of one input of a probe (no batch axis)."""
+    if isinstance(probe, FactoryProbe):
+        return [int(d) for d in probe.input_shape]
+    if isinstance(probe, ResNeXtBlockProbe):
+        return [int(probe.channels), int(probe.spatial), int(probe.spatial)]
+    return [int(probe.channels)]
 
 
 def variance_model(fit: AlphaFit | str | os.PathLike[str], kind: str = "auto") -> Callable[[Any], np.ndarray]:
