@@ -43,7 +43,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from collegial.models import create_model  # noqa: E402
-from collegial.train.flops import peak_flops, train_flops_per_image  # noqa: E402
+from collegial.models.costs import train_flops_per_image  # noqa: E402
+from collegial.train.flops import peak_flops  # noqa: E402
 
 # ---- the official formulation ---------------------------------------------------------------
 

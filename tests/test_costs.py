@@ -8,7 +8,7 @@ import pytest
 
 from collegial.cli import main
 from collegial.models import PRESETS
-from collegial.search.costs import CostTable, model_costs
+from collegial.models.costs import CostTable, model_costs
 
 # (dataset, family, arch, params in millions as printed in the paper)
 PARAMS = [

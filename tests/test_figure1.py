@@ -64,10 +64,10 @@ def test_quick_sweep_end_to_end_and_resume(tmp_path, monkeypatch, capsys) -> Non
     again = json.loads(capsys.readouterr().out)
     assert kept.stat().st_mtime_ns == stamp and (runs[1] / "result.json").exists()
     assert again["curves"] == obj["curves"]
-    # other settings into the same folder are refused, then allowed with --force
+    # other settings into the same folder are refused, then allowed with --overwrite
     assert main(["reproduce", "figure1", "--quick", "--seeds", "3", "--out", str(out)]) == 2
     assert "other settings (seeds)" in capsys.readouterr().err
-    assert main(["reproduce", "figure1", "--quick", "--seeds", "3", "--out", str(out), "--json", "--force"]) == 0
+    assert main(["reproduce", "figure1", "--quick", "--seeds", "3", "--out", str(out), "--json", "--overwrite"]) == 0
     assert len(json.loads(capsys.readouterr().out)["baseline"]["errors"]) == 3
 
 

@@ -63,9 +63,16 @@ def test_the_replayed_initialization_is_the_factorys_own():
     import importlib.util
     from pathlib import Path
 
+    from collegial.models import registry as reg
+
     spec = importlib.util.spec_from_file_location("sepnet_example", Path(__file__).parents[1] / "examples" / "sepnet.py")
     sep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sep)
+    saved = dict(reg._FAMILIES)
+    try:
+        spec.loader.exec_module(sep)  # registers 'sepnet': forgotten again below
+    finally:
+        reg._FAMILIES.clear()
+        reg._FAMILIES.update(saved)
     for factory, shape in ((small_bottleneck, (C, S, S)), (sep.sepnet_probe, (32, 6, 6))):
         fast = FactoryProbe(factory, shape, seed=1)
         slow = FactoryProbe(factory, shape, seed=1, replay=False)

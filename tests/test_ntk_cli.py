@@ -33,7 +33,7 @@ def test_json_and_out_dir(tmp_path, capsys) -> None:
     assert main([*SMALL, "--json", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "exists" in err and len(err.splitlines()) == 1
-    assert main([*SMALL, "--json", "--out", str(out), "--force", "--no-progress", "--seed", "1"]) == 0
+    assert main([*SMALL, "--json", "--out", str(out), "--overwrite", "--no-progress", "--seed", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["seed"] == 1
 
 

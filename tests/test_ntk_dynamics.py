@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from collegial.cli import main
+from collegial.commands.ntk_dynamics import REPRODUCE_TARGET
 from collegial.errors import UserError
 from collegial.experiments import ntk_dynamics as nd
 from collegial.models import CollegialMLP
@@ -216,9 +217,9 @@ def test_cli_writes_outputs_and_refuses_overwrite(tmp_path, capsys):
     before = (out / "ntk_dynamics.json").read_text()
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "already exists" in err and "--force" in err and err.count("\n") == 1
+    assert "already exists" in err and "--overwrite" in err and err.count("\n") == 1
     assert (out / "ntk_dynamics.json").read_text() == before
-    assert main(argv + ["--force", "--seed", "1"]) == 0
+    assert main(argv + ["--overwrite", "--seed", "1"]) == 0
     assert "slope_a =" in capsys.readouterr().out
     assert (out / "ntk_dynamics.json").read_text() != before
 
@@ -249,11 +250,11 @@ def test_reproduce_target_runs(tmp_path, capsys):
     p = argparse.ArgumentParser()
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None)
-    p.add_argument("--force", action="store_true")
-    nd.REPRODUCE_TARGET.add_arguments(p)
-    assert nd.REPRODUCE_TARGET.help
+    p.add_argument("--overwrite", action="store_true")
+    REPRODUCE_TARGET.add_arguments(p)
+    assert REPRODUCE_TARGET.help
     args = p.parse_args(["--preset", "tiny", "--dataset", "synthetic", "--steps", "1", "--no-progress", "--json"])
-    assert nd.REPRODUCE_TARGET.run(args) == 0
+    assert REPRODUCE_TARGET.run(args) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["command"].startswith("collegial reproduce ntk-dynamics --preset tiny")
 

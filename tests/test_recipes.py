@@ -10,15 +10,14 @@ import math
 import pytest
 import torch
 
+from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
 from collegial.errors import UserError
 from collegial.models import DATASETS
 from collegial.train.recipes import (
     RECIPES,
     Recipe,
-    add_recipe_arguments,
     get_recipe,
     recipe_fields,
-    recipe_overrides,
 )
 
 # SPEC section 7 (paper appendix): epochs, batch, lr, wd, milestones, gamma, crop pad, flip

@@ -11,7 +11,7 @@ import pytest
 from collegial.cli import main
 from collegial.errors import UserError
 from collegial.ntk.curve import AlphaFit, synthetic_fit
-from collegial.search.costs import model_costs
+from collegial.models.costs import model_costs
 from collegial.search.solve import (
     MAX_SET,
     cost_table,
@@ -254,8 +254,8 @@ def test_cli_table_and_out(alpha_file, table, tmp_path, capsys):
         assert (out / name).stat().st_size > 0
     assert (out / "primal.png").read_bytes()[:4] == b"\x89PNG"
     err = _one_line_error(capsys, argv)
-    assert "already exists" in err and "--force" in err
-    assert main(argv + ["--force"]) == 0
+    assert "already exists" in err and "--overwrite" in err
+    assert main(argv + ["--overwrite"]) == 0
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,15 @@
-"""``collegial count FAMILY ARCH --dataset D [--json] [--bn-flops]``: parameters, FLOPs, MACs."""
+"""``collegial count FAMILY ARCH [--dataset D] [--json] [--bn-flops]`` (or ``collegial count PRESET``,
+a preset name as ``collegial train`` takes it): parameters, FLOPs, MACs."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
+from collegial.commands.common import emit, preset_model
 from collegial.errors import UserError
 from collegial.models import DATASETS, PRESETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
-from collegial.search.costs import model_costs
+from collegial.models.costs import model_costs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Count trainable parameters, FLOPs (2 x multiply-adds of conv and linear "
         "layers, one image at the dataset's resolution) and MACs, measured on the built model.",
     )
-    p.add_argument("family", nargs="?", help=f"model family: {', '.join(list_families())}")
+    p.add_argument("family", nargs="?",
+                   help=f"model family ({', '.join(list_families())}) or a preset name (see --presets)")
     p.add_argument("arch", nargs="?", help="MxNd (e.g. 37x10d) or DEPTH-K for wrn (e.g. 28-10)")
     p.add_argument("--presets", action="store_true", help="table of the paper's named presets")
     p.add_argument("--dataset", default=None, help=f"one of: {', '.join(DATASETS)}")
@@ -46,7 +48,7 @@ def count(family: str, arch: str, dataset: str | None, *, bn_flops: bool = False
 
 
 def preset_table(*, bn_flops: bool = False) -> list[dict]:
-    """One :func:`count` row per paper preset (SPEC section 6)."""
+    """One :func:`count` row per paper preset (the models of the paper's search section)."""
     rows = [
         count(p.family, p.arch, p.dataset, bn_flops=bn_flops) | {"preset": p.name}
         for p in PRESETS.values()
@@ -67,17 +69,21 @@ def _markdown(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.presets:
         rows = preset_table(bn_flops=args.bn_flops)
-        print(json.dumps({"rows": rows, "provenance": provenance(None)}) if args.json else _markdown(rows))
+        emit({"rows": rows, "provenance": provenance(None)}, _markdown(rows), as_json=args.json)
         return 0
-    if args.family is None or args.arch is None:
-        raise UserError("count needs FAMILY and ARCH (or --presets)")
-    row = count(args.family, args.arch, args.dataset, bn_flops=args.bn_flops)
-    if args.json:
-        print(json.dumps({**row, "provenance": provenance(None)}))
-    else:
-        print(
-            f"{row['family']} {row['arch']} on {row['dataset']}: "
-            f"{row['params'] / 1e6:.2f}M params, {row['flops'] / 1e9:.3f} GFLOPs, "
-            f"{row['macs'] / 1e9:.3f} GMACs"
-        )
+    if args.family is None:
+        raise UserError("count needs FAMILY and ARCH, a preset name, or --presets")
+    preset = preset_model(args.family, args.arch, args.dataset)
+    if preset is None and args.arch is None:
+        raise UserError("count needs FAMILY and ARCH (or a preset name, or --presets)")
+    family, arch, dataset = preset or (args.family, args.arch, args.dataset)
+    row = count(family, arch, dataset, bn_flops=args.bn_flops)
+    if preset is not None:
+        row["preset"] = args.family
+    text = (
+        f"{row['family']} {row['arch']} on {row['dataset']}: "
+        f"{row['params'] / 1e6:.2f}M params, {row['flops'] / 1e9:.3f} GFLOPs, "
+        f"{row['macs'] / 1e9:.3f} GMACs"
+    )
+    emit({**row, "provenance": provenance(None)}, text, as_json=args.json)
     return 0

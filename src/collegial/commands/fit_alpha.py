@@ -13,25 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from collegial.commands.common import add_output_arguments, int_list, prepare_out
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
-from collegial.errors import UserError
+from collegial.distributed import rank_and_world
+from collegial.errors import UserError, flag_names
 from collegial.models import get_family, list_families
 from collegial.ntk.alpha import DEFAULT_FAMILY, DEFAULT_TRIALS, DEFAULT_WIDTHS, ENGINES
 
 
 def _probed_families() -> list[str]:
     return [f for f in list_families() if get_family(f).probe is not None]
-
-
-def int_list(text: str, what: str) -> list[int]:
-    """``'2,4,8'`` -> ``[2, 4, 8]`` (``''`` -> ``[]``); :class:`UserError` naming ``what`` otherwise."""
-    text = text.strip()
-    if not text:
-        return []
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,28 +52,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--param",
         default="standard",
-        help="gradient metric of K: standard (d/dW, SPEC section 3; default) or ntk (d/d(W/sigma))",
+        help="gradient metric of K: standard (d/dW, the weights themselves; default) or ntk (d/d(W/sigma))",
     )
     p.add_argument("--m-law", default="2,4,8,16", help="multiplicities m for the 1/m check ('' = skip)")
     p.add_argument("--m-law-width", type=int, default=8, help="width n of the 1/m check (default 8)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--out", default=None, metavar="DIR", help="write DIR/alpha.json and DIR/alpha.png")
-    p.add_argument("--force", action="store_true", help="overwrite an existing DIR/alpha.json")
+    add_output_arguments(p, out_help="write DIR/alpha.json and DIR/alpha.png",
+                         overwrite_help="overwrite an existing DIR/alpha.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+#: The library's argument names in its messages -> this command's flags (see flag_names).
+FLAGS = {"trials": "--trials", "bn": "--bn", "parameterization": "--param", "engine": "--engine",
+         "inputs": "--inputs", "kind": "--inputs", "overwrite": "--overwrite"}
+
+
+@flag_names(FLAGS)
 def run(args: argparse.Namespace) -> int:
-    from collegial.ntk.alpha import _dist, run_algorithm1
+    from collegial.ntk.alpha import run_algorithm1
 
     widths = int_list(args.widths, "--widths")
     m_law = int_list(args.m_law, "--m-law")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if args.out is not None:  # every check on --out before the trials
-        from collegial.commands.search import prepare_out
-
-        prepare_out(args.out, ("alpha.json", "alpha.png"), force=args.force)
+        prepare_out(args.out, ("alpha.json", "alpha.png"), overwrite=args.overwrite)
     get_family(args.family)  # an unknown family: one line, before loading any data
     inputs = probe_inputs(args)
     fit = run_algorithm1(
@@ -99,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         progress=not args.no_progress,
     )
-    rank, _ = _dist()
+    rank, _ = rank_and_world()
     if rank != 0:
         return 0
     if args.out is not None:
-        path = fit.save(args.out, overwrite=args.force)
+        path = fit.save(args.out, overwrite=args.overwrite)
         if not args.json:
             print(f"wrote {path} and {path.with_suffix('.png')}", file=sys.stderr)
     if args.json:

@@ -1,13 +1,15 @@
-"""``collegial reproduce TARGET [--json] [--out DIR] [--force] [target options]``.
+"""``collegial reproduce TARGET [--json] [--out DIR] [--overwrite] [target options]``.
 
 One subcommand per reproduction target (a paper figure or table). ``TARGETS`` maps a target name
-to ``"module:attribute"``; the attribute is any object with
+to ``"module:attribute"`` under :mod:`collegial.commands`; the attribute is any object with
 
 * ``help``: one line for ``--help``;
-* ``add_arguments(parser)``: the target's own options (``--json``, ``--out`` and ``--force`` are
-  added here for every target);
-* ``run(args) -> int``: do the work, print markdown (or one JSON object with ``--json``), and
-  write into ``--out`` without overwriting existing files unless ``--force``.
+* ``add_arguments(parser)``: the target's own options (``--json``, ``--out`` and ``--overwrite``
+  are added here for every target, :func:`collegial.commands.common.add_output_arguments`);
+* ``run(args) -> int``: call the experiment (a plain function of
+  :mod:`collegial.experiments` taking a config and returning its result), print markdown (or one
+  JSON object with ``--json``), and write into ``--out`` without overwriting existing files
+  unless ``--overwrite`` (:func:`collegial.commands.common.prepare_out`).
 
 Add a target by appending one line to ``TARGETS``.
 """
@@ -18,16 +20,18 @@ import argparse
 import importlib
 from typing import Any
 
+from collegial.commands.common import add_output_arguments
+
 #: target name -> "module:attribute" (see the module docstring).
 TARGETS: dict[str, str] = {
-    "costs": "collegial.experiments.search_repro:COSTS_TARGET",
-    "search": "collegial.experiments.search_repro:SEARCH_TARGET",
-    "ntk-dynamics": "collegial.experiments.ntk_dynamics:REPRODUCE_TARGET",
-    "m-law": "collegial.experiments.m_law:REPRODUCE_TARGET",
-    "figure1": "collegial.experiments.figure1:REPRODUCE_TARGET",
-    "table1": "collegial.experiments.paper_tables:TABLE1_TARGET",
-    "table2": "collegial.experiments.paper_tables:TABLE2_TARGET",
-    "table3": "collegial.experiments.paper_tables:TABLE3_TARGET",
+    "costs": "collegial.commands.reproduce_search:COSTS_TARGET",
+    "search": "collegial.commands.reproduce_search:SEARCH_TARGET",
+    "ntk-dynamics": "collegial.commands.ntk_dynamics:REPRODUCE_TARGET",
+    "m-law": "collegial.commands.reproduce_m_law:REPRODUCE_TARGET",
+    "figure1": "collegial.commands.reproduce_figure1:REPRODUCE_TARGET",
+    "table1": "collegial.commands.reproduce_tables:TABLE1_TARGET",
+    "table2": "collegial.commands.reproduce_tables:TABLE2_TARGET",
+    "table3": "collegial.commands.reproduce_tables:TABLE3_TARGET",
 }
 
 
@@ -47,8 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, ref in TARGETS.items():
         target = load_target(ref)
         tp = targets.add_parser(name, help=target.help, description=target.help)
-        tp.add_argument("--json", action="store_true", help="print exactly one JSON object")
-        tp.add_argument("--out", default=None, metavar="DIR", help="also write the results into DIR")
-        tp.add_argument("--force", action="store_true", help="overwrite existing files in --out")
+        add_output_arguments(tp)
         target.add_arguments(tp)
         tp.set_defaults(func=target.run)

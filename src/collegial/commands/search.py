@@ -5,21 +5,17 @@ standard error, rho, probability of being optimal), then each problem's optimal 
 it spans, at most five candidates), the optimum under the other variance models, and the
 paper's table (model, rho, params, GFLOPs, variance); ``--all-ties`` adds the full near-tie
 lists. ``--json`` prints one JSON object instead. ``--out DIR`` also writes ``search.json``, ``search.md``, ``primal.png`` and
-``dual.png`` (existing files are refused unless ``--force``).
+``dual.png`` (existing files are refused unless ``--overwrite``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from collections.abc import Iterable
-from pathlib import Path
 
+from collegial.commands.common import add_output_arguments, emit, prepare_out, write_json
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
-from collegial.errors import UserError
-from collegial.ntk.curve import finite_json
+from collegial.errors import UserError, flag_names
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
 from collegial.provenance import provenance
 from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, format_table, search
@@ -30,25 +26,6 @@ from collegial.search.variance import (
     VARIANCE_MODELS,
     load_curve,
 )
-
-
-def prepare_out(out: str | Path, names: Iterable[str], *, force: bool) -> Path:
-    """Create ``out`` and check that none of ``names`` exists in it (unless ``force``)."""
-    d = Path(out)
-    if d.exists() and not d.is_dir():
-        raise UserError(f"--out {str(d)!r} exists and is not a directory")
-    clash = [n for n in names if (d / n).exists()]
-    if clash and not force:
-        raise UserError(
-            f"{str(d / clash[0])!r} already exists; pass --force to overwrite or choose another --out"
-        )
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --out {str(d)!r}: {e.strerror}") from None
-    if not os.access(d, os.W_OK):
-        raise UserError(f"--out {str(d)!r} is not writable")
-    return d
 
 
 def add_curve_arguments(p: argparse.ArgumentParser, *, default_trials: int = ON_THE_FLY_TRIALS) -> None:
@@ -110,15 +87,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bn-flops", action="store_true", help="count one FLOP per BatchNorm output")
     add_curve_arguments(p)
     p.add_argument("--all-ties", action="store_true", help="also list every near-tie")
-    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    p.add_argument("--out", default=None, metavar="DIR", help="write search.json, search.md and PNG curves")
-    p.add_argument("--force", action="store_true", help="overwrite existing files in --out")
+    add_output_arguments(p, out_help="write search.json, search.md and PNG curves")
     p.set_defaults(func=run)
 
 
 OUT_FILES = ("search.json", "search.md", "primal.png", "dual.png")
 
+#: The library's argument names in its messages -> this command's flags (see flag_names).
+FLAGS = {"n_range": "--n-range", "budget_value": "--budget-value", "level": "--level", "trials": "--trials",
+         "inputs": "--inputs", "kind": "--inputs", "run_algorithm1(widths=...)": "fit-alpha --widths"}
 
+
+@flag_names(FLAGS)
 def run(args: argparse.Namespace) -> int:
     fam = get_family(args.family)
     dataset = args.dataset or fam.default_dataset
@@ -134,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if fam.probe is None and args.alpha_file is None:
         raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file measured for it")
     inputs = probe_inputs(args) if args.alpha_file is None else None
-    out = prepare_out(args.out, OUT_FILES, force=args.force) if args.out else None
+    out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     if args.alpha_file is None:
         print(f"collegial search: no --alpha-file; running Algorithm 1 ({fam.name}'s probe block, "
               f"inputs {inputs.label}, {inputs.pairs} pairs, T={args.trials} per width; cached)", file=sys.stderr)
@@ -160,14 +140,11 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         from collegial.search.plots import plot_both
 
-        (out / "search.json").write_text(json.dumps(finite_json(obj), indent=1) + "\n")
+        write_json(out / "search.json", obj)
         (out / "search.md").write_text(format_table(res, all_ties=True) + "\n")
         plot_both(res, out)
         obj["files"] = [str(out / n) for n in OUT_FILES]
-    if args.json:
-        print(json.dumps(finite_json(obj)))
-    else:
-        print(table)
-        if out is not None:
-            print(f"wrote {', '.join(obj['files'])}")
+    emit(obj, table, as_json=args.json)
+    if out is not None and not args.json:
+        print(f"wrote {', '.join(obj['files'])}")
     return 0

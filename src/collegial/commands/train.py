@@ -3,7 +3,8 @@
 Every recipe field can be overridden (``--epochs``, ``--batch-size``, ``--lr``, ``--momentum``,
 ``--weight-decay``, ``--milestones``, ``--gamma``, ...). ``--seeds K`` trains seeds
 ``S .. S+K-1`` (one run directory each, ``DIR/seed{S}``) and prints the final test errors as
-mean +- standard error in the paper's table format. Several processes:
+mean +- standard error in the paper's table format (``--json``: one JSON object instead, the
+summary written to ``result.json``, or ``summary.json`` for several seeds). Several processes:
 ``torchrun --nproc_per_node N -m collegial.cli train ...`` (DDP; NCCL on CUDA, gloo on the CPU).
 
 Exit codes: 0 done; 2 a usage/data error or a non-finite loss (one line on stderr; the last good
@@ -16,6 +17,7 @@ checkpoint of the exact position (continue with ``--resume``; a second Ctrl-C st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -24,14 +26,17 @@ from typing import Any
 
 import torch
 
-from collegial.errors import UserError
-from collegial.models import DATASETS, PRESETS, get_family, list_families, validate_arch
+from collegial.commands.common import add_overwrite_argument, emit, preset_model
+from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
+from collegial.errors import UserError, flag_names
+from collegial.models import DATASETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
+from collegial.stats import mean_se
 from collegial.train.checkpoint import write_text_atomic
 from collegial.train.data import load_dataset
 from collegial.train.distributed import setup, teardown
 from collegial.train.loop import RunConfig, RunResult, check_out_dir, train
-from collegial.train.recipes import add_recipe_arguments, get_recipe, recipe_overrides
+from collegial.train.recipes import Recipe, get_recipe
 
 EXIT_SIGTERM = 143
 EXIT_SIGINT = 130
@@ -66,9 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with --seeds K > 1, one DIR/seedS per seed",
     )
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
-    p.add_argument(
-        "--overwrite", action="store_true", help="start over, deleting DIR's previous results"
-    )
+    add_overwrite_argument(p, "start over, deleting DIR's previous results")
     p.add_argument(
         "--device",
         choices=("cpu", "cuda"),
@@ -99,6 +102,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout: the summary written (result.json; summary.json "
+        "with --seeds K > 1); the log goes to stderr",
+    )
     p.set_defaults(func=run)
 
 
@@ -121,16 +130,6 @@ def model_label(family: str, arch: str) -> str:
     if family.startswith("resnext") and arch.startswith("1x"):
         name = name.replace("ResNeXt", "ResNet")
     return f"{name}, {arch}"
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std / sqrt(K); NaN for one value)."""
-    k = len(values)
-    mean = sum(values) / k
-    if k < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in values) / (k - 1)
-    return mean, math.sqrt(var / k)
 
 
 def _fmt(values: list[float]) -> str:
@@ -162,13 +161,9 @@ def results_table(family: str, arch: str, results: list[RunResult], seeds: list[
 
 def _resolve_model(args: argparse.Namespace) -> tuple[str, str, str]:
     family, arch, dataset = args.family, args.arch, args.dataset
-    if family in PRESETS:
-        p = PRESETS[family]
-        if arch is not None and arch != p.arch:
-            raise UserError(f"preset {family} is {p.family} {p.arch}; drop ARCH {arch!r}")
-        if dataset is not None and dataset != p.dataset:
-            raise UserError(f"preset {family} is for {p.dataset}, not --dataset {dataset}")
-        return p.family, p.arch, p.dataset
+    preset = preset_model(family, arch, dataset)
+    if preset is not None:
+        return preset
     get_family(family)
     if arch is None:
         raise UserError(f"train needs ARCH after {family} (e.g. 4x64d), or a preset name")
@@ -195,22 +190,26 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError("--resume and --overwrite contradict each other; pick one")
 
 
-def run(args: argparse.Namespace) -> int:
-    family, arch, dataset = _resolve_model(args)
-    _check_options(args)
+def _recipe(args: argparse.Namespace, dataset: str) -> Recipe:
+    """The dataset's recipe with the command line's overrides."""
     recipe = get_recipe(dataset)
     overrides: dict[str, Any] = recipe_overrides(args)
     if args.scale_milestones:
         if "epochs" not in overrides:
             raise UserError("--scale-milestones needs --epochs")
         recipe = recipe.scaled(recipe.override(epochs=overrides.pop("epochs")).epochs)
-    recipe = recipe.override(**overrides)
+    return recipe.override(**overrides)
+
+
+def _device(args: argparse.Namespace) -> str:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    seeds = [args.seed + i for i in range(args.seeds)]
+    return device
+
+
+def _run_dirs(args: argparse.Namespace, family: str, arch: str, dataset: str, seeds: list[int]) -> tuple[Path, list[Path]]:
+    """The base folder and one run folder per seed, each checked before any data is loaded."""
     base = Path(args.out) if args.out else Path("runs") / f"{dataset}-{family}-{arch}"
     if len(seeds) == 1 and not args.out:
         base = base.with_name(f"{base.name}-s{seeds[0]}")
@@ -219,57 +218,90 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(out, resume=args.resume, overwrite=args.overwrite)
     if len(seeds) > 1 and (base / "summary.json").exists() and not (args.resume or args.overwrite):
         raise UserError(f"{base / 'summary.json'} exists (a multi-seed run); pass --resume or --overwrite")
-    data = load_dataset(
-        dataset, args.data_dir, train_limit=args.train_limit, test_limit=args.test_limit
-    )
-    info, _ = setup(device)
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    results: list[RunResult] = []
-    try:
-        for seed, out in zip(seeds, outs, strict=True):
-            cfg = RunConfig(
-                family=family,
-                arch=arch,
-                dataset=dataset,
-                out=out,
-                seed=seed,
-                device=device,
-                amp=args.amp,
-                channels_last=args.channels_last,
-                compile=args.compile,
-                deterministic=args.deterministic,
-                resume=args.resume,
-                overwrite=args.overwrite,
-                progress=progress,
-                eval_batch_size=args.eval_batch_size,
-                peak_tflops=args.peak_tflops,
-            )
-            res = train(cfg, recipe, data)
-            if res.stopped:
-                return EXIT_SIGINT if res.stopped == "SIGINT" else EXIT_SIGTERM
-            results.append(res)
-    finally:
-        teardown()
+    return base, outs
+
+
+def _summary(family: str, arch: str, dataset: str, seeds: list[int], results: list[RunResult], table: str,
+             seed: int) -> dict[str, Any]:
+    """The multi-seed ``summary.json`` object."""
+    top1 = mean_se([r.test_top1_err for r in results])
+    top5 = mean_se([r.test_top5_err for r in results])
+    return {
+        "family": family,
+        "arch": arch,
+        "dataset": dataset,
+        "seeds": seeds,
+        "params": results[0].params,
+        "test_top1_err": [r.test_top1_err for r in results],
+        "test_top5_err": [r.test_top5_err for r in results],
+        "test_top1_err_mean": top1[0],
+        "test_top1_err_se": top1[1],
+        "test_top5_err_mean": top5[0],
+        "test_top5_err_se": top5[1],
+        "table": table,
+        "provenance": provenance(seed),  # the first seed; "seeds" lists them all
+    }
+
+
+#: The library's argument names in its messages -> this command's flags (see flag_names).
+FLAGS = {"out": "--out", "resume": "--resume", "overwrite": "--overwrite", "epochs": "--epochs", "lr": "--lr",
+         "data_dir": "--data-dir", "device": "--device"}
+
+
+@flag_names(FLAGS)
+def run(args: argparse.Namespace) -> int:
+    family, arch, dataset = _resolve_model(args)
+    _check_options(args)
+    recipe = _recipe(args, dataset)
+    device = _device(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    seeds = [args.seed + i for i in range(args.seeds)]
+    base, outs = _run_dirs(args, family, arch, dataset, seeds)
+    # with --json, stdout holds the one JSON object: the training log goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        data = load_dataset(
+            dataset, args.data_dir, train_limit=args.train_limit, test_limit=args.test_limit
+        )
+        info, _ = setup(device)
+        progress = args.progress if args.progress is not None else sys.stderr.isatty()
+        results: list[RunResult] = []
+        try:
+            for seed, out in zip(seeds, outs, strict=True):
+                res = train(_run_config(args, family, arch, dataset, out, seed, device, progress), recipe, data)
+                if res.stopped:
+                    return EXIT_SIGINT if res.stopped == "SIGINT" else EXIT_SIGTERM
+                results.append(res)
+        finally:
+            teardown()
     if info.is_main:
         table = results_table(family, arch, results, seeds)
-        print(table)
+        summary: dict[str, Any] | None = None
         if len(seeds) > 1:
-            top1 = mean_se([r.test_top1_err for r in results])
-            top5 = mean_se([r.test_top5_err for r in results])
-            summary = {
-                "family": family,
-                "arch": arch,
-                "dataset": dataset,
-                "seeds": seeds,
-                "params": results[0].params,
-                "test_top1_err": [r.test_top1_err for r in results],
-                "test_top5_err": [r.test_top5_err for r in results],
-                "test_top1_err_mean": top1[0],
-                "test_top1_err_se": top1[1],
-                "test_top5_err_mean": top5[0],
-                "test_top5_err_se": top5[1],
-                "table": table,
-                "provenance": provenance(args.seed),  # the first seed; "seeds" lists them all
-            }
+            summary = _summary(family, arch, dataset, seeds, results, table, args.seed)
             write_text_atomic(json.dumps(summary, indent=2) + "\n", base / "summary.json")
+        if args.json and summary is None:  # one seed: the run's own result.json
+            summary = json.loads((outs[0] / "result.json").read_text())
+        emit(summary, table, as_json=args.json)
     return 0
+
+
+def _run_config(args: argparse.Namespace, family: str, arch: str, dataset: str, out: Path, seed: int, device: str,
+                progress: bool) -> RunConfig:
+    return RunConfig(
+        family=family,
+        arch=arch,
+        dataset=dataset,
+        out=out,
+        seed=seed,
+        device=device,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        deterministic=args.deterministic,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=progress,
+        eval_batch_size=args.eval_batch_size,
+        peak_tflops=args.peak_tflops,
+    )

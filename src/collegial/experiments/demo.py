@@ -26,7 +26,7 @@ from collegial.ntk.alpha import run_algorithm1
 from collegial.provenance import provenance
 from collegial.search.plots import plot_both
 from collegial.search.solve import SearchResult, format_table, search
-from collegial.search.variance import DEFAULT_VARIANCE_MODEL, load_curve
+from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve, load_curve
 
 #: The paper's optima for ResNeXt-29 on CIFAR-10 against the 1x128d baseline (SPEC section 6).
 PAPER_CIFAR = {("params", "primal"): "37x10d", ("params", "dual"): "10x10d", ("flops", "primal"): "44x8d"}
@@ -101,15 +101,28 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         f" --baseline {cfg.baseline} --seed {cfg.seed}`" + ("" if cfg.train else " (with --no-train)") + ".",
         "",
     ]
+    report += _alpha_section(cfg, out, summary)
+    _log("2/3 search: ResNeXt-29 on CIFAR-10 against 1x128d, parameter and FLOP budgets")
+    curve = load_curve(out / "alpha.json", cfg.variance, family="resnext29")
+    report += _cifar_section(cfg, out, curve, summary)
+    report += _training_section(cfg, out, curve, summary)
+    summary["seconds"] = time.time() - t0
+    summary["provenance"] = provenance(cfg.seed)
+    report.append(f"Total demo time: {summary['seconds']:.0f} s.")
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    (out / "demo.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return summary
 
-    # 1. Algorithm 1
+
+def _alpha_section(cfg: DemoConfig, out: Path, summary: dict[str, Any]) -> list[str]:
+    """1. Algorithm 1 at its defaults; writes ``out/alpha.json`` and ``out/alpha.png``."""
     _log(f"1/3 Algorithm 1: ResNeXt probe block, T={cfg.trials} initializations per width")
     t = time.time()
     fit = run_algorithm1(trials=cfg.trials, seed=cfg.seed, progress=cfg.progress)
     auto = fit.model()
     fit.save(out, plot=True)
     summary["alpha"] = {"alpha": fit.alpha, "fit2": fit.fit2, "seconds": time.time() - t}
-    report += [
+    return [
         "## 1. Algorithm 1: NTK variance of the ResNeXt probe block",
         "",
         f"Probe: {fit.probe_label()} ({time.time() - t:.0f} s). "
@@ -125,11 +138,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "",
     ]
 
-    # 2. search for ResNeXt-29 on CIFAR-10
-    _log("2/3 search: ResNeXt-29 on CIFAR-10 against 1x128d, parameter and FLOP budgets")
-    curve = load_curve(out / "alpha.json", cfg.variance, family="resnext29")
-    report += ["## 2. Training-free search: ResNeXt-29 on CIFAR-10, baseline 1x128d", "",
-               f"Variance model: `{cfg.variance}` ({curve.describe()}).", ""]
+
+def _cifar_section(cfg: DemoConfig, out: Path, curve: VarianceCurve, summary: dict[str, Any]) -> list[str]:
+    """2. The search for ResNeXt-29 on CIFAR-10 against the paper's optima."""
+    report = ["## 2. Training-free search: ResNeXt-29 on CIFAR-10, baseline 1x128d", "",
+              f"Variance model: `{cfg.variance}` ({curve.describe()}).", ""]
     summary["search"] = {}
     for budget in ("params", "flops"):
         res = search("resnext29", "cifar10", "1x128d", curve, budget=budget)
@@ -138,41 +151,41 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         text, rows = _search_section(res, f"{budget} budget", paper)
         summary["search"][budget] = {"result": res.to_dict(), "comparison": rows}
         report += [text, "", f"![primal](cifar10-{budget}-primal.png) ![dual](cifar10-{budget}-dual.png)", ""]
+    return report
 
-    # 3. training comparison on shipped data
+
+def _training_section(cfg: DemoConfig, out: Path, curve: VarianceCurve, summary: dict[str, Any]) -> list[str]:
+    """3. The training comparison on shipped data (the search's primal and dual against the
+    baseline); only the search without ``cfg.train``."""
     res = search(cfg.family, cfg.dataset, cfg.baseline, curve, budget="params", n_range=cfg.n_range)
     plot_both(res, out, prefix=f"{cfg.dataset}-")
     text, _ = _search_section(res, f"{cfg.family} on {cfg.dataset}, baseline {cfg.baseline}", {})
-    report += [f"## 3. Training comparison: {cfg.family} on {cfg.dataset}", "",
-               "The same search picks the primal (least variance at the baseline's parameters) and "
-               "the dual (fewest parameters at the baseline's variance):", "", text, "",
-               f"![primal]({cfg.dataset}-primal.png) ![dual]({cfg.dataset}-dual.png)", ""]
+    report = [f"## 3. Training comparison: {cfg.family} on {cfg.dataset}", "",
+              "The same search picks the primal (least variance at the baseline's parameters) and "
+              "the dual (fewest parameters at the baseline's variance):", "", text, "",
+              f"![primal]({cfg.dataset}-primal.png) ![dual]({cfg.dataset}-dual.png)", ""]
     summary["train_search"] = res.to_dict()
-    if cfg.train:
-        _log(f"3/3 training {cfg.family} baseline/primal/dual on {cfg.dataset} "
-             f"({cfg.train_limit} images, {cfg.epochs} epochs each)")
-        rows = _train_rows(cfg, res, out)
-        summary["training"] = rows
-        report += [
-            f"Trained on the first {cfg.train_limit} training images for {cfg.epochs} epochs "
-            f"(batch {cfg.batch_size}, lr {cfg.lr}, SGD momentum 0.9, wd 5e-4), tested on "
-            f"{rows[0]['test_images']} test images, seed {cfg.seed}:",
-            "",
-            "| role | model | rho | params | test top-1 err % | train time s |",
-            "|---|---|---|---|---|---|",
-        ]
-        report += [
-            f"| {r['role']} | {cfg.family} {r['arch']} | {r['rho']:.2f} | {r['params'] / 1e3:.0f}k | "
-            f"{r['top1_err']:.2f} | {r['seconds']:.0f} |"
-            for r in rows
-        ]
-        report.append("")
-    summary["seconds"] = time.time() - t0
-    summary["provenance"] = provenance(cfg.seed)
-    report.append(f"Total demo time: {summary['seconds']:.0f} s.")
-    (out / "report.md").write_text("\n".join(report) + "\n")
-    (out / "demo.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    return summary
+    if not cfg.train:
+        return report
+    _log(f"3/3 training {cfg.family} baseline/primal/dual on {cfg.dataset} "
+         f"({cfg.train_limit} images, {cfg.epochs} epochs each)")
+    rows = _train_rows(cfg, res, out)
+    summary["training"] = rows
+    report += [
+        f"Trained on the first {cfg.train_limit} training images for {cfg.epochs} epochs "
+        f"(batch {cfg.batch_size}, lr {cfg.lr}, SGD momentum 0.9, wd 5e-4), tested on "
+        f"{rows[0]['test_images']} test images, seed {cfg.seed}:",
+        "",
+        "| role | model | rho | params | test top-1 err % | train time s |",
+        "|---|---|---|---|---|---|",
+    ]
+    report += [
+        f"| {r['role']} | {cfg.family} {r['arch']} | {r['rho']:.2f} | {r['params'] / 1e3:.0f}k | "
+        f"{r['top1_err']:.2f} | {r['seconds']:.0f} |"
+        for r in rows
+    ]
+    report.append("")
+    return report
 
 
 def _train_rows(cfg: DemoConfig, res: SearchResult, out: Path) -> list[dict[str, Any]]:

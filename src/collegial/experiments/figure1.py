@@ -14,12 +14,12 @@ every architecture shares its data order).
 Resumable: every run lives in ``OUT/runs/ARCH/seedS``; a rerun with the same ``--out`` skips the
 finished runs (``result.json``) and continues an unfinished one from its ``last.pt``. The sweep's
 settings are stored in ``OUT/sweep.json``; a rerun with other settings is refused unless
-``--force`` (which deletes the previous runs).
+``overwrite`` (``--overwrite``, which deletes the previous runs). The command line is
+:mod:`collegial.commands.reproduce_figure1`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -36,6 +36,7 @@ from collegial.models import format_arch, get_family, validate_arch
 from collegial.provenance import provenance
 from collegial.search.solve import SearchResult, cost_table, dual_m, primal_m, search
 from collegial.search.variance import VarianceCurve
+from collegial.stats import mean_se
 
 OUT_FILES = ("figure1.json", "figure1.md", "figure1.png")
 
@@ -135,12 +136,11 @@ class Point:
 
     @property
     def error_mean(self) -> float:
-        return float(np.mean(self.errors)) if self.errors else math.nan
+        return mean_se(self.errors or [])[0]
 
     @property
     def error_se(self) -> float:
-        e = self.errors or []
-        return float(np.std(e, ddof=1) / math.sqrt(len(e))) if len(e) > 1 else math.nan
+        return mean_se(self.errors or [])[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "error_mean": self.error_mean, "error_se": self.error_se}
@@ -212,25 +212,25 @@ def _train_one(cfg: Figure1Config, arch: str, seed: int, root: Path, data: Any, 
     return float(res.test_top1_err)
 
 
-def _prepare(key: dict[str, Any], root: Path, force: bool) -> None:
+def _prepare(key: dict[str, Any], root: Path, overwrite: bool) -> None:
     sweep = root / "sweep.json"
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} exists and is not a directory")
     if sweep.exists():
         old = json.loads(sweep.read_text())
         if old != key:
-            if not force:
+            if not overwrite:
                 diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
                 raise UserError(
                     f"{root} holds a figure1 sweep with other settings ({', '.join(diff)}); "
-                    "use another --out, the same settings to continue it, or --force to start over"
+                    "use another --out, the same settings to continue it, or --overwrite to start over"
                 )
             shutil.rmtree(root / "runs", ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     sweep.write_text(json.dumps(key, indent=1) + "\n")
 
 
-def run_figure1(cfg: Figure1Config, out: Path, *, force: bool = False, progress: bool = True,
+def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progress: bool = True,
                 inputs: Any = None) -> dict[str, Any]:
     """Run (or continue) the sweep into ``out``; returns the ``figure1.json`` object."""
     from collegial.search.variance import load_curve
@@ -245,7 +245,7 @@ def run_figure1(cfg: Figure1Config, out: Path, *, force: bool = False, progress:
 
     inputs = ProbeInputs() if inputs is None else inputs
     key = {**cfg.key(), "probe_inputs": None if cfg.alpha_file else inputs.options()}
-    _prepare(key, out, force)
+    _prepare(key, out, overwrite)
     t0 = time.time()
     curve = load_curve(cfg.alpha_file, cfg.variance, family=cfg.family,
                        trials=cfg.trials, seed=cfg.seed, inputs=inputs)
@@ -429,48 +429,3 @@ def write_outputs(obj: dict[str, Any], curves: dict[str, list[Point]], out: Path
     (out / "figure1.md").write_text(markdown(obj) + "\n")
     plot(obj, out / "figure1.png")
     return [out / n for n in OUT_FILES]
-
-
-# -------------------------------------------------------------------------- reproduce figure1
-
-
-class _Target:
-    help = "appendix Figure 1 at CPU scale: test error along the primal and dual curves (trains models)"
-
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        from collegial.commands.probe_options import add_probe_arguments
-
-        p.add_argument("--family", default="mlp", help="mlp (default) or resnext11 (or any collegial family)")
-        p.add_argument("--dataset", default="fashion-mnist", help="shipped dataset (default fashion-mnist)")
-        p.add_argument("--baseline", default=None, metavar="ARCH", help="baseline MxNd (mlp 1x128d, resnext11 1x64d)")
-        p.add_argument("--points", type=int, default=None, help="architectures per curve (default 5)")
-        p.add_argument("--seeds", type=int, default=None, help="training seeds (mlp 6, resnext11 3)")
-        p.add_argument("--epochs", type=int, default=None, help="epochs per run (mlp 6, resnext11 2)")
-        p.add_argument("--train-limit", type=int, default=None, help="training images (mlp all, resnext11 5000)")
-        p.add_argument("--test-limit", type=int, default=None, help="test images (mlp all, resnext11 5000)")
-        p.add_argument("--alpha-file", default=None, help="the family's alpha.json (default: run Algorithm 1)")
-        p.add_argument("--trials", type=int, default=None, help="Algorithm 1's T when it runs here (2000)")
-        p.add_argument("--device", default=None, help="training device: cpu (default) or cuda")
-        p.add_argument("--quick", action="store_true", help="a tiny sweep in about a minute (checks the pipeline)")
-        add_probe_arguments(p)
-
-    def run(self, args: argparse.Namespace) -> int:
-        from collegial.commands.probe_options import probe_inputs
-
-        if args.out is None:
-            raise UserError("reproduce figure1 trains models: give --out DIR (a rerun continues it)")
-        cfg = config_for(
-            args.family, args.quick, dataset=args.dataset, baseline=args.baseline, points=args.points,
-            seeds=args.seeds, epochs=args.epochs, train_limit=args.train_limit, test_limit=args.test_limit,
-            alpha_file=args.alpha_file, trials=args.trials, device=args.device,
-        )
-        inputs = probe_inputs(args) if args.alpha_file is None else None
-        obj = run_figure1(cfg, Path(args.out), force=args.force, progress=not args.json, inputs=inputs)
-        obj["files"] = [str(Path(args.out) / n) for n in OUT_FILES]
-        from collegial.ntk.curve import finite_json
-
-        print(json.dumps(finite_json(obj)) if args.json else markdown(obj))
-        return 0
-
-
-REPRODUCE_TARGET = _Target()

@@ -18,13 +18,11 @@ The weights of multiplicity m are drawn exactly as :func:`collegial.ntk.alpha.mo
 them (same chunks and seeds), so the standard-form column equals ``fit-alpha``'s 1/m check.
 
     collegial reproduce m-law [--trials 2000] [--width 8] [--m 1,2,4,8,16] [--no-final-relu]
-                              [--json] [--out DIR]
+                              [--json] [--out DIR]   (collegial.commands.reproduce_m_law)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +35,6 @@ from collegial.ntk.alpha import m_law_ratio, trial_chunks
 from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
 from collegial.ntk.variance import Moments, NormalizedVariance, normalized_variance
-from collegial.provenance import provenance
 
 TERMS = ("conv_reduce", "conv_conv", "conv_expand")
 
@@ -78,7 +75,9 @@ class MLawRow:
     share: dict[str, float]
 
 
-def _check(cfg: MLawConfig) -> tuple[int, ...]:
+def check_config(cfg: MLawConfig) -> tuple[int, ...]:
+    """The sorted multiplicities to measure (1 included); :class:`UserError` for settings that
+    cannot run."""
     if cfg.inputs == "data":
         raise UserError("reproduce m-law takes --inputs relu or gaussian")
     ProbeInputs(cfg.inputs, cfg.correlation, pairs=1)  # validates both
@@ -103,7 +102,7 @@ def layer_terms(probe: ResNeXtBlockProbe, m: int, n: int, trials: int, seed: int
 
 def run_m_law(cfg: MLawConfig = MLawConfig(), progress: bool = False) -> list[MLawRow]:
     """Measure both forms of ``K`` for every multiplicity (standard parameterization, no BN)."""
-    ms = _check(cfg)
+    ms = check_config(cfg)
     probe = ResNeXtBlockProbe(channels=cfg.channels, seed=cfg.seed, engine="gram", final_relu=cfg.final_relu,
                               inputs=ProbeInputs(cfg.inputs, cfg.correlation, pairs=1))
     stats: dict[int, tuple[NormalizedVariance, NormalizedVariance, torch.Tensor]] = {}
@@ -153,11 +152,16 @@ def markdown(rows: list[MLawRow], cfg: MLawConfig) -> str:
     lines += [
         "",
         "Standard form: K as fit-alpha measures it. Mean-of-paths form: the expand term divided by m,",
-        "i.e. K^e = (1/m) sum_j K_j (SPEC section 1). The expand term's share of E[K] goes from "
+        "i.e. K^e = (1/m) sum_j K_j, the ensemble NTK of the 1/m law. The expand term's share of E[K] goes from "
         f"{rows[0].share['conv_expand']:.2f} (m = 1) to {last.share['conv_expand']:.2f} (m = {last.m}): "
         "in the standard parameterization it is a sum over paths, not a mean.",
     ]
     return "\n".join(lines)
+
+
+def result(rows: list[MLawRow], cfg: MLawConfig) -> dict[str, Any]:
+    """The JSON-able result: the configuration and the rows."""
+    return {"config": asdict(cfg), "rows": [asdict(r) for r in rows]}
 
 
 def plot(rows: list[MLawRow], path: str | Path) -> None:
@@ -169,7 +173,7 @@ def plot(rows: list[MLawRow], path: str | Path) -> None:
 
     ms = [r.m for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.axhline(1.0, color="gray", lw=1, ls="--", label="V(1, n) / m (SPEC section 1)")
+    ax.axhline(1.0, color="gray", lw=1, ls="--", label="V(1, n) / m (the 1/m law)")
     ax.errorbar(ms, [r.ratio_standard for r in rows], [r.ratio_se_standard for r in rows],
                 marker="o", capsize=3, label="standard parameterization (fit-alpha)")
     ax.errorbar(ms, [r.ratio_mean_form for r in rows], [r.ratio_se_mean_form for r in rows],
@@ -181,50 +185,3 @@ def plot(rows: list[MLawRow], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# ---------------------------------------------------------------------------------------------
-# `collegial reproduce m-law`
-
-
-class _Target:
-    help = "SPEC section 1's 1/m law on the probe block: standard NTK vs the mean of the paths' NTKs"
-
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        d = MLawConfig()
-        p.add_argument("--trials", type=int, default=d.trials, help=f"initializations per m (default {d.trials})")
-        p.add_argument("--width", type=int, default=d.width, help=f"path width n (default {d.width})")
-        p.add_argument("--m", default=",".join(map(str, d.multiplicities)),
-                       help="multiplicities (default 1,2,4,8,16)")
-        p.add_argument("--channels", type=int, default=d.channels, help=f"block channels C (default {d.channels})")
-        p.add_argument("--seed", type=int, default=d.seed)
-        p.add_argument("--inputs", default=d.inputs, metavar="relu|gaussian",
-                       help=f"the probe's input pair (default {d.inputs}; see fit-alpha --inputs)")
-        p.add_argument("--correlation", type=float, default=d.correlation,
-                       help=f"correlation of relu inputs (default {d.correlation})")
-        p.add_argument("--no-final-relu", action="store_true",
-                       help="drop the ReLU after the residual addition (it couples the paths)")
-
-    def run(self, args: argparse.Namespace) -> int:
-        from collegial.commands.fit_alpha import int_list
-        from collegial.commands.search import prepare_out
-
-        cfg = MLawConfig(tuple(int_list(args.m, "--m")), args.width, args.trials, args.channels, args.seed,
-                         final_relu=not args.no_final_relu, inputs=args.inputs, correlation=args.correlation)
-        _check(cfg)
-        names = ["m_law.md", "m_law.json", "m_law.png"]
-        d = prepare_out(args.out, names, force=args.force) if args.out is not None else None
-        rows = run_m_law(cfg, progress=not args.json)
-        text = markdown(rows, cfg)
-        result: dict[str, Any] = {"config": asdict(cfg), "rows": [asdict(r) for r in rows],
-                                  "provenance": provenance(cfg.seed)}
-        if d is not None:
-            (d / "m_law.md").write_text(text + "\n")
-            (d / "m_law.json").write_text(json.dumps(result, indent=1) + "\n")
-            plot(rows, d / "m_law.png")
-            result["files"] = [str(d / n) for n in names]
-        print(json.dumps(result) if args.json else text)
-        return 0
-
-
-REPRODUCE_TARGET = _Target()

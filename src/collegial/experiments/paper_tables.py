@@ -2,21 +2,18 @@
 the paper's reported numbers, and the exact ``collegial train`` command that reproduces each row.
 
 Training these needs the real datasets (CIFAR-10/100, downsampled ImageNet) and, at paper scale,
-GPUs; ``collegial reproduce table1|table2|table3`` runs them when ``--data-dir`` holds the data
-and otherwise prints the commands.
+GPUs; ``collegial reproduce table1|table2|table3`` (:mod:`collegial.commands.reproduce_tables`)
+runs them when ``--data-dir`` holds the data and otherwise prints the commands.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from collegial.provenance import provenance
 
 
 @dataclass(frozen=True)
@@ -143,45 +140,13 @@ def markdown(table: Table, data_dir: str, out_root: str) -> str:
     return "\n".join(lines)
 
 
-class _TableTarget:
-    """``collegial reproduce tableN``: train every row when the data is there, else print how."""
-
-    def __init__(self, table: Table) -> None:
-        self.table = table
-        self.help = f"{table.title}: train each row with the paper's recipe (needs --data-dir)"
-
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", default=None, metavar="P", help="folder holding the datasets")
-        p.add_argument("--runs", default="runs", metavar="DIR", help="where each row's run goes")
-        p.add_argument("--dry-run", action="store_true", help="only print the commands")
-
-    def run(self, args: argparse.Namespace) -> int:
-        data_dir = args.data_dir or "PATH/TO/DATA"
-        text = markdown(self.table, data_dir, args.runs)
-        datasets = sorted({r.dataset for r in self.table.rows})
-        missing = [d for d in datasets if not has_data(d, args.data_dir)]
-        if args.dry_run or missing:
-            if missing and not args.dry_run:
-                need = ", ".join(f"{d} ({DATA_MARKERS[d]}/)" for d in missing)
-                print(f"no training data for {need} under --data-dir; commands to run once it is "
-                      "there (they use the paper's recipe; add torchrun for several GPUs):",
-                      file=sys.stderr)
-            print(json.dumps({"table": self.table.name, "commands": [
-                train_command(self.table, r, data_dir, args.runs) for r in self.table.rows
-            ], "provenance": provenance(None)}) if args.json else text)
-            return 0
-        for row in self.table.rows:
-            argv = train_argv(self.table, row, data_dir, args.runs)
-            print(f"$ {shlex.join(argv)}", file=sys.stderr, flush=True)
-            rc = subprocess.call([sys.executable, "-m", "collegial.cli", *argv[1:]])
-            if rc != 0:
-                print(f"collegial reproduce {self.table.name}: row {row.label} failed (exit {rc})",
-                      file=sys.stderr)
-                return rc
-        print(text)
-        return 0
+def missing_data(table: Table, data_dir: str | None) -> list[str]:
+    """The table's datasets that ``data_dir`` does not hold (sorted)."""
+    return [d for d in sorted({r.dataset for r in table.rows}) if not has_data(d, data_dir)]
 
 
-TABLE1_TARGET = _TableTarget(TABLE1)
-TABLE2_TARGET = _TableTarget(TABLE2)
-TABLE3_TARGET = _TableTarget(TABLE3)
+def train_row(table: Table, row: Row, data_dir: str, out_root: str) -> int:
+    """Train ``row`` (``collegial train`` in a child process, its output passed through); its
+    exit code."""
+    argv = train_argv(table, row, data_dir, out_root)
+    return subprocess.call([sys.executable, "-m", "collegial.cli", *argv[1:]])

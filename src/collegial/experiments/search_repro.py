@@ -16,10 +16,7 @@ otherwise.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +24,7 @@ import numpy as np
 
 from collegial.errors import UserError
 from collegial.models import parse_arch
-from collegial.provenance import provenance
-from collegial.search.costs import model_costs
+from collegial.models.costs import model_costs
 from collegial.search.solve import (
     SOLVERS,
     Candidate,
@@ -38,8 +34,8 @@ from collegial.search.solve import (
     primal_m,
     search,
 )
-from collegial.ntk.curve import MODELS, AlphaFit, finite_json
-from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve, load_curve
+from collegial.ntk.curve import MODELS, AlphaFit
+from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve
 
 #: Algorithm 1 trials per width when ``reproduce search`` runs it itself (the paper's T).
 REPRO_TRIALS = 2000
@@ -316,56 +312,47 @@ def _fmt_ranges(r: list[tuple[float, float]]) -> str:
     return ", ".join(f"{a:.2f}..{b:.2f}" if a != b else f"{a:.2f}" for a, b in r) or "none"
 
 
-def reproduce_search(
-    fit: AlphaFit,
+def _per_model(
+    curve: VarianceCurve,
+    done: tuple[str, str],
+    done_counts: tuple[int, int, int],
     *,
-    model: str = DEFAULT_VARIANCE_MODEL,
-    solver: str = "integer",
-    ties: str = "paired",
-    level: float = 0.95,
-    draws: int = 1000,
-    seed: int = 0,
-    command: str = "",
-    source: str = "<memory>",
-    settings: tuple[Setting, ...] = SETTINGS,
-) -> tuple[str, dict[str, Any], list[SearchResult]]:
-    """The markdown report, a JSON-able summary and the search results of ``model``."""
-    curve = VarianceCurve(fit, model, draws, seed, source)
-    model = curve.model
-    rows, results = run_settings(curve, ties=ties, level=level, solver=solver, settings=settings)
-    exact, within, total = counts(rows)
-    per_model: dict[str, Any] = {}
+    ties: str,
+    level: float,
+    settings: tuple[Setting, ...],
+) -> dict[str, tuple[int, int, int] | str]:
+    """Match counts of every variance model and solver (``"model/solver"`` -> counts, or why it
+    could not run); ``done`` already has ``done_counts``."""
+    per_model: dict[str, tuple[int, int, int] | str] = {}
     for other in MODELS:
         for slv in SOLVERS:
             key = f"{other}/{slv}"
-            if (other, slv) == (model, solver):
-                per_model[key] = (exact, within, total)
+            if (other, slv) == done:
+                per_model[key] = done_counts
                 continue
             try:
                 c = curve.with_model(other)
                 per_model[key] = counts(run_settings(c, ties=ties, level=level, solver=slv, settings=settings)[0])
             except UserError as e:
                 per_model[key] = str(e)  # e.g. no fit2 entry, or a table too short
-    scans = {slv: alpha_scan(settings=settings, solver=slv) for slv in SOLVERS}
-    f2 = {slv: fit2_scan(settings=settings, solver=slv) for slv in SOLVERS}
-    ratios = variance_ratios(curve, settings)
+    return per_model
 
-    lines = [f"Variance model **{curve.requested}** ({curve.describe()}), {solver} solver; probe: "
-             f"{fit.probe_label()}; source: {source}."]
-    if command:
-        lines.append(f"Command: `{command}`")
-    lines += ["", markdown_rows(rows), "",
-              f"**Matches ({model}, {solver} solver): {exact}/{total} exact, {within}/{total} within our "
-              f"optimal sets** ({level:.0%} of {draws} bootstrap draws).", "",
-              "Every variance model and solver on the same alpha file:", "",
-              "| variance model | solver | exact | within optimal set |", "|---|---|---|---|"]
+
+def _per_model_lines(per_model: dict[str, tuple[int, int, int] | str]) -> list[str]:
+    lines = ["Every variance model and solver on the same alpha file:", "",
+             "| variance model | solver | exact | within optimal set |", "|---|---|---|---|"]
     for k, v in per_model.items():
         mdl, slv = k.split("/")
         lines.append(f"| {mdl} | {slv} | {v[0]}/{v[2]} | {v[1]}/{v[2]} |" if isinstance(v, tuple)
                      else f"| {mdl} | {slv} | n/a: {v} | |")
-    lines += ["", "Which curves could reproduce the paper at all: Proposition-1 alphas (grid 0.05..40, step 0.01) "
-              f"whose search returns each optimum (ours: alpha = {fit.alpha:.4g} ± {fit.alpha_stderr:.2g}):", "",
-              "| setting | problem | paper | alpha range (integer) | alpha range (relaxed) |", "|---|---|---|---|---|"]
+    return lines
+
+
+def _scan_lines(fit: AlphaFit, scans: dict[str, Any], f2: dict[str, Any]) -> list[str]:
+    """Which Proposition-1 alphas and fit2 curves reproduce the paper's optima."""
+    lines = ["Which curves could reproduce the paper at all: Proposition-1 alphas (grid 0.05..40, step 0.01) "
+             f"whose search returns each optimum (ours: alpha = {fit.alpha:.4g} ± {fit.alpha_stderr:.2g}):", "",
+             "| setting | problem | paper | alpha range (integer) | alpha range (relaxed) |", "|---|---|---|---|---|"]
     for a, b in zip(scans["integer"]["per_optimum"], scans["relaxed"]["per_optimum"]):
         vic = f" (vicinity: {_fmt_ranges(a['vicinity_ranges'])})" if a["vicinity_ranges"] else ""
         lines.append(f"| {a['setting']} | {a['problem']} | {a['paper']} | {_fmt_ranges(a['alpha_ranges'])}{vic} | "
@@ -384,13 +371,52 @@ def reproduce_search(
         )
     f2fit = fit.fit2
     lines.append(f"- our fit2: p = {f2fit['p']:.3g}, alpha = {f2fit['alpha']:.3g}, beta = {f2fit['beta']:.3g}.")
-    if ratios:
-        lines += ["", f"Dual decisions: m_b V1(n)/V1(n_b) under {model} (the paper's M x nd needs M-1 < ratio <= M):", ""]
-        for r in ratios:
-            tab = (f"; Monte Carlo table {r['table_ratio']:.2f} ± {r['table_ratio_se']:.2f}"
-                   if "table_ratio" in r else "")
-            lines.append(f"- n={r['n']} vs baseline {r['m_b']}x{r['n_b']}d: {r['ratio']:.2f} ± {r['ratio_se']:.2f}{tab} "
-                         f"(paper's {r['paper_m']}x{r['n']}d needs {r['needed'][0]} < ratio <= {r['needed'][1]})")
+    return lines
+
+
+def _ratio_lines(ratios: list[dict[str, Any]], model: str) -> list[str]:
+    if not ratios:
+        return []
+    lines = ["", f"Dual decisions: m_b V1(n)/V1(n_b) under {model} (the paper's M x nd needs M-1 < ratio <= M):", ""]
+    for r in ratios:
+        tab = (f"; Monte Carlo table {r['table_ratio']:.2f} ± {r['table_ratio_se']:.2f}"
+               if "table_ratio" in r else "")
+        lines.append(f"- n={r['n']} vs baseline {r['m_b']}x{r['n_b']}d: {r['ratio']:.2f} ± {r['ratio_se']:.2f}{tab} "
+                     f"(paper's {r['paper_m']}x{r['n']}d needs {r['needed'][0]} < ratio <= {r['needed'][1]})")
+    return lines
+
+
+def reproduce_search(
+    fit: AlphaFit,
+    *,
+    model: str = DEFAULT_VARIANCE_MODEL,
+    solver: str = "integer",
+    ties: str = "paired",
+    level: float = 0.95,
+    draws: int = 1000,
+    seed: int = 0,
+    command: str = "",
+    source: str = "<memory>",
+    settings: tuple[Setting, ...] = SETTINGS,
+) -> tuple[str, dict[str, Any], list[SearchResult]]:
+    """The markdown report, a JSON-able summary and the search results of ``model``."""
+    curve = VarianceCurve(fit, model, draws, seed, source)
+    model = curve.model
+    rows, results = run_settings(curve, ties=ties, level=level, solver=solver, settings=settings)
+    exact, within, total = counts(rows)
+    per_model = _per_model(curve, (model, solver), (exact, within, total), ties=ties, level=level, settings=settings)
+    scans = {slv: alpha_scan(settings=settings, solver=slv) for slv in SOLVERS}
+    f2 = {slv: fit2_scan(settings=settings, solver=slv) for slv in SOLVERS}
+    ratios = variance_ratios(curve, settings)
+
+    lines = [f"Variance model **{curve.requested}** ({curve.describe()}), {solver} solver; probe: "
+             f"{fit.probe_label()}; source: {source}."]
+    if command:
+        lines.append(f"Command: `{command}`")
+    lines += ["", markdown_rows(rows), "",
+              f"**Matches ({model}, {solver} solver): {exact}/{total} exact, {within}/{total} within our "
+              f"optimal sets** ({level:.0%} of {draws} bootstrap draws).", ""]
+    lines += _per_model_lines(per_model) + [""] + _scan_lines(fit, scans, f2) + _ratio_lines(ratios, model)
     summary = {
         "variance_model": model,
         "variance_requested": curve.requested,
@@ -411,7 +437,7 @@ def reproduce_search(
 
 
 # ---------------------------------------------------------------------------------------------
-# reproduce costs: SPEC section 6 figures
+# reproduce costs: the paper's cost figures (SPEC section 6)
 
 
 #: (dataset, family, arch, params in millions, GFLOPs or None, (baseline, rho) or None)
@@ -478,100 +504,3 @@ def costs_markdown(rows: list[dict[str, Any]]) -> str:
     lines.append("")
     lines.append(f"**{n_ok}/{len(rows)} rows match the paper** (params to 0.1M; GFLOPs rounded up to 0.01; rho within 0.06).")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Targets for `collegial reproduce` (duck-typed: help, add_arguments(parser), run(args) -> int)
-
-
-def _write_outputs(out: str | None, force: bool, files: dict[str, str], extra: list[tuple[str, Any]] = ()) -> list[str]:
-    """Write ``files`` (name -> text) and ``extra`` (name -> (SearchResult, which)) into ``out``."""
-    from collegial.commands.search import prepare_out
-
-    if out is None:
-        return []
-    names = list(files) + [n for n, _ in extra]
-    d = prepare_out(out, names, force=force)
-    written = []
-    for name, text in files.items():
-        (d / name).write_text(text)
-        written.append(str(d / name))
-    if extra:
-        from collegial.search.plots import plot_dual, plot_primal
-
-        for name, (res, which) in extra:
-            (plot_primal if which == "primal" else plot_dual)(res, d / name)
-            written.append(str(d / name))
-    return written
-
-
-class _SearchTarget:
-    help = "the paper's primal/dual optima (SPEC section 6) against ours, with near-ties"
-
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        from collegial.commands.search import add_curve_arguments
-
-        add_curve_arguments(p, default_trials=REPRO_TRIALS)
-        p.add_argument("--solver", choices=SOLVERS, default="integer",
-                       help="solver of the main table (both are compared below it)")
-
-    def run(self, args: argparse.Namespace) -> int:
-        from collegial.commands.probe_options import probe_inputs
-        from collegial.commands.search import check_curve_arguments
-
-        check_curve_arguments(args)
-        inputs = probe_inputs(args) if args.alpha_file is None else None
-        if args.alpha_file is None:
-            print(f"collegial reproduce search: no --alpha-file; running Algorithm 1 with T={args.trials} "
-                  f"trials per width, inputs {inputs.label} (cached)", file=sys.stderr)
-        if args.out is not None:  # fail before the work when --out would clash
-            from collegial.commands.search import prepare_out
-
-            prepare_out(args.out, ["search.md", "search.json"], force=args.force)
-        curve = load_curve(args.alpha_file, args.variance, family="resnext29", trials=args.trials, seed=args.seed, inputs=inputs,
-                           draws=args.draws, progress=not args.json)
-        cmd = "collegial reproduce search" + (f" --alpha-file {args.alpha_file}" if args.alpha_file else "") \
-            + (f" --variance {args.variance}" if args.variance != DEFAULT_VARIANCE_MODEL else "") \
-            + (f" --solver {args.solver}" if args.solver != "integer" else "")
-        text, summary, results = reproduce_search(curve.fit, model=args.variance, solver=args.solver,
-                                                  ties=args.ties, level=args.level, draws=args.draws,
-                                                  seed=args.seed, command=cmd, source=curve.source)
-        summary["provenance"] = provenance(args.seed)
-        plots = []
-        for s, res in zip(SETTINGS, results):
-            slug = f"{s.dataset}-{s.family}-{s.baseline}-{s.budget}"
-            plots += [(f"{slug}-primal.png", (res, "primal")), (f"{slug}-dual.png", (res, "dual"))]
-        written = _write_outputs(args.out, args.force,
-                                 {"search.md": text + "\n", "search.json": json.dumps(finite_json(summary), indent=1) + "\n"},
-                                 plots)
-        if written:
-            summary["files"] = written
-        print(json.dumps(finite_json(summary)) if args.json else text)
-        return 0
-
-
-class _CostsTarget:
-    help = "every parameter count, GFLOPs figure and rho of SPEC section 6 against ours"
-
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        pass
-
-    def run(self, args: argparse.Namespace) -> int:
-        if args.out is not None:
-            from collegial.commands.search import prepare_out
-
-            prepare_out(args.out, ["costs.md", "costs.json"], force=args.force)
-        rows = costs_rows()
-        text = costs_markdown(rows)
-        out: Any = {"rows": rows, "matches": sum(r["match"] for r in rows), "total": len(rows),
-                    "provenance": provenance(None)}
-        written = _write_outputs(args.out, args.force,
-                                 {"costs.md": text + "\n", "costs.json": json.dumps(out, indent=1) + "\n"})
-        if written:
-            out["files"] = written
-        print(json.dumps(out) if args.json else text)
-        return 0
-
-
-SEARCH_TARGET = _SearchTarget()
-COSTS_TARGET = _CostsTarget()

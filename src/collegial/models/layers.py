@@ -19,20 +19,23 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from collegial.choices import check_choice
+
+#: How a layer's weights are scaled (see the module docstring); also Algorithm 1's metric of K.
 Parameterization = Literal["standard", "ntk"]
+PARAMETERIZATIONS: tuple[Parameterization, ...] = ("standard", "ntk")
 Activation = Literal["relu", "tanh", "identity"]
+ACTIVATIONS: tuple[Activation, ...] = ("relu", "tanh", "identity")
 
 _GAINS: dict[str, float] = {"relu": math.sqrt(2.0), "tanh": 1.0, "identity": 1.0}
 
 
-def _activation(name: str) -> nn.Module:
+def _activation(name: Activation) -> nn.Module:
     if name == "relu":
         return nn.ReLU()
     if name == "tanh":
         return nn.Tanh()
-    if name == "identity":
-        return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}; choose relu, tanh or identity")
+    return nn.Identity()
 
 
 class BlockDiagonalLinear(nn.Module):
@@ -54,8 +57,7 @@ class BlockDiagonalLinear(nn.Module):
         shared_input: bool = False,
     ) -> None:
         super().__init__()
-        if parameterization not in ("standard", "ntk"):
-            raise ValueError(f"unknown parameterization {parameterization!r}")
+        check_choice("parameterization", parameterization, PARAMETERIZATIONS, "parameterization")
         self.m, self.in_features, self.out_features = m, in_features, out_features
         self.parameterization = parameterization
         self.gain = gain
@@ -119,6 +121,7 @@ class CollegialMLP(nn.Module):
         super().__init__()
         if depth < 2:
             raise ValueError("depth must be >= 2 (at least one hidden layer)")
+        check_choice("activation", activation, ACTIVATIONS, "activation")
         self.m, self.n, self.depth = m, n, depth
         self.in_features, self.out_features = in_features, out_features
         gain = _GAINS[activation]

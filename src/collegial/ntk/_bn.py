@@ -1,4 +1,10 @@
-"""Explicit BatchNorm handling for NTK computations.
+"""Explicit BatchNorm handling for NTK computations, and the two BatchNorm vocabularies.
+
+``BATCHNORM_MODES`` (``batchnorm=`` of the empirical NTK, :mod:`collegial.ntk.empirical`) says
+how every BatchNorm of a model runs; ``PROBE_BN_MODES`` (``bn=`` of Algorithm 1's probes) says
+whether a probe block has BatchNorm over the probe pair: ``"none"`` (the bottleneck probe drops
+its BatchNorm; a declared block's BatchNorm, if any, runs in ``"eval"``) or ``"train"``
+(:func:`probe_batchnorm_mode` maps it to the mode below).
 
 Two modes, chosen by the caller and never inferred from ``model.training``:
 
@@ -20,7 +26,14 @@ from typing import Literal
 
 from torch import nn
 
+from collegial.choices import check_choice
+
+#: How every BatchNorm of a model runs (``batchnorm=`` of the empirical NTK).
 BatchNormMode = Literal["eval", "train"]
+BATCHNORM_MODES: tuple[BatchNormMode, ...] = ("eval", "train")
+#: BatchNorm of a probe block over the probe pair (``bn=`` of Algorithm 1's probes).
+ProbeBatchNorm = Literal["none", "train"]
+PROBE_BN_MODES: tuple[ProbeBatchNorm, ...] = ("none", "train")
 
 
 def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -28,9 +41,15 @@ def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
 
 
 def check_batchnorm_mode(mode: str) -> BatchNormMode:
-    if mode not in ("eval", "train"):
-        raise ValueError(f"batchnorm must be 'eval' or 'train', not {mode!r}")
-    return mode  # type: ignore[return-value]
+    """``mode`` if it is one of :data:`BATCHNORM_MODES`; else a ``ValueError``
+    (:class:`~collegial.choices.ChoiceError`) naming the argument ``batchnorm``."""
+    return check_choice("batchnorm", mode, BATCHNORM_MODES, "BatchNorm mode")
+
+
+def probe_batchnorm_mode(bn: ProbeBatchNorm) -> BatchNormMode:
+    """The :data:`BATCHNORM_MODES` entry a probe's ``bn`` runs its BatchNorm in: ``"train"``
+    (statistics of the probe pair) for ``"train"``, ``"eval"`` (running statistics) for ``"none"``."""
+    return "train" if bn == "train" else "eval"
 
 
 @contextmanager
@@ -50,7 +69,7 @@ def batchnorm_mode(model: nn.Module, mode: BatchNormMode) -> Iterator[bool]:
             if mode == "eval":
                 if m.running_mean is None or m.running_var is None:
                     raise ValueError(
-                        f"{type(m).__name__} has no running statistics; use batchnorm='train'"
+                        f"{type(m).__name__} has no running statistics; use `batchnorm='train'`"
                     )
                 m.training = False
             else:

@@ -22,18 +22,22 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from collegial.choices import check_choice
+from collegial.distributed import rank_and_world
 from collegial.errors import UserError
 from collegial.models import get_family
+from collegial.models.layers import PARAMETERIZATIONS, Parameterization
 from collegial.models.probes import bottleneck_probe, mlp_probe
+from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm
 from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint, plot_alpha
-from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.generic import FactoryProbe
+from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import MLPProbe, ResNeXtBlockProbe, trial_seed
 from collegial.ntk.variance import (
     Moments,
@@ -56,19 +60,6 @@ __all__ = ["AlphaFit", "MLawPoint", "plot_alpha", "run_algorithm1", "monte_carlo
 
 
 # -------------------------------------------------------------------------- Monte Carlo
-
-
-def _dist() -> tuple[int, int]:
-    """(rank, world size); initializes a gloo process group when launched by torchrun."""
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        return 0, 1
-    if not dist.is_initialized():
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
-            return 0, 1
-        dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()
 
 
 def trial_chunks(trials: int, size: int) -> list[tuple[int, int]]:
@@ -107,7 +98,7 @@ def pair_moments(
     The intra-op thread count is set to 1 meanwhile and restored afterwards. Moments are merged
     in chunk order, so the result depends on neither ``workers`` nor the world size.
     """
-    rank, world = _dist()
+    rank, world = rank_and_world()
     jobs = []
     for i, probe in enumerate(probes):
         size = chunk or probe.chunk_size(m, n)
@@ -167,7 +158,9 @@ def _check_widths(widths: Sequence[int]) -> list[int]:
     return sorted(ws)
 
 
-ENGINES = ("auto", "generic")
+#: Which engine measures a probe: the dedicated one of a built-in block, or the generic one.
+Engine = Literal["auto", "generic"]
+ENGINES: tuple[Engine, ...] = ("auto", "generic")
 
 
 @dataclass(frozen=True)
@@ -189,13 +182,12 @@ def probe_spec(
     probe: Callable[[int, int], nn.Module] | None = None,
     factory: Callable[[int], nn.Module] | None = None,
     input_shape: Sequence[int] | None = None,
-    engine: str = "auto",
+    engine: Engine = "auto",
 ) -> ProbeSpec:
     """The probe of ``family`` (its declared block), or of an explicit ``probe``
     (``(m, n) -> nn.Module``) or width-only ``factory`` (``n -> nn.Module``, m = 1) with
     ``input_shape``. ``engine="generic"`` runs even the built-in blocks on the generic engine."""
-    if engine not in ENGINES:
-        raise UserError(f"unknown probe engine {engine!r}; choose {' or '.join(ENGINES)}")
+    check_choice("engine", engine, ENGINES, "probe engine")
     if probe is not None and factory is not None:
         raise UserError("give either probe (m, n) -> module or factory n -> module, not both")
     if probe is not None or factory is not None:
@@ -221,16 +213,16 @@ def make_probe(
     *,
     channels: int | None = None,
     spatial: int | None = None,
-    bn: str = "none",
+    bn: ProbeBatchNorm = "none",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     factory: Callable[[int], nn.Module] | None = None,
     probe: Callable[[int, int], nn.Module] | None = None,
     input_shape: Sequence[int] | None = None,
-    parameterization: str = "standard",
+    parameterization: Parameterization = "standard",
     inputs: ProbeInputs | None = None,
     pair: int = 0,
-    engine: str = "auto",
+    engine: Engine = "auto",
 ) -> ResNeXtBlockProbe | MLPProbe | FactoryProbe:
     """The probe of input pair ``pair`` (see :func:`probe_spec` for ``family``, ``probe``,
     ``factory``, ``input_shape`` and ``engine``); ``inputs`` default :class:`ProbeInputs` ``()``
@@ -238,16 +230,14 @@ def make_probe(
     bottleneck, the MLP's input size); a declared block fixes its own."""
     spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
     inputs = ProbeInputs() if inputs is None else inputs
-    if bn not in ("none", "train"):
-        raise UserError(f"unknown BatchNorm mode {bn!r}; choose none or train")
+    check_choice("bn", bn, PROBE_BN_MODES, "BatchNorm mode")
     if (channels is not None and channels < 1) or (spatial is not None and spatial < 1):
         raise UserError("channels and spatial size must be positive")
-    if parameterization not in ("standard", "ntk"):
-        raise UserError(f"unknown parameterization {parameterization!r}; choose standard or ntk")
+    check_choice("parameterization", parameterization, PARAMETERIZATIONS, "parameterization")
     common: dict[str, Any] = {"seed": seed, "dtype": dtype, "inputs": inputs, "pair": pair}
     if spec.kind == "generic":
         if parameterization != "standard":
-            raise UserError("a declared probe block defines its own parameterization; leave it 'standard'")
+            raise UserError("a declared probe block defines its own parameterization; leave `parameterization='standard'`")
         if channels is not None or spatial is not None:
             raise UserError(f"the {spec.name} probe block fixes its own channels and input size "
                             f"{spec.input_shape}; channels/spatial resize the built-in blocks only")
@@ -258,7 +248,7 @@ def make_probe(
             parameterization=parameterization, **common,
         )
     if bn != "none":
-        raise UserError(f"bn='train' does not apply to the {spec.name} probe (no BatchNorm in the MLP)")
+        raise UserError(f"`bn='train'` does not apply to the {spec.name} probe (no BatchNorm in the MLP)")
     if spatial is not None:
         raise UserError(f"the {spec.name} probe takes flat inputs; spatial does not apply")
     return MLPProbe(channels or spec.input_shape[0], parameterization=parameterization, **common)  # type: ignore[arg-type]
@@ -272,7 +262,7 @@ def run_algorithm1(
     inputs: ProbeInputs | None = None,
     channels: int | None = None,
     spatial: int | None = None,
-    bn: str = "none",
+    bn: ProbeBatchNorm = "none",
     seed: int = 0,
     m_law: Sequence[int] = DEFAULT_M_LAW,
     m_law_width: int = DEFAULT_M_LAW_WIDTH,
@@ -280,8 +270,8 @@ def run_algorithm1(
     factory: Callable[[int], nn.Module] | None = None,
     input_shape: Sequence[int] | None = None,
     dtype: torch.dtype = torch.float32,
-    parameterization: str = "standard",
-    engine: str = "auto",
+    parameterization: Parameterization = "standard",
+    engine: Engine = "auto",
     progress: bool = False,
 ) -> AlphaFit:
     """Algorithm 1: ``v(n)`` by Monte Carlo at m = 1 for every width, averaged over
@@ -316,17 +306,32 @@ def run_algorithm1(
         for p in range(inputs.pairs)
     ]
     ms = _check_m_law(m_law, m_law_width) if spec.takes_m else []
-    rank, world = _dist()
+    rank, world = rank_and_world()
     jobs = [(1, n) for n in ws] + [(m, m_law_width) for m in ms]
     if ms and m_law_width not in ws:
         jobs.append((1, m_law_width))
     stats, job_seconds, seconds = _run_jobs(probes, jobs, per_pair, seed, progress=progress and rank == 0)
+    return _alpha_fit(
+        spec, probes, inputs, stats, ws, per_pair, (ms, m_law_width),
+        bn=bn, seed=int(seed), parameterization=parameterization, seconds=seconds, world_size=world,
+        job_seconds=job_seconds,
+    )
+
+
+def _alpha_fit(
+    spec: ProbeSpec, probes: Sequence[Any], inputs: ProbeInputs,
+    stats: dict[tuple[int, int], list[NormalizedVariance]], ws: list[int], per_pair: int,
+    m_law: tuple[Sequence[int], int], **fields: Any,
+) -> AlphaFit:
+    """The :class:`AlphaFit` of the m = 1 table (pooled over pairs), the 1/m check at
+    ``m_law = (multiplicities, width)``, the probe's description and ``fields`` (the run's
+    settings and timings). :class:`UserError` when ``K`` did not vary at some width."""
     pooled = {k: pool_pairs(v) for k, v in stats.items()}
     for n in ws:
         if not pooled[(1, n)].v > 0:
             raise UserError(
                 f"K did not vary at width {n} ({per_pair} trials per pair gave one value): too few trials "
-                "or a probe whose units are all inactive; use more --trials"
+                "or a probe whose units are all inactive; use more `trials`"
             )
     opts = inputs.options()
     first = probes[0]
@@ -334,8 +339,6 @@ def run_algorithm1(
         family=spec.name,
         channels=int(first.channels),
         input_shape=_input_shape(first),
-        bn=bn,
-        seed=int(seed),
         trials=per_pair * inputs.pairs,
         widths=ws,
         variance=[pooled[(1, n)].v for n in ws],
@@ -346,13 +349,10 @@ def run_algorithm1(
         pairs=inputs.pairs,
         input_data=opts["input_data"],  # type: ignore[arg-type]
         pair_variance=[[e.v for e in stats[(1, n)]] for n in ws],
-        m_law=_m_law_points(stats, ms, m_law_width),
+        m_law=_m_law_points(stats, *m_law),
         spatial=int(first.spatial) if isinstance(first, ResNeXtBlockProbe) else 0,
-        parameterization=parameterization,
         engine=str(first.engine),
-        seconds=seconds,
-        world_size=world,
-        job_seconds=job_seconds,
+        **fields,
     )
 
 

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from collegial.choices import check_choice
 from collegial.errors import UserError
 from collegial.ntk.inputs import inputs_label
 from collegial.provenance import provenance as _provenance
@@ -48,9 +49,10 @@ from collegial.provenance import provenance as _provenance
 #: the ``resnext-block`` of version 2, which is still read) and ``input_shape`` is recorded.
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (2, 3)
-MODELS: tuple[str, ...] = ("prop1", "fit2", "smooth", "empirical")
-MODEL_CHOICES: tuple[str, ...] = ("auto", *MODELS)
 ModelKind = Literal["prop1", "fit2", "smooth", "empirical"]
+MODELS: tuple[ModelKind, ...] = ("prop1", "fit2", "smooth", "empirical")
+#: What a caller may ask for: a model, or ``auto`` (:meth:`AlphaFit.auto_model`).
+MODEL_CHOICES: tuple[str, ...] = ("auto", *MODELS)
 #: chi^2 p-value from which the smooth fit counts as acceptable (``auto``).
 GOOD_FIT_P = 0.01
 MAX_WIDTH = 4096
@@ -144,8 +146,7 @@ class VarianceModel:
     se: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.kind not in MODELS:
-            raise UserError(f"unknown variance model {self.kind!r}; choose from {', '.join(MODEL_CHOICES)}")
+        check_choice("kind", self.kind, MODELS, "variance model")
         need = min_widths(self.kind)
         if self.widths.size < need:
             raise UserError(f"the {self.kind} model needs at least {need} measured widths")
@@ -178,7 +179,7 @@ class VarianceModel:
         if bad.size:
             raise UserError(
                 f"{what} n={int(bad[0])} lies outside the measured widths {lo}..{hi} of the variance "
-                "curve; measure it (fit-alpha --widths) or search a narrower --n-range"
+                "curve; measure it (`run_algorithm1(widths=...)`) or search a narrower `n_range`"
             )
 
     def __call__(self, n: np.ndarray | int) -> np.ndarray:
@@ -352,10 +353,9 @@ class AlphaFit:
 
     def model(self, kind: str = "auto") -> VarianceModel:
         """The fitted model ``kind`` (``auto``: see :func:`auto_model`)."""
+        check_choice("kind", kind, MODEL_CHOICES, "variance model")
         if kind == "auto":
             kind = self.auto_model()
-        if kind not in MODELS:
-            raise UserError(f"unknown variance model {kind!r}; choose from {', '.join(MODEL_CHOICES)}")
         if kind not in self._models:
             self._models[kind] = VarianceModel(kind, *self._arrays())
         return self._models[kind]
@@ -429,7 +429,7 @@ class AlphaFit:
             if p.is_dir():
                 raise UserError(f"{p} is a directory; give a file path (or use save(DIR))")
             if p.exists() and not overwrite:
-                raise UserError(f"{p} exists; refusing to overwrite (use --force)")
+                raise UserError(f"{p} exists; refusing to overwrite (pass `overwrite=True`)")
             p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")  # atomic: never a half-written file
             try:
@@ -534,7 +534,7 @@ class AlphaFit:
         if not overwrite:
             for t in targets:
                 if t.exists():
-                    raise UserError(f"{t} exists; refusing to overwrite (use --force)")
+                    raise UserError(f"{t} exists; refusing to overwrite (pass `overwrite=True`)")
         d.mkdir(parents=True, exist_ok=True)
         self.to_json(target, overwrite=True)
         if plot:

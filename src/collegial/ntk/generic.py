@@ -36,10 +36,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from collegial.choices import check_choice
 from collegial.errors import UserError
-from collegial.ntk._bn import batchnorm_mode
+from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm, batchnorm_mode, probe_batchnorm_mode
 from collegial.ntk.inputs import ProbeInputs
-from collegial.ntk.probe import CHUNK_BYTES, BnMode, chunk_seed
+from collegial.ntk.probe import CHUNK_BYTES, chunk_seed
 
 _GAUSSIAN = ProbeInputs("gaussian", pairs=1)
 #: Held while a chunk's initializations are drawn (they use the process-wide RNG, which each
@@ -87,15 +88,14 @@ class FactoryProbe:
         input_shape: tuple[int, ...],
         *,
         seed: int = 0,
-        bn: BnMode = "none",
+        bn: ProbeBatchNorm = "none",
         dtype: torch.dtype = torch.float32,
         inputs: ProbeInputs = _GAUSSIAN,
         pair: int = 0,
         takes_m: bool = True,
         replay: bool = True,
     ) -> None:
-        if bn not in ("none", "train"):
-            raise UserError(f"unknown BatchNorm mode {bn!r}; choose none or train")
+        check_choice("bn", bn, PROBE_BN_MODES, "BatchNorm mode")
         self.factory, self.input_shape, self.seed, self.bn, self.dtype = factory, tuple(input_shape), seed, bn, dtype
         self.inputs, self.pair, self.takes_m, self.use_replay = inputs, int(pair), takes_m, replay
         self.channels = int(self.input_shape[0])
@@ -159,7 +159,7 @@ class FactoryProbe:
 
         try:
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                with batchnorm_mode(mod, "train" if self.bn == "train" else "eval"):
+                with batchnorm_mode(mod, probe_batchnorm_mode(self.bn)):
                     out = mod(self.x)
         except RuntimeError as e:
             raise UserError(
@@ -233,22 +233,12 @@ class FactoryProbe:
         # functional_call swaps tensors into the module it is given: one copy per chunk (threads)
         return self.k_stacked(copy.deepcopy(tpl.base), params, buffers, self.readout(tpl.out_numel))
 
-    def k_modules(self, mods: list[nn.Module], r: Tensor) -> Tensor:
-        """``K`` of each of ``mods`` (one architecture) for readout ``r``: ``(len(mods),)``."""
-        from torch.func import stack_module_state
-
-        stacked, buffers = stack_module_state(mods)  # type: ignore[arg-type]
-        grad = {k for k, p in mods[0].named_parameters() if p.requires_grad}
-        params = {k: v.detach() for k, v in stacked.items() if k in grad}
-        fixed = {**buffers, **{k: v.detach() for k, v in stacked.items() if k not in grad}}
-        return self.k_stacked(copy.deepcopy(mods[0]).to("meta"), params, fixed, r)
-
     def k_stacked(self, base: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], r: Tensor) -> Tensor:
         """``K`` per trial of stacked ``(B, ...)`` trainable ``params`` and ``buffers`` (every
         other tensor of the module) of ``base``: ``(B,)``."""
         b = next(iter(params.values())).shape[0]
         train = self.bn == "train"
-        with batchnorm_mode(base, "train" if train else "eval"), torch.enable_grad():
+        with batchnorm_mode(base, probe_batchnorm_mode(self.bn)), torch.enable_grad():
             if train:  # batch statistics over the pair; the running buffers are not used
                 bufs = {k: v for k, v in buffers.items()
                         if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
@@ -281,7 +271,7 @@ class FactoryProbe:
     def k_module(self, mod: nn.Module) -> float:
         """The slow reference: ``K`` of one module by two autograd passes (same pair, readout)."""
         params = [q for q in mod.parameters() if q.requires_grad]
-        with batchnorm_mode(mod, "train" if self.bn == "train" else "eval"), torch.enable_grad():
+        with batchnorm_mode(mod, probe_batchnorm_mode(self.bn)), torch.enable_grad():
             out = mod(self.x).reshape(2, -1)
             f = out @ self.readout(out.shape[1])
             g0 = torch.autograd.grad(f[0], params, retain_graph=True, allow_unused=True)

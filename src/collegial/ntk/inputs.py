@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from collegial.choices import check_choice
 from collegial.errors import UserError
 
 InputKind = Literal["relu", "gaussian", "data"]
-INPUT_KINDS: tuple[str, ...] = ("relu", "gaussian", "data")
+INPUT_KINDS: tuple[InputKind, ...] = ("relu", "gaussian", "data")
 DEFAULT_INPUTS = "relu"
 DEFAULT_CORRELATION = 0.6
 DEFAULT_PAIRS = 8
@@ -71,8 +72,7 @@ class ProbeInputs:
     images: Tensor | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in INPUT_KINDS:
-            raise UserError(f"unknown probe inputs {self.kind!r}; choose {', '.join(INPUT_KINDS)}")
+        check_choice("kind", self.kind, INPUT_KINDS, "probe inputs")
         if not (isinstance(self.correlation, (int, float)) and -1.0 <= float(self.correlation) <= 1.0):
             raise UserError(f"input correlation must lie in [-1, 1], got {self.correlation!r}")
         if int(self.pairs) != self.pairs or self.pairs < 1:
@@ -132,5 +132,5 @@ class ProbeInputs:
             return (flat @ w.T * math.sqrt(2.0 / flat.shape[1])).relu_()
         raise UserError(
             f"probe inputs 'data' need an input shape (C, S, S) or (C,), got {tuple(shape)}; "
-            "use --inputs relu or gaussian"
+            "use `inputs` relu or gaussian"
         )

@@ -44,18 +44,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from collegial.choices import check_choice
 from collegial.errors import UserError
 from collegial.models import Bottleneck, CollegialMLP, init_resnet_
-from collegial.ntk._bn import batchnorm_mode
+from collegial.models.layers import PARAMETERIZATIONS, Parameterization
+from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm, batchnorm_mode
 from collegial.ntk.inputs import ProbeInputs
 
-BnMode = Literal["none", "train"]
-Param = Literal["standard", "ntk"]
-
-
-def _check_param(p: str) -> None:
-    if p not in ("standard", "ntk"):
-        raise UserError(f"unknown parameterization {p!r}; choose standard or ntk")
+#: How the bottleneck probe computes K: ``gram`` (no BatchNorm), ``grouped``, or ``auto``.
+BlockEngine = Literal["auto", "gram", "grouped"]
+BLOCK_ENGINES: tuple[BlockEngine, ...] = ("auto", "gram", "grouped")
 
 
 #: Smallest group width n for which conv_conv's term uses the Gram order (signal Gram x 9-shift
@@ -163,24 +161,22 @@ class ResNeXtBlockProbe:
         spatial: int = 8,
         *,
         seed: int = 0,
-        bn: BnMode = "none",
+        bn: ProbeBatchNorm = "none",
         dtype: torch.dtype = torch.float32,
-        engine: Literal["auto", "gram", "grouped"] = "auto",
-        parameterization: Param = "standard",
+        engine: BlockEngine = "auto",
+        parameterization: Parameterization = "standard",
         final_relu: bool = True,
         inputs: ProbeInputs = _GAUSSIAN,
         pair: int = 0,
     ) -> None:
-        _check_param(parameterization)
+        check_choice("parameterization", parameterization, PARAMETERIZATIONS, "parameterization")
         self.inputs, self.pair = inputs, int(pair)
         self.parameterization = parameterization
         self.final_relu = final_relu
-        if bn not in ("none", "train"):
-            raise UserError(f"unknown BatchNorm mode {bn!r}; choose none or train")
-        if engine not in ("auto", "gram", "grouped"):
-            raise ValueError(f"unknown engine {engine!r}")
+        check_choice("bn", bn, PROBE_BN_MODES, "BatchNorm mode")
+        check_choice("engine", engine, BLOCK_ENGINES, "engine")
         if engine == "gram" and bn == "train":
-            raise ValueError("the gram engine has no BatchNorm; use engine='grouped'")
+            raise ValueError("the gram engine has no BatchNorm; use `engine='grouped'`")
         self.channels, self.spatial, self.seed, self.bn, self.dtype = channels, spatial, seed, bn, dtype
         self.engine = ("gram" if bn == "none" else "grouped") if engine == "auto" else engine
         c, h = channels, spatial
@@ -430,11 +426,11 @@ class MLPProbe:
         depth: int = 4,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
-        parameterization: Param = "standard",
+        parameterization: Parameterization = "standard",
         inputs: ProbeInputs = _GAUSSIAN,
         pair: int = 0,
     ) -> None:
-        _check_param(parameterization)
+        check_choice("parameterization", parameterization, PARAMETERIZATIONS, "parameterization")
         self.parameterization = parameterization
         self.channels, self.depth, self.seed, self.dtype = channels, depth, seed, dtype
         self.inputs, self.pair = inputs, int(pair)

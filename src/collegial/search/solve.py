@@ -1,6 +1,6 @@
 """The primal and dual problems over integer (m, n) (SPEC section 4), with near-ties.
 
-With ``cost(m, n) = A + m * B(n)`` (exact, :class:`~collegial.search.costs.CostTable`) and a
+With ``cost(m, n) = A + m * B(n)`` (exact, :class:`~collegial.models.costs.CostTable`) and a
 variance curve ``V1(n)`` (:mod:`collegial.search.variance`):
 
 * **primal** (optimally smooth): for each width n take the multiplicity that meets the budget,
@@ -47,18 +47,26 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from collegial.choices import check_choice
 from collegial.errors import UserError
 from collegial.models import format_arch, get_dataset_spec, get_family, validate_arch
 from collegial.models.arch import MAX_N
+from collegial.models.costs import COST_KINDS, CostKind, CostTable
 from collegial.ntk.curve import MODELS
-from collegial.search.costs import CostTable
 from collegial.search.variance import VarianceCurve
 
+#: The cost kind a budget counts (the vocabulary of :mod:`collegial.models.costs`).
+Budget = CostKind
+BUDGETS: tuple[Budget, ...] = COST_KINDS
+#: How the primal's m meets the budget.
 Rounding = Literal["floor", "nearest"]
-ROUNDINGS: tuple[str, ...] = ("floor", "nearest")
-BUDGETS: tuple[str, ...] = ("params", "flops")
-TIE_RULES: tuple[str, ...] = ("paired", "overlap")
-SOLVERS: tuple[str, ...] = ("integer", "relaxed")
+ROUNDINGS: tuple[Rounding, ...] = ("floor", "nearest")
+#: How near-ties are told apart from the optimum.
+TieRule = Literal["paired", "overlap"]
+TIE_RULES: tuple[TieRule, ...] = ("paired", "overlap")
+#: Exact integer problems, or n from the continuous relaxation.
+Solver = Literal["integer", "relaxed"]
+SOLVERS: tuple[Solver, ...] = ("integer", "relaxed")
 DEFAULT_N_RANGE = (2, 128)
 #: Largest budget accepted (parameters or FLOPs): far beyond any buildable model, within int64.
 MAX_BUDGET = 1e18
@@ -78,13 +86,12 @@ class CostModel(Protocol):
 # Pure array solvers (no I/O, no models): the invariants the property tests check live here.
 
 
-def primal_m(a: int, b: np.ndarray, budget: int, rounding: str = "floor") -> np.ndarray:
+def primal_m(a: int, b: np.ndarray, budget: int, rounding: Rounding = "floor") -> np.ndarray:
     """Multiplicity per width meeting ``budget``: ``(N,)`` int64, 0 where no ``m >= 1`` fits.
 
     ``floor``: the largest m with ``a + m * b <= budget``; ``nearest``: the m minimizing
     ``|a + m * b - budget|`` (ties to the smaller m)."""
-    if rounding not in ROUNDINGS:
-        raise UserError(f"unknown rounding {rounding!r}; choose from {', '.join(ROUNDINGS)}")
+    check_choice("rounding", rounding, ROUNDINGS, "rounding rule")
     b = np.asarray(b, dtype=np.int64)
     if np.any(b <= 0):
         raise ValueError("per-path costs must be positive")
@@ -124,7 +131,7 @@ class ArraySolution:
 
 
 def solve_primal_arrays(
-    a: int, b: np.ndarray, v: np.ndarray, budget: int, rounding: str = "floor"
+    a: int, b: np.ndarray, v: np.ndarray, budget: int, rounding: Rounding = "floor"
 ) -> ArraySolution:
     """Primal over candidate widths with per-path costs ``b`` and variances ``v`` (``(N,)``).
     Raises :class:`UserError` when no candidate fits the budget."""
@@ -291,14 +298,14 @@ def parse_n_range(text: str | tuple[int, int]) -> tuple[int, int]:
     else:
         parts = str(text).split(":")
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise UserError(f"malformed --n-range {text!r}; expected LO:HI, e.g. 2:128")
+            raise UserError(f"malformed `n_range` {text!r}; expected LO:HI, e.g. 2:128")
         lo, hi = int(parts[0]), int(parts[1])
     if lo < 1:
-        raise UserError(f"--n-range {lo}:{hi} must start at a width >= 1")
+        raise UserError(f"`n_range` {lo}:{hi} must start at a width >= 1")
     if hi < lo:
-        raise UserError(f"--n-range {lo}:{hi} is empty")
+        raise UserError(f"`n_range` {lo}:{hi} is empty")
     if hi > MAX_N:
-        raise UserError(f"--n-range {lo}:{hi} exceeds the largest width {MAX_N}")
+        raise UserError(f"`n_range` {lo}:{hi} exceeds the largest width {MAX_N}")
     return lo, hi
 
 
@@ -312,11 +319,11 @@ def parse_budget_value(text: str | int | None) -> int | None:
     try:
         val = float(num) * mult
     except ValueError:
-        raise UserError(f"malformed budget value {text!r}; expected e.g. 13.8M or 4.2G") from None
+        raise UserError(f"malformed `budget_value` {text!r}; expected e.g. 13.8M or 4.2G") from None
     if not np.isfinite(val) or val <= 0:
-        raise UserError(f"budget value {text!r} must be positive")
+        raise UserError(f"`budget_value` {text!r} must be positive")
     if val > MAX_BUDGET:
-        raise UserError(f"budget value {text!r} exceeds {MAX_BUDGET:.0e}")
+        raise UserError(f"`budget_value` {text!r} exceeds {MAX_BUDGET:.0e}")
     return int(round(val))
 
 
@@ -332,18 +339,16 @@ def _band(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _tie_mask(obj_draws: np.ndarray, best: int, rule: str, level: float) -> np.ndarray:
+def _tie_mask(obj_draws: np.ndarray, best: int, rule: TieRule, level: float) -> np.ndarray:
     """``(N,)`` bool: candidates the bootstrap cannot separate from ``best``."""
     q = (1.0 - level) / 2.0
     finite = np.isfinite(obj_draws).all(axis=0)
     if rule == "paired":
         frac = (obj_draws <= obj_draws[:, best : best + 1]).mean(axis=0)
         mask = frac >= q
-    elif rule == "overlap":
+    else:  # "overlap"
         lo, hi = _band(obj_draws, level)
         mask = (lo <= hi[best]) & (hi >= lo[best])
-    else:
-        raise UserError(f"unknown tie rule {rule!r}; choose from {', '.join(TIE_RULES)}")
     mask &= finite
     mask[best] = False
     return mask
@@ -355,14 +360,14 @@ def search(
     baseline: str,
     curve: VarianceCurve,
     *,
-    budget: str = "params",
-    rounding: str = "floor",
+    budget: Budget = "params",
+    rounding: Rounding = "floor",
     n_range: tuple[int, int] | str | None = None,
     budget_value: int | str | None = None,
-    ties: str = "paired",
+    ties: TieRule = "paired",
     level: float = 0.95,
     bn_flops: bool = False,
-    solver: str = "integer",
+    solver: Solver = "integer",
     table: CostModel | None = None,
 ) -> SearchResult:
     """Solve the primal and dual problems for ``family`` on ``dataset`` against ``baseline``.
@@ -370,116 +375,15 @@ def search(
     ``budget``: the cost kind (``params`` or ``flops``); the primal's budget is the baseline's
     cost unless ``budget_value`` is given. Widths ``n`` range over ``n_range`` (inclusive; default:
     the curve's measured range within :data:`DEFAULT_N_RANGE`) plus the baseline's width."""
-    if budget not in BUDGETS:
-        raise UserError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
-    if rounding not in ROUNDINGS:
-        raise UserError(f"unknown rounding {rounding!r}; choose from {', '.join(ROUNDINGS)}")
-    if ties not in TIE_RULES:
-        raise UserError(f"unknown tie rule {ties!r}; choose from {', '.join(TIE_RULES)}")
-    if solver not in SOLVERS:
-        raise UserError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
-    if not 0.0 < level < 1.0:
-        raise UserError(f"confidence level {level} must lie strictly between 0 and 1")
-    fam = get_family(family)
-    get_dataset_spec(dataset)
-    if fam.arch_kind != "ce":
-        raise UserError(f"family {family!r} has no (m, n) architecture to search")
-    try:
-        m_b, n_b = validate_arch(family, baseline)
-    except UserError as e:
-        raise UserError(f"baseline {baseline!r} is not a member of {family}: {e}") from None
-    if n_range is None:
-        d_lo, d_hi = curve.domain
-        n_range = (max(d_lo, DEFAULT_N_RANGE[0]), min(d_hi, DEFAULT_N_RANGE[1]))
-    lo, hi = parse_n_range(n_range)
-    curve.check_domain(np.array([n_b]), what="the baseline's width")
-    curve.check_domain(np.array([lo, hi]))
+    _check_options(budget, rounding, ties, solver, level)
+    m_b, n_b = _check_baseline(family, dataset, baseline)
+    lo, hi = _search_range(curve, n_range, n_b)
     tab = table if table is not None else cost_table(family, dataset, bn_flops)
-
-    n = np.arange(lo, hi + 1, dtype=np.int64)
-    if n_b not in n:
-        n = np.sort(np.append(n, n_b))
-    ib = int(np.searchsorted(n, n_b))
-    a = {k: int(tab.fixed(k)) for k in BUDGETS}
-    bb = {k: np.asarray(tab.per_path(k, n), dtype=np.int64) for k in BUDGETS}
-    base_cost = {k: a[k] + m_b * int(bb[k][ib]) for k in BUDGETS}
+    grid = _grid(tab, lo, hi, m_b, n_b)
     cap = parse_budget_value(budget_value)
-    cap = base_cost[budget] if cap is None else cap
-
-    v = curve(n)  # (N,)
-    v_base = v[ib] / m_b
-    vd = curve.draws(n)  # (K, N)
-    vb_draws = vd[:, ib : ib + 1] / m_b  # (K, 1)
-
-    primal = solve_primal_arrays(a[budget], bb[budget], v, cap, rounding)
-    dual = solve_dual_arrays(a[budget], bb[budget], v, v_base)
-
-    # primal: m fixed per width; only V1 varies across draws
-    p_obj = np.where(primal.m >= 1, vd / np.maximum(primal.m, 1), np.inf)  # (K, N)
-    # dual: V_base and m vary across draws
-    md = dual_m(vd, vb_draws)  # (K, N)
-    d_cost = a[budget] + md.astype(np.float64) * bb[budget]
-    if solver == "relaxed":
-        # n from the continuous problem (argmin V1(n) B(n), shared by both), then m rounded
-        rank = np.where(primal.m >= 1, vd * bb[budget], np.inf)  # (K, N)
-        point = np.where(primal.m >= 1, v * bb[budget], np.inf)
-        i_star = int(np.lexsort((bb[budget], point))[0])
-        primal = ArraySolution(i_star, primal.m, primal.cost, point)
-        dual = ArraySolution(i_star, dual.m, dual.cost, point)
-        p_rank = d_rank = rank
-    else:
-        p_rank, d_rank = p_obj, d_cost
-    p_best = np.bincount(np.argmin(p_rank, axis=1), minlength=n.size) / vd.shape[0]
-    p_ties = _tie_mask(p_rank, primal.best, ties, level)
-    d_best = np.bincount(np.argmin(d_rank, axis=1), minlength=n.size) / vd.shape[0]
-    d_ties = _tie_mask(d_rank, dual.best, ties, level)
-
-    def cand(i: int, m: int, vdraw: np.ndarray | None, pb: float | None) -> Candidate:
-        nn_ = int(n[i])
-        costs = {k: a[k] + m * int(bb[k][i]) for k in BUDGETS}
-        se = float(np.std(vdraw, ddof=1)) if vdraw is not None else 0.0
-        return Candidate(
-            format_arch(int(m), nn_),
-            int(m),
-            nn_,
-            costs["params"],
-            costs["flops"],
-            float(v[i] / m),
-            base_cost[budget] / costs[budget],
-            se,
-            pb,
-        )
-
-    for prob, sol in (("primal", primal), ("dual", dual)):
-        arch = format_arch(int(sol.m[sol.best]), int(n[sol.best]))
-        try:
-            validate_arch(family, arch)
-        except UserError as e:
-            what = f"the budget {cap:,}" if prob == "primal" else "the baseline's variance"
-            raise UserError(f"the {prob} answer {arch} is not a buildable {family} ({e}); "
-                            f"{what} is out of reach of this family") from None
-    base = cand(ib, m_b, vd[:, ib] / m_b, None)
-    p_c = cand(primal.best, int(primal.m[primal.best]), p_obj[:, primal.best], float(p_best[primal.best]))
-    d_c = cand(dual.best, int(dual.m[dual.best]), vd[:, dual.best] / dual.m[dual.best], float(d_best[dual.best]))
-    p_list = [
-        cand(int(i), int(primal.m[i]), p_obj[:, i], float(p_best[i]))
-        for i in np.flatnonzero(p_ties)[np.argsort(primal.objective[p_ties], kind="stable")]
-    ]
-    d_idx = np.flatnonzero(d_ties)
-    d_list = [
-        cand(int(i), int(dual.m[i]), vd[:, i] / dual.m[i], float(d_best[i]))
-        for i in d_idx[np.argsort(dual.objective[d_idx], kind="stable")]
-    ]
-
-    sets = {
-        "primal": optimal_set(p_best, level, lambda i: cand(i, int(primal.m[i]), p_obj[:, i], float(p_best[i]))),
-        "dual": optimal_set(d_best, level, lambda i: cand(i, int(dual.m[i]), vd[:, i] / dual.m[i], float(d_best[i]))),
-    }
-    rho_draws = base_cost[budget] / d_cost  # (K, N)
-    p_var = np.where(primal.m >= 1, v / np.maximum(primal.m, 1), np.inf)  # the integer curve
-    p_curve = Curve(n, primal.m, p_var, *_band(p_obj, level), primal.m >= 1)
-    d_curve = Curve(n, dual.m, base_cost[budget] / dual.cost, *_band(rho_draws, level),
-                    np.ones(n.size, dtype=bool))
+    cap = grid.base_cost[budget] if cap is None else cap
+    sol = _solve(grid, curve, budget, cap, rounding, solver, ties, level)
+    _check_buildable(family, grid.n, sol, cap)
     return SearchResult(
         family=family,
         dataset=dataset,
@@ -494,22 +398,188 @@ def search(
         alpha_source=curve.source,
         ties=ties,
         level=level,
-        draws=vd.shape[0],
-        baseline=base,
-        primal=p_c,
-        dual=d_c,
-        near_ties={"primal": p_list, "dual": d_list},
-        primal_curve=p_curve,
-        dual_curve=d_curve,
-        optimal_set=sets,
-        by_model=by_model(curve, n, a[budget], bb[budget], ib, m_b, cap, rounding),
+        draws=sol.vd.shape[0],
+        **_answers(grid, sol, budget, level),
+        by_model=by_model(curve, grid.n, grid.a[budget], grid.b[budget], grid.ib, m_b, cap, rounding),
         probe=curve.fit.probe_label(),
         probe_options=curve.fit.probe_options(),
     )
 
 
+def _check_options(budget: str, rounding: str, ties: str, solver: str, level: float) -> None:
+    """The search's string options against their vocabularies, and the confidence level."""
+    check_choice("budget", budget, BUDGETS, "cost kind")
+    check_choice("rounding", rounding, ROUNDINGS, "rounding rule")
+    check_choice("ties", ties, TIE_RULES, "tie rule")
+    check_choice("solver", solver, SOLVERS, "solver")
+    if not 0.0 < level < 1.0:
+        raise UserError(f"confidence `level` {level} must lie strictly between 0 and 1")
+
+
+def _check_baseline(family: str, dataset: str, baseline: str) -> tuple[int, int]:
+    """``(m_b, n_b)`` of ``baseline``, a member of the (m, n) family ``family`` on ``dataset``."""
+    fam = get_family(family)
+    get_dataset_spec(dataset)
+    if fam.arch_kind != "ce":
+        raise UserError(f"family {family!r} has no (m, n) architecture to search")
+    try:
+        return validate_arch(family, baseline)
+    except UserError as e:
+        raise UserError(f"baseline {baseline!r} is not a member of {family}: {e}") from None
+
+
+def _search_range(curve: VarianceCurve, n_range: tuple[int, int] | str | None, n_b: int) -> tuple[int, int]:
+    """The searched widths ``(lo, hi)``: ``n_range``, by default the curve's measured range
+    within :data:`DEFAULT_N_RANGE`; both ends and the baseline's width inside the curve's domain."""
+    if n_range is None:
+        d_lo, d_hi = curve.domain
+        n_range = (max(d_lo, DEFAULT_N_RANGE[0]), min(d_hi, DEFAULT_N_RANGE[1]))
+    lo, hi = parse_n_range(n_range)
+    curve.check_domain(np.array([n_b]), what="the baseline's width")
+    curve.check_domain(np.array([lo, hi]))
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The candidate widths ``n`` ``(N,)`` (``lo..hi`` and the baseline's), the baseline's
+    index ``ib`` and multiplicity ``m_b``, and per cost kind ``A``, ``B(n)`` and the baseline's
+    cost."""
+
+    n: np.ndarray
+    ib: int
+    m_b: int
+    a: dict[str, int]
+    b: dict[str, np.ndarray]
+    base_cost: dict[str, int]
+
+
+def _grid(tab: CostModel, lo: int, hi: int, m_b: int, n_b: int) -> _Grid:
+    n = np.arange(lo, hi + 1, dtype=np.int64)
+    if n_b not in n:
+        n = np.sort(np.append(n, n_b))
+    ib = int(np.searchsorted(n, n_b))
+    a = {k: int(tab.fixed(k)) for k in BUDGETS}
+    bb = {k: np.asarray(tab.per_path(k, n), dtype=np.int64) for k in BUDGETS}
+    base_cost = {k: a[k] + m_b * int(bb[k][ib]) for k in BUDGETS}
+    return _Grid(n, ib, m_b, a, bb, base_cost)
+
+
+@dataclass(frozen=True)
+class _Solution:
+    """Both problems on a grid: the point solutions, the curve ``v`` ``(N,)`` and its draws
+    ``vd`` ``(K, N)``, the primal's variance draws ``p_obj`` and the dual's m and cost draws
+    ``md``/``d_cost`` ``(K, N)``, each problem's ``p_best`` ``(N,)`` and near-tie mask ``(N,)``."""
+
+    primal: ArraySolution
+    dual: ArraySolution
+    v: np.ndarray
+    vd: np.ndarray
+    p_obj: np.ndarray
+    d_cost: np.ndarray
+    p_best: np.ndarray
+    d_best: np.ndarray
+    p_ties: np.ndarray
+    d_ties: np.ndarray
+
+
+def _solve(
+    g: _Grid, curve: VarianceCurve, budget: Budget, cap: int, rounding: Rounding, solver: Solver,
+    ties: TieRule, level: float,
+) -> _Solution:
+    """Both problems at the point estimate and across the bootstrap draws of the curve."""
+    a, b = g.a[budget], g.b[budget]
+    v = curve(g.n)  # (N,)
+    vd = curve.draws(g.n)  # (K, N)
+    primal = solve_primal_arrays(a, b, v, cap, rounding)
+    dual = solve_dual_arrays(a, b, v, v[g.ib] / g.m_b)
+    # primal: m fixed per width; only V1 varies across draws
+    p_obj = np.where(primal.m >= 1, vd / np.maximum(primal.m, 1), np.inf)  # (K, N)
+    # dual: V_base and m vary across draws
+    md = dual_m(vd, vd[:, g.ib : g.ib + 1] / g.m_b)  # (K, N)
+    d_cost = a + md.astype(np.float64) * b
+    if solver == "relaxed":
+        # n from the continuous problem (argmin V1(n) B(n), shared by both), then m rounded
+        rank = np.where(primal.m >= 1, vd * b, np.inf)  # (K, N)
+        point = np.where(primal.m >= 1, v * b, np.inf)
+        i_star = int(np.lexsort((b, point))[0])
+        primal = ArraySolution(i_star, primal.m, primal.cost, point)
+        dual = ArraySolution(i_star, dual.m, dual.cost, point)
+        p_rank = d_rank = rank
+    else:
+        p_rank, d_rank = p_obj, d_cost
+    return _Solution(
+        primal, dual, v, vd, p_obj, d_cost,
+        p_best=np.bincount(np.argmin(p_rank, axis=1), minlength=g.n.size) / vd.shape[0],
+        d_best=np.bincount(np.argmin(d_rank, axis=1), minlength=g.n.size) / vd.shape[0],
+        p_ties=_tie_mask(p_rank, primal.best, ties, level),
+        d_ties=_tie_mask(d_rank, dual.best, ties, level),
+    )
+
+
+def _check_buildable(family: str, n: np.ndarray, sol: _Solution, cap: int) -> None:
+    """:class:`UserError` unless both answers are buildable members of ``family``."""
+    for prob, s in (("primal", sol.primal), ("dual", sol.dual)):
+        arch = format_arch(int(s.m[s.best]), int(n[s.best]))
+        try:
+            validate_arch(family, arch)
+        except UserError as e:
+            what = f"the budget {cap:,}" if prob == "primal" else "the baseline's variance"
+            raise UserError(f"the {prob} answer {arch} is not a buildable {family} ({e}); "
+                            f"{what} is out of reach of this family") from None
+
+
+def _candidate(g: _Grid, sol: _Solution, budget: Budget, i: int, m: int, vdraw: np.ndarray | None,
+               pb: float | None) -> Candidate:
+    """Candidate ``i`` of the grid at multiplicity ``m``; its variance's standard error is the
+    spread of ``vdraw`` (the variance across draws)."""
+    nn_ = int(g.n[i])
+    costs = {k: g.a[k] + m * int(g.b[k][i]) for k in BUDGETS}
+    se = float(np.std(vdraw, ddof=1)) if vdraw is not None else 0.0
+    return Candidate(
+        format_arch(int(m), nn_),
+        int(m),
+        nn_,
+        costs["params"],
+        costs["flops"],
+        float(sol.v[i] / m),
+        g.base_cost[budget] / costs[budget],
+        se,
+        pb,
+    )
+
+
+def _answers(g: _Grid, sol: _Solution, budget: Budget, level: float) -> dict[str, Any]:
+    """The :class:`SearchResult` fields built from a solution: baseline, primal and dual
+    candidates, near-ties, curves and optimal sets."""
+    primal, dual, vd, p_obj = sol.primal, sol.dual, sol.vd, sol.p_obj
+
+    def p_cand(i: int) -> Candidate:
+        return _candidate(g, sol, budget, i, int(primal.m[i]), p_obj[:, i], float(sol.p_best[i]))
+
+    def d_cand(i: int) -> Candidate:
+        return _candidate(g, sol, budget, i, int(dual.m[i]), vd[:, i] / dual.m[i], float(sol.d_best[i]))
+
+    p_idx, d_idx = np.flatnonzero(sol.p_ties), np.flatnonzero(sol.d_ties)
+    rho_draws = g.base_cost[budget] / sol.d_cost  # (K, N)
+    p_var = np.where(primal.m >= 1, sol.v / np.maximum(primal.m, 1), np.inf)  # the integer curve
+    return {
+        "baseline": _candidate(g, sol, budget, g.ib, g.m_b, vd[:, g.ib] / g.m_b, None),
+        "primal": p_cand(primal.best),
+        "dual": d_cand(dual.best),
+        "near_ties": {
+            "primal": [p_cand(int(i)) for i in p_idx[np.argsort(primal.objective[p_idx], kind="stable")]],
+            "dual": [d_cand(int(i)) for i in d_idx[np.argsort(dual.objective[d_idx], kind="stable")]],
+        },
+        "primal_curve": Curve(g.n, primal.m, p_var, *_band(p_obj, level), primal.m >= 1),
+        "dual_curve": Curve(g.n, dual.m, g.base_cost[budget] / dual.cost, *_band(rho_draws, level),
+                            np.ones(g.n.size, dtype=bool)),
+        "optimal_set": {"primal": optimal_set(sol.p_best, level, p_cand), "dual": optimal_set(sol.d_best, level, d_cand)},
+    }
+
+
 def by_model(
-    curve: VarianceCurve, n: np.ndarray, a: int, b: np.ndarray, ib: int, m_b: int, cap: int, rounding: str
+    curve: VarianceCurve, n: np.ndarray, a: int, b: np.ndarray, ib: int, m_b: int, cap: int, rounding: Rounding
 ) -> dict[str, dict[str, Any]]:
     """The point optima (no bootstrap) under every variance model of the curve's fit, with each
     model's goodness of fit: ``{model: {"primal", "dual", "chi2_per_dof", "p_value"}}``."""

@@ -15,6 +15,7 @@ The models, the ``alpha.json`` schema and the bootstrap of the Monte Carlo table
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,10 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from collegial.choices import check_choice
 from collegial.errors import UserError
 from collegial.models import get_family
-from collegial.ntk.curve import MODEL_CHOICES, AlphaFit, VarianceModel, evaluate, synthetic_fit
+from collegial.ntk import alpha as ntk_alpha
+from collegial.ntk.curve import MODEL_CHOICES, SCHEMA_VERSION, AlphaFit, VarianceModel, evaluate, synthetic_fit
+from collegial.ntk.inputs import ProbeInputs
 
+#: The variance models a curve may use (``auto`` included): the vocabulary of :mod:`collegial.ntk.curve`.
 VARIANCE_MODELS: tuple[str, ...] = MODEL_CHOICES
 #: The variance model used when ``--variance`` is not given: the smooth fit where it fits.
 DEFAULT_VARIANCE_MODEL = "auto"
@@ -52,8 +57,7 @@ class VarianceCurve:
     _params: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.model not in VARIANCE_MODELS:
-            raise UserError(f"unknown variance model {self.model!r}; choose from {', '.join(VARIANCE_MODELS)}")
+        check_choice("model", self.model, VARIANCE_MODELS, "variance model")
         if self.draws_count < 2:
             raise UserError(f"need at least 2 bootstrap draws, got {self.draws_count}")
         self.requested = self.model
@@ -66,10 +70,6 @@ class VarianceCurve:
     @property
     def domain(self) -> tuple[int, int]:
         return self.fitted.domain
-
-    @property
-    def has_uncertainty(self) -> bool:
-        return bool(np.any(np.asarray(self.fit.stderr) > 0))
 
     def check_domain(self, n: np.ndarray, what: str = "width") -> None:
         self.fitted.check_domain(n, what)
@@ -120,8 +120,6 @@ def probe_key(family: str) -> dict[str, Any]:
     """What identifies a family's declared probe in cache keys: the canonical family that
     declares it (``resnext29`` for every ResNeXt), its input shape, and the factory's module,
     name and a hash of its source (so editing a block invalidates its cached curves)."""
-    import inspect
-
     fam = get_family(family)
     fn = fam.probe
     try:
@@ -141,13 +139,9 @@ def alpha_on_the_fly(
     cached result; returns the fit and where it came from. The cache file is
     ``cache_dir()/<sha1 of the probe options>.json`` in the ``alpha.json`` schema
     (:func:`probe_key` identifies the probe)."""
-    from collegial.ntk.alpha import DEFAULT_WIDTHS, run_algorithm1
-    from collegial.ntk.curve import SCHEMA_VERSION
-    from collegial.ntk.inputs import ProbeInputs
-
     inputs = ProbeInputs() if inputs is None else inputs
     key_obj = {"schema": SCHEMA_VERSION, **probe_key(family), "trials": trials, "seed": seed,
-               "widths": list(DEFAULT_WIDTHS), **inputs.options()}
+               "widths": list(ntk_alpha.DEFAULT_WIDTHS), **inputs.options()}
     key = hashlib.sha1(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"{key}.json"
     source = f"Algorithm 1 (cached at {path})"
@@ -156,7 +150,7 @@ def alpha_on_the_fly(
             return AlphaFit.from_json(path), source
         except UserError:
             pass  # a corrupt or outdated cache entry is recomputed
-    fit = run_algorithm1(family=get_family(family).probe_owner, trials=trials, seed=seed, inputs=inputs, m_law=(),
+    fit = ntk_alpha.run_algorithm1(family=get_family(family).probe_owner, trials=trials, seed=seed, inputs=inputs, m_law=(),
                          progress=progress)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +175,7 @@ def check_probe(fit: AlphaFit, family: str, where: str) -> None:
         raise UserError(
             f"{where} was measured by the {other!r} probe, which is not a registered family here; "
             f"search {family} with its own curve ('collegial fit-alpha --family {family} --json --out DIR') "
-            "or --import the module that registers it"
+            "or import the module that registers it ('collegial --import MODULE')"
         ) from None
     if not same:
         raise UserError(
@@ -204,8 +198,7 @@ def load_curve(
     """The curve of model family ``family``: from ``alpha_file``, which must have been measured
     by the probe ``family`` declares (:func:`check_probe`), or, when None, from Algorithm 1 run
     here on that probe (cached: :func:`alpha_on_the_fly`)."""
-    if model not in VARIANCE_MODELS:
-        raise UserError(f"unknown variance model {model!r}; choose from {', '.join(VARIANCE_MODELS)}")
+    check_choice("model", model, VARIANCE_MODELS, "variance model")  # before any work
     if alpha_file is not None:
         fit = AlphaFit.from_json(alpha_file)
         source = str(alpha_file)

@@ -303,7 +303,7 @@ def _need_root(name: str, root: Path | None) -> Path:
             "imagenet32": "Imagenet32_train_npz/ and Imagenet32_val_npz/",
             "imagenet64": "Imagenet64_train_npz/ and Imagenet64_val_npz/",
         }[name]
-        raise UserError(f"{name} needs a data directory (--data-dir) holding {folder}")
+        raise UserError(f"{name} needs a data directory (`data_dir`) holding {folder}")
     return root
 
 

@@ -2,52 +2,39 @@
 
 Launch one process per device with ``torchrun --nproc_per_node N -m collegial.cli train ...``;
 torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``, and :func:`setup` joins the process
-group (NCCL on CUDA, gloo on the CPU). Without those variables everything here is a no-op and a
-run is one plain process. Rank 0 alone prints, writes metrics and checkpoints.
+group (NCCL on CUDA, gloo on the CPU) through :mod:`collegial.distributed`. Without those
+variables everything here is a no-op and a run is one plain process. Rank 0 alone prints,
+writes metrics and checkpoints.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from collegial.choices import check_choice
+from collegial.distributed import Dist, join, launched
 from collegial.errors import UserError
 
-__all__ = ["Dist", "setup", "teardown", "all_reduce_sum", "barrier", "wrap_ddp"]
+__all__ = ["DEVICES", "Device", "Dist", "setup", "teardown", "all_reduce_sum", "barrier", "wrap_ddp"]
+
+#: Where a run trains.
+Device = Literal["cpu", "cuda"]
+DEVICES: tuple[Device, ...] = ("cpu", "cuda")
 
 
-@dataclass(frozen=True)
-class Dist:
-    """Where this process sits: ``rank`` of ``world_size`` (``local_rank`` on its node)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup(device: str) -> tuple[Dist, torch.device]:
+def setup(device: Device) -> tuple[Dist, torch.device]:
     """Join the process group if launched by torchrun; returns this process's :class:`Dist` and
     the device it trains on (``cuda:LOCAL_RANK`` under CUDA)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"--device must be cpu or cuda, got {device!r}")
+    check_choice("device", device, DEVICES, "device")
     if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
-    if world_size <= 1:
+        raise UserError("`device='cuda'`: no CUDA device is available (use `device='cpu'`)")
+    info = launched()
+    if not info.enabled:
         return Dist(), torch.device(device)
-    info = Dist(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
     if device == "cuda":
         if info.local_rank >= torch.cuda.device_count():
             raise UserError(
@@ -57,13 +44,7 @@ def setup(device: str) -> tuple[Dist, torch.device]:
         dev = torch.device("cuda", info.local_rank)
     else:
         dev = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group(
-            backend="nccl" if device == "cuda" else "gloo",
-            rank=info.rank,
-            world_size=world_size,
-            device_id=dev if device == "cuda" else None,
-        )
+    join(info, "nccl" if device == "cuda" else "gloo", dev if device == "cuda" else None)
     return info, dev
 
 

@@ -45,6 +45,7 @@ from tqdm import tqdm
 from collegial.errors import UserError
 from collegial.provenance import provenance
 from collegial.models import create_model, get_dataset_spec
+from collegial.models.costs import train_flops_per_image
 from collegial.train.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -54,7 +55,7 @@ from collegial.train.checkpoint import (
 )
 from collegial.train.data import DeviceLoader, ImageData, normalization_stats
 from collegial.train.distributed import Dist, all_reduce_sum, barrier, setup, wrap_ddp
-from collegial.train.flops import peak_flops, train_flops_per_image
+from collegial.train.flops import peak_flops
 from collegial.train.recipes import Recipe
 
 __all__ = [
@@ -206,13 +207,13 @@ def _run_lock(out: Path, info: Dist) -> Iterator[None]:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise UserError(f"cannot use --out {out}: {e.strerror}") from None
+        raise UserError(f"cannot use `out={out}`: {e.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise UserError(f"{out} is in use by another run (pid {pid}); wait for it or use another --out") from None
+            raise UserError(f"{out} is in use by another run (pid {pid}); wait for it or use another `out`") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -225,10 +226,10 @@ def _check_resumable(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -
     recipe (epochs may grow)."""
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} has checkpoint format {ckpt.get('format')!r}, not {CHECKPOINT_FORMAT}; "
-                        "it cannot be resumed (use --overwrite)")
+                        "it cannot be resumed (use `overwrite=True`)")
     for key in ("model", "optimizer", "scheduler", "rng", "config"):
         if not isinstance(ckpt.get(key), dict):
-            raise UserError(f"{path} lacks its {key} state; it cannot be resumed (use --overwrite)")
+            raise UserError(f"{path} lacks its {key} state; it cannot be resumed (use `overwrite=True`)")
     for key in ("epoch", "batch"):
         v = ckpt.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -240,7 +241,7 @@ def _check_resumable(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -
         if old.get(key) != config[key]:
             raise UserError(
                 f"{path} was trained with {key}={old.get(key)!r}, not {config[key]!r}; "
-                "use another --out or --overwrite"
+                "use another `out` or `overwrite=True`"
             )
     old_recipe = dict(old.get("recipe", {}))
     new_recipe = dict(config["recipe"])
@@ -250,7 +251,7 @@ def _check_resumable(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -
         if old_recipe.get(key) != value:
             raise UserError(
                 f"{path} was trained with {key}={old_recipe.get(key)!r}, not {value!r}; "
-                "resume with the same recipe (only --epochs may change)"
+                "resume with the same recipe (only `epochs` may change)"
             )
     if ckpt.get("batch", 0) and old.get("world_size") != config["world_size"]:
         raise UserError(
@@ -263,20 +264,20 @@ def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
     """The run files already in ``out``; :class:`UserError` if there are some and neither
     ``resume`` nor ``overwrite`` allows touching them."""
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+        raise UserError(f"`out={out}` exists and is not a directory")
     existing = [f for f in RUN_FILES if (out / f).exists()]
     if existing and not (resume or overwrite):
         raise UserError(
-            f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it "
-            "or --overwrite to start over"
+            f"{out} already holds a run ({', '.join(existing)}); pass `resume=True` to continue it "
+            "or `overwrite=True` to start over"
         )
     last = out / "last.pt"
     if resume and not last.is_file() and (existing or last.is_symlink()):
         why = "is a dangling symlink" if last.is_symlink() else "is missing"
         held = ", ".join(existing) or "no other run files"
         raise UserError(
-            f"--resume: {last} {why} ({out} holds {held}); nothing was changed; "
-            "pass --overwrite to start over"
+            f"`resume=True`: {last} {why} ({out} holds {held}); nothing was changed; "
+            "pass `overwrite=True` to start over"
         )
     return existing
 
@@ -522,7 +523,7 @@ def _resume(
         set_rng_state(ckpt["rng"])
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} does not fit this run ({first}); use --overwrite") from None
+        raise UserError(f"{path} does not fit this run ({first}); use `overwrite=True`") from None
     return _Position(
         epoch=int(ckpt["epoch"]),
         batch=int(ckpt.get("batch", 0)),
@@ -697,7 +698,7 @@ def _diverged(run: _Run, epoch: int, done: int) -> TrainingDiverged:
     kept = f"{last} (epoch {len(run.history)})" if last.exists() else "none written yet"
     return TrainingDiverged(
         f"loss is not finite at epoch {epoch + 1} step {done}; stopped "
-        f"(last good checkpoint: {kept}); try a lower --lr"
+        f"(last good checkpoint: {kept}); try a lower `lr`"
     )
 
 

@@ -32,10 +32,8 @@ shortening a recipe.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +50,8 @@ __all__ = [
     "RECIPES",
     "Recipe",
     "RecipeField",
-    "add_recipe_arguments",
     "get_recipe",
     "recipe_fields",
-    "recipe_overrides",
 ]
 
 
@@ -285,7 +281,8 @@ def get_recipe(dataset: str) -> Recipe:
         raise UserError(f"no training recipe for dataset {dataset!r}") from None
 
 
-# ---- command-line exposure ---------------------------------------------------------------
+# ---- the overridable fields and their text values ----------------------------------------
+# (the argparse options built from this table live in collegial.commands.recipe_options)
 
 
 def _parse_bool(text: str) -> bool:
@@ -377,24 +374,3 @@ def recipe_fields() -> list[RecipeField]:
         kind = "choice" if choices else _KIND[f.type]
         out.append(RecipeField(f.name, f.name.replace("_", "-"), kind, _HELP[f.name], choices))
     return out
-
-
-def add_recipe_arguments(parser: argparse.ArgumentParser | Any) -> None:
-    """Add ``--epochs``, ``--batch-size``, ... (one per :func:`recipe_fields` entry) to an
-    argparse parser or group; each defaults to ``None`` = the recipe's value."""
-    for f in recipe_fields():
-        parser.add_argument(
-            f"--{f.flag}",
-            dest=f.name,
-            default=None,
-            metavar=f.kind.upper(),
-            help=f"{f.help} (default: the dataset's recipe)",
-        )
-
-
-def recipe_overrides(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
-    """The recipe fields set in ``args`` (from :func:`add_recipe_arguments`), for
-    :meth:`Recipe.override`."""
-    values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    names: Sequence[str] = [f.name for f in recipe_fields()]
-    return {n: values[n] for n in names if values.get(n) is not None}

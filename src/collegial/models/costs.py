@@ -1,12 +1,20 @@
 """Costs of a built model: trainable parameters, FLOPs (paper convention) and MACs.
 
+The one place costs are counted: the search's budgets (:mod:`collegial.search.solve`) and the
+training loop's throughput and MFU (:mod:`collegial.train.loop`) both read them here.
+
 Everything is measured on the model itself (on the ``meta`` device, so no memory is
 allocated), never from hand-derived formulas, so any registered family gets its costs for free:
 
 * parameters: ``sum(p.numel() for p in model.parameters() if p.requires_grad)``;
-* MACs: multiply-adds of conv and linear layers for one image at the dataset's resolution,
-  counted by :class:`torch.utils.flop_counter.FlopCounterMode` (which reports 2 x MACs);
-* FLOPs: ``2 * MACs``, plus one FLOP per BatchNorm output element with ``bn_flops=True``.
+* MACs: multiply-adds of conv and linear layers (also ``bmm`` / ``baddbmm`` of the
+  block-diagonal layers) for one image at the dataset's resolution, counted by
+  :class:`torch.utils.flop_counter.FlopCounterMode` (which reports 2 x MACs);
+* FLOPs: ``2 * MACs``, plus one FLOP per BatchNorm output element with ``bn_flops=True``;
+* a training step: 3 x the forward FLOPs (forward + input and weight gradients), the usual
+  convention (:func:`train_flops_per_image`). ``FlopCounterMode`` over-counts the backward of
+  grouped convolutions (it reports ~7.9x the forward for ResNeXt-29 37x10d, 3.0x for 1x128d), so
+  the backward is not counted directly.
 
 :class:`CostTable` evaluates thousands of ``(m, n)`` candidates quickly. For every collegial
 family a model of multiplicity m is its m-independent part plus m identical paths, so a cost is
@@ -18,18 +26,35 @@ models, verifies the decomposition on further built models, and falls back to me
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from collegial.models import create_model, format_arch, get_dataset_spec, get_family, validate_arch
+from collegial.models.arch import format_arch
+from collegial.models.datasets import get_dataset_spec
+from collegial.models.registry import create_model, get_family, validate_arch
 
+__all__ = [
+    "COST_KINDS",
+    "CostKind",
+    "CostTable",
+    "Costs",
+    "count_flops",
+    "count_params",
+    "forward_flops",
+    "model_costs",
+    "train_flops_per_image",
+]
+
+#: What a budget counts: trainable parameters or forward FLOPs.
 CostKind = Literal["params", "flops"]
+COST_KINDS: tuple[CostKind, ...] = ("params", "flops")
 
 
 @dataclass(frozen=True)
@@ -80,30 +105,50 @@ def count_flops(
     return two_macs + bn_elems, two_macs // 2
 
 
-def _meta_model(family: str, arch: str, dataset: str, overrides: tuple) -> nn.Module:
+def _image_shape(dataset: str, overrides: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """``(1, C, H, W)`` of one image of ``dataset``, ``in_channels`` / ``resolution`` overridden."""
+    spec = get_dataset_spec(dataset)
+    res = int(overrides.get("resolution", spec.resolution))
+    chans = int(overrides.get("in_channels", spec.in_channels))
+    return (1, chans, res, res)
+
+
+def _measure(family: str, arch: str, dataset: str, bn_flops: bool, overrides: Mapping[str, Any]) -> Costs:
     with torch.device("meta"):
-        return create_model(family, arch=arch, dataset=dataset, **dict(overrides))
+        model = create_model(family, arch=arch, dataset=dataset, **overrides)
+    flops, macs = count_flops(model, _image_shape(dataset, overrides), bn_flops=bn_flops)
+    return Costs(count_params(model), flops, macs)
 
 
 @lru_cache(maxsize=4096)
-def _model_costs(family: str, arch: str, dataset: str, bn_flops: bool, overrides: tuple) -> Costs:
-    model = _meta_model(family, arch, dataset, overrides)
-    spec = get_dataset_spec(dataset)
-    shape = (1, spec.in_channels, spec.resolution, spec.resolution)
-    if "resolution" in dict(overrides):
-        r = int(dict(overrides)["resolution"])
-        shape = (1, spec.in_channels, r, r)
-    flops, macs = count_flops(model, shape, bn_flops=bn_flops)
-    return Costs(count_params(model), flops, macs)
+def _cached(family: str, arch: str, dataset: str, bn_flops: bool, overrides: tuple) -> Costs:
+    return _measure(family, arch, dataset, bn_flops, dict(overrides))
 
 
 def model_costs(
     family: str, arch: str, dataset: str, *, bn_flops: bool = False, **overrides: object
 ) -> Costs:
-    """Parameters, FLOPs and MACs of ``family`` ``arch`` built for ``dataset`` (cached)."""
+    """Parameters, FLOPs and MACs of ``family`` ``arch`` built for ``dataset`` (``overrides``
+    go to :func:`~collegial.models.create_model`; cached when they are hashable)."""
     validate_arch(family, arch)
     get_dataset_spec(dataset)
-    return _model_costs(family, arch, dataset, bn_flops, tuple(sorted(overrides.items())))
+    key = tuple(sorted(overrides.items()))
+    try:
+        hash(key)
+    except TypeError:  # e.g. a list-valued override: measured, not cached
+        return _measure(family, arch, dataset, bn_flops, overrides)
+    return _cached(family, arch, dataset, bn_flops, key)
+
+
+def forward_flops(family: str, arch: str, dataset: str, **model_kwargs: Any) -> int:
+    """Forward FLOPs (2 x MACs) of one image at ``dataset``'s resolution: :func:`model_costs`'s
+    ``flops``."""
+    return model_costs(family, arch, dataset, **model_kwargs).flops
+
+
+def train_flops_per_image(family: str, arch: str, dataset: str, **model_kwargs: Any) -> int:
+    """FLOPs of one training step per image: 3 x :func:`forward_flops`."""
+    return 3 * forward_flops(family, arch, dataset, **model_kwargs)
 
 
 class CostTable:

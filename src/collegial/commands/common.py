@@ -1,0 +1,123 @@
+"""What every subcommand shares: the output-folder options and their one overwrite rule, comma
+lists of integers, the model/preset argument, and JSON-or-table output.
+
+* :func:`add_output_arguments` adds ``--json``, ``--out DIR`` and ``--overwrite`` (with
+  ``--force`` as a hidden alias kept for old scripts); :func:`add_overwrite_argument` only the
+  last pair. :func:`prepare_out` is the rule: it creates ``--out`` and refuses, before any work,
+  when a file the command writes is already there, unless ``--overwrite``.
+* :func:`int_list` (one :class:`~collegial.errors.UserError` line naming the flag) and
+  :func:`int_list_arg` (an argparse ``type=``) parse ``2,4,8`` through :func:`parse_ints`.
+* :func:`emit` prints one strict JSON object with ``--json`` and the human text otherwise;
+  :func:`write_json` writes a result file (strict JSON as well).
+* :func:`preset_model` turns a preset name (``cifar10-resnext29-37x10d``) into its family,
+  architecture and dataset, for every command that takes ``FAMILY ARCH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from collegial.errors import UserError
+
+#: The flag that allows replacing existing results; ``--force`` is accepted as a hidden alias.
+OVERWRITE_FLAG = "--overwrite"
+
+
+def add_overwrite_argument(p: argparse.ArgumentParser | Any, help: str = "overwrite existing files in --out") -> None:
+    """``--overwrite`` (``args.overwrite``), and ``--force`` as a hidden alias of it."""
+    p.add_argument(OVERWRITE_FLAG, dest="overwrite", action="store_true", help=help)
+    p.add_argument("--force", dest="overwrite", action="store_true", help=argparse.SUPPRESS)
+
+
+def add_output_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    out_help: str = "also write the results into DIR",
+    overwrite_help: str = "overwrite existing files in --out",
+) -> None:
+    """``--json``, ``--out DIR`` and ``--overwrite`` (see :func:`add_overwrite_argument`)."""
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    p.add_argument("--out", default=None, metavar="DIR", help=out_help)
+    add_overwrite_argument(p, overwrite_help)
+
+
+def prepare_out(out: str | Path, names: Iterable[str], *, overwrite: bool) -> Path:
+    """Create the folder ``out`` and check it is writable and that none of ``names`` exists in
+    it (unless ``overwrite``); :class:`UserError` naming ``--out`` / ``--overwrite`` otherwise."""
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise UserError(f"--out {str(d)!r} exists and is not a directory")
+    clash = [n for n in names if (d / n).exists()]
+    if clash and not overwrite:
+        raise UserError(
+            f"{str(d / clash[0])!r} already exists; pass {OVERWRITE_FLAG} to replace it or choose another --out"
+        )
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {str(d)!r}: {e.strerror}") from None
+    if not os.access(d, os.W_OK):
+        raise UserError(f"--out {str(d)!r} is not writable")
+    return d
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """``'2,4, 8'`` -> ``(2, 4, 8)``; empty items are skipped (``''`` -> ``()``); ValueError for
+    anything else."""
+    return tuple(int(t) for t in text.split(",") if t.strip())
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """:func:`parse_ints` as a list; :class:`UserError` naming ``flag`` when it does not parse."""
+    try:
+        return list(parse_ints(text))
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated integers, got {text.strip()!r}") from None
+
+
+def int_list_arg(text: str) -> tuple[int, ...]:
+    """argparse ``type=`` of a non-empty comma list of integers (a usage error otherwise)."""
+    try:
+        values = parse_ints(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def strict_json(obj: Any, *, indent: int | None = None) -> str:
+    """``obj`` as strict JSON (NaN/inf -> null, numpy numbers -> Python): one line, or indented."""
+    from collegial.ntk.curve import finite_json
+
+    return json.dumps(finite_json(obj), indent=indent)
+
+
+def emit(obj: Any, text: str, *, as_json: bool) -> None:
+    """Print ``obj`` as one JSON object (``--json``) or ``text`` (the human table) on stdout."""
+    print(strict_json(obj) if as_json else text)
+
+
+def write_json(path: Path, obj: Any, *, indent: int = 1) -> None:
+    """Write ``obj`` to ``path`` as indented strict JSON and a final newline."""
+    path.write_text(strict_json(obj, indent=indent) + "\n")
+
+
+def preset_model(name: str, arch: str | None, dataset: str | None) -> tuple[str, str, str] | None:
+    """``(family, arch, dataset)`` of the preset ``name``, or ``None`` when ``name`` is no
+    preset; :class:`UserError` when ``arch`` or ``dataset`` contradicts the preset."""
+    from collegial.models import PRESETS
+
+    p = PRESETS.get(name)
+    if p is None:
+        return None
+    if arch is not None and arch != p.arch:
+        raise UserError(f"preset {name} is {p.family} {p.arch}; drop ARCH {arch!r}")
+    if dataset is not None and dataset != p.dataset:
+        raise UserError(f"preset {name} is for {p.dataset}, not --dataset {dataset}")
+    return p.family, p.arch, p.dataset
