@@ -162,6 +162,8 @@ def generic_route(fit, total: float, trials: int) -> None:
           f"{gen.engine}): {t_gen:.1f} s vs {total:.1f} s dedicated = {t_gen / total:.2f}x (target <= 3x)")
     print(f"  v(n) generic vs dedicated, {len(z)} widths: max |z| = {max(map(abs, z)):.2f}, "
           f"mean z^2 = {sum(x * x for x in z) / len(z):.2f} (independent draws: ~1)")
+    zm = [(a.variance - b.variance) / math.hypot(a.stderr, b.stderr) for a, b in zip(gen.m_law, fit.m_law)]
+    print("  V(m, n) of the 1/m check, generic vs dedicated: z = " + ", ".join(f"{z:.2f}" for z in zm))
     print(f"  prop1 alpha {gen.alpha:.3f} +- {gen.alpha_stderr:.3f} (dedicated {fit.alpha:.3f} +- "
           f"{fit.alpha_stderr:.3f}); 1/m ratios " + ", ".join(
               f"m={a.m}: {a.ratio:.3f}+-{a.ratio_stderr:.3f} / {b.ratio:.3f}+-{b.ratio_stderr:.3f}"

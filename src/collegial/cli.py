@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from collegial import __version__
-from collegial.errors import UserError
+from collegial.errors import UserError, flag_message
 
 #: Subcommand modules under ``collegial.commands``, in the order ``--help`` lists them.
 COMMANDS: list[str] = [
@@ -82,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"collegial {args.command}: error: {e}", file=sys.stderr)
+        # a library argument still in backquotes that is also one of this command's options
+        # (``n_range`` -> ``--n-range``); commands map the others themselves (flag_names)
+        flags = {k: "--" + k.replace("_", "-") for k in vars(args) if k not in ("func", "command")}
+        print(f"collegial {args.command}: error: {flag_message(str(e), flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("collegial: interrupted", file=sys.stderr)

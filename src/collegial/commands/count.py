@@ -9,7 +9,7 @@ from collegial.commands.common import emit, preset_model
 from collegial.errors import UserError
 from collegial.models import DATASETS, PRESETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
-from collegial.models.costs import model_costs
+from collegial.models.costs import format_params, model_costs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +61,7 @@ def _markdown(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['preset']} | {r['dataset']} | {r['family']} {r['arch']} | "
-            f"{r['params'] / 1e6:.2f}M | {r['flops'] / 1e9:.2f} |"
+            f"{format_params(r['params'])} | {r['flops'] / 1e9:.2f} |"
         )
     return "\n".join(lines)
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         row["preset"] = args.family
     text = (
         f"{row['family']} {row['arch']} on {row['dataset']}: "
-        f"{row['params'] / 1e6:.2f}M params, {row['flops'] / 1e9:.3f} GFLOPs, "
+        f"{format_params(row['params'])} params, {row['flops'] / 1e9:.3f} GFLOPs, "
         f"{row['macs'] / 1e9:.3f} GMACs"
     )
     emit({**row, "provenance": provenance(None)}, text, as_json=args.json)

@@ -41,6 +41,8 @@ from collegial.models.datasets import get_dataset_spec
 from collegial.models.registry import create_model, get_family, validate_arch
 
 __all__ = [
+    "format_flops",
+    "format_params",
     "COST_KINDS",
     "CostKind",
     "CostTable",
@@ -211,3 +213,15 @@ class CostTable:
 
     def __call__(self, m: int, n: int) -> Costs:
         return Costs(*(int(self.cost(k, m, n)) for k in self._FIELDS))
+
+
+def format_params(n: float) -> str:
+    """``13.74M`` at a million or more, else ``27.6k`` (or the count itself below a thousand)."""
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    return f"{n / 1e3:.1f}k" if n >= 1e3 else f"{int(n)}"
+
+
+def format_flops(f: float) -> str:
+    """``4.52 GFLOPs`` at a billion or more, else ``10.4 MFLOPs``."""
+    return f"{f / 1e9:.2f} GFLOPs" if f >= 1e9 else f"{f / 1e6:.1f} MFLOPs"

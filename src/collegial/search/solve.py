@@ -51,7 +51,7 @@ from collegial.choices import check_choice
 from collegial.errors import UserError
 from collegial.models import format_arch, get_dataset_spec, get_family, validate_arch
 from collegial.models.arch import MAX_N
-from collegial.models.costs import COST_KINDS, CostKind, CostTable
+from collegial.models.costs import COST_KINDS, CostKind, CostTable, format_flops, format_params
 from collegial.ntk.curve import MODELS
 from collegial.search.variance import VarianceCurve
 
@@ -604,7 +604,7 @@ def by_model(
 
 
 def _gflops(c: Candidate) -> str:
-    return f"{c.flops / 1e9:.2f}"
+    return f"{c.flops / 1e9:.2f}" if c.flops >= 1e7 else f"{c.flops / 1e9:.4f}"
 
 
 def format_answer(res: SearchResult) -> str:
@@ -615,7 +615,7 @@ def format_answer(res: SearchResult) -> str:
         var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
         p = f", P(optimal) = {c.p_best:.2f}" if c.p_best is not None else ""
         lines.append(
-            f"{prob:<6} {c.arch:>8}  {c.params / 1e6:.2f}M params, {_gflops(c)} GFLOPs, variance {var}, "
+            f"{prob:<6} {c.arch:>8}  {format_params(c.params)} params, {format_flops(c.flops)}, variance {var}, "
             f"rho {c.rho:.2f}{p}   ({what})"
         )
     for prob in ("primal", "dual"):
@@ -652,12 +652,12 @@ def format_table(res: SearchResult, *, all_ties: bool = False) -> str:
     def row(role: str, c: Candidate) -> str:
         var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
         p = f"{c.p_best:.2f}" if c.p_best is not None else ""
-        return f"| {role} | {fam} {c.arch} | {c.rho:.2f} | {c.params / 1e6:.2f}M | {_gflops(c)} | {var} | {p} |"
+        return f"| {role} | {fam} {c.arch} | {c.rho:.2f} | {format_params(c.params)} | {_gflops(c)} | {var} | {p} |"
 
     lines.append(row("baseline", res.baseline))
     lines.append(row("primal", res.primal))
     lines.append(row("dual", res.dual))
-    budget = f"{res.budget / 1e6:.2f}M params" if res.budget_kind == "params" else f"{res.budget / 1e9:.3f} GFLOPs"
+    budget = f"{format_params(res.budget)} params" if res.budget_kind == "params" else format_flops(res.budget)
     lines += [
         "",
         f"{res.dataset}, budget {budget} ({res.rounding} rounding, {res.solver} solver), "
