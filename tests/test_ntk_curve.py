@@ -121,6 +121,13 @@ def test_schema_roundtrip_and_version(tmp_path) -> None:
         fit.save(tmp_path)
     with pytest.raises(UserError, match="directory"):
         fit.to_json(tmp_path)  # a folder is not a file
+    # a path ending in .json is that file (and the .png beside it), not a folder of that name
+    named = fit.save(tmp_path / "sub" / "mine.json")
+    assert named == tmp_path / "sub" / "mine.json" and named.is_file()
+    assert (tmp_path / "sub" / "mine.png").is_file() and not (named / "alpha.json").exists()
+    assert AlphaFit.from_json(named).widths == fit.widths
+    with pytest.raises(UserError, match="overwrite"):
+        fit.save(named)
 
 
 def test_old_and_foreign_files_are_refused_in_one_line(tmp_path) -> None:

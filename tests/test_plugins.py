@@ -175,3 +175,20 @@ def test_entry_point_function_and_failure(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "entry point epfun = epfun_pkg:register" in r.stderr
     assert "ModuleNotFoundError" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_an_imported_family_runs_reproduce_figure1(tmp_path, monkeypatch, capsys, registry):
+    """The last subcommand the issue lists: a plugin family through the Figure 1 sweep (quick)."""
+    (tmp_path / "toyfam_f.py").write_text(PLUGIN.format(name="toyfam_f"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
+    assert main(["--import", "toyfam_f.py", "fit-alpha", "--family", "toyfam_f", "--trials", "64", "--pairs", "2",
+                 "--widths", "2,3,4,6,8", "--m-law", "", "--out", "alpha", "--json"]) == 0
+    capsys.readouterr()
+    argv = ["--import", "toyfam_f.py", "reproduce", "figure1", "--family", "toyfam_f", "--baseline", "1x8d",
+            "--alpha-file", "alpha", "--quick", "--out", "fig1", "--json"]
+    assert main(argv) == 0, capsys.readouterr().err
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["config"]["family"] == "toyfam_f"
+    assert (tmp_path / "fig1" / "figure1.json").is_file()
