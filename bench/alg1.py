@@ -1,6 +1,6 @@
 """Benchmark: Algorithm 1 at its defaults against a per-trial loop, in the same run.
 
-1. Times ``run_algorithm1()`` at its defaults (resnext-block, C = 256, 8x8, post-ReLU pairs
+1. Times ``run_algorithm1()`` at its defaults (resnext29's block, C = 256, 8x8, post-ReLU pairs
    rho = 0.6, 8 pairs, T = 2000 per width, 22 widths 2..128, 1/m check at n = 8 for m = 2, 4,
    8, 16) -- what ``collegial fit-alpha`` runs.
 2. On a subset of widths, estimates the same v(n) with the per-trial loop on the same inputs

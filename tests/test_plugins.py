@@ -116,6 +116,11 @@ def test_a_failing_import_is_one_line(tmp_path, monkeypatch, capsys, registry, s
     assert match in _err_line(capsys)
 
 
+def test_import_after_the_subcommand_says_where_it_goes(capsys):
+    assert main(["fit-alpha", "--import", "x.py", "--family", "mlp"]) == 2
+    assert "--import goes before the subcommand" in _err_line(capsys)
+
+
 def test_register_model_rejects_a_probe_on_a_wrn_family(registry):
     with pytest.raises(ValueError, match="only collegial"):
         register_model("w2", arch_kind="wrn", probe=lambda m, n: None, probe_input_shape=(3,))

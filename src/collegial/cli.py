@@ -66,6 +66,9 @@ def load_plugins(argv: Sequence[str]) -> None:
             break
         head.append(a)
     known, _ = pre.parse_known_args(head)
+    late = [a for a in argv[len(head):] if a == "--import" or a.startswith("--import=")]
+    if late:
+        raise UserError("--import goes before the subcommand: collegial --import MODULE SUBCOMMAND ...")
     for spec in known.imports:
         import_plugin(spec)
     load_entry_points()

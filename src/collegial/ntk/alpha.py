@@ -240,7 +240,7 @@ def make_probe(
             raise UserError("a declared probe block defines its own parameterization; leave `parameterization='standard'`")
         if channels is not None or spatial is not None:
             raise UserError(f"the {spec.name} probe block fixes its own channels and input size "
-                            f"{spec.input_shape}; channels/spatial resize the built-in blocks only")
+                            f"{spec.input_shape}; `channels` resizes the built-in blocks only")
         return FactoryProbe(spec.factory, spec.input_shape, bn=bn, takes_m=spec.takes_m, **common)  # type: ignore[arg-type]
     if spec.kind == "bottleneck":
         return ResNeXtBlockProbe(
