@@ -10,9 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from collegial.cli import main
+from collegial.ntk.curve import synthetic_fit
 from collegial.models import register_model
 from collegial.models import registry as reg
 
@@ -197,3 +199,16 @@ def test_an_imported_family_runs_reproduce_figure1(tmp_path, monkeypatch, capsys
     obj = json.loads(capsys.readouterr().out)
     assert obj["config"]["family"] == "toyfam_f"
     assert (tmp_path / "fig1" / "figure1.json").is_file()
+
+
+def test_a_family_whose_cost_is_not_linear_in_m_is_refused_by_the_search(tmp_path, monkeypatch, capsys, registry):
+    body = PLUGIN.format(name="toyfam_q").replace(
+        "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))",
+        "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, m * m), nn.Linear(m * m, num_classes))")
+    (tmp_path / "toyfam_q.py").write_text(body)
+    monkeypatch.chdir(tmp_path)
+    alpha = synthetic_fit(lambda w: np.expm1(2.5 / w), [2, 4, 8, 16], rel_stderr=0.03, family="toyfam_q")
+    alpha.save(tmp_path / "a.json", plot=False)
+    argv = ["--import", "toyfam_q.py", "search", "toyfam_q", "--baseline", "1x8d", "--alpha-file", "a.json"]
+    assert main(argv) == 2
+    assert "is not A + m B(n)" in _err_line(capsys)

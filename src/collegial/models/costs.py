@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from collegial.errors import UserError
 from collegial.models.arch import format_arch
 from collegial.models.datasets import get_dataset_spec
 from collegial.models.registry import create_model, get_family, validate_arch
@@ -177,7 +178,15 @@ class CostTable:
         )
         self.polynomial = all(
             np.array_equal(self._b_poly(np.array([n]))[0], self._b_exact(n)) for n in (5, 12)
-        ) and np.array_equal(self._vec(3, 4), self._a + 3 * self._b_exact(4))
+        )
+        # m identical paths: the cost must be A + m B(n); a family whose cost is not (a layer
+        # that grows with m^2, say) has no per-path cost for the search to trade
+        for m, n in ((3, 4), (5, 2)):
+            if not np.array_equal(self._vec(m, n), self._a + m * self._b_exact(n)):
+                raise UserError(
+                    f"{family}: the cost of {format_arch(m, n)} is not A + m B(n) (fixed part plus m "
+                    "identical paths), so the search cannot price its ensembles"
+                )
 
     def _vec(self, m: int, n: int) -> np.ndarray:
         c = model_costs(self.family, format_arch(m, n), self.dataset, bn_flops=self.bn_flops, **self.overrides)
