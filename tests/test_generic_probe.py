@@ -153,3 +153,21 @@ def test_declared_family_engine_choice():
 def test_bad_probe_blocks_are_one_line_errors(factory, shape, match):
     with pytest.raises(UserError, match=match):
         run_algorithm1(probe=factory, input_shape=shape, widths=(2, 3, 4), trials=16, m_law=())
+
+
+def test_a_factory_drawing_from_numpys_global_rng_is_deterministic_for_a_seed():
+    def numpy_global(m: int, n: int) -> nn.Module:
+        lin = nn.Linear(4, m * n)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.random.standard_normal((m * n, 4))))
+        return nn.Sequential(lin, nn.ReLU(), nn.Linear(m * n, 1))
+
+    g = FactoryProbe(numpy_global, (4,), seed=0)
+    a, b = g.k_chunk(1, 16, 4, seed=7), g.k_chunk(1, 16, 4, seed=7)
+    assert torch.equal(a, b) and len(set(a.tolist())) == 4
+    assert g.template(1, 16).replay is None  # a trace would freeze numpy's draws: not replayed
+
+
+def test_bn_train_on_a_block_without_batchnorm_is_refused():
+    with pytest.raises(UserError, match="has none"):
+        run_algorithm1(probe=Functional, input_shape=(6,), bn="train", widths=(2, 3, 4), trials=16, m_law=())

@@ -67,6 +67,10 @@ def test_import_by_module_name_and_by_path(tmp_path, monkeypatch, capsys, regist
     assert row["family"] == "toyfam_a" and row["params"] > 0 and row["dataset"] == "mnist"
     assert main(["count", "toyfam_b", "2x3d"]) == 0  # already imported in this process
     assert "toyfam_b 2x3d" in capsys.readouterr().out
+    # the same file under another module name registers nothing twice
+    (tmp_path / "sub" / "__init__.py").write_text("")
+    assert main(["--import", "sub.toyfam_b", "count", "toyfam_b", "2x3d"]) == 0
+    assert "toyfam_b 2x3d" in capsys.readouterr().out
     # the search's help lists the imported families
     with pytest.raises(SystemExit):
         main(["--import", "toyfam_a", "search", "--help"])
@@ -89,8 +93,15 @@ def test_imported_family_runs_fit_alpha_and_search(tmp_path, monkeypatch, capsys
     assert res["primal"]["arch"].endswith("d") and res["probe_options"]["family"] == "toyfam_c"
     assert res["probe_options"]["trials"] == 64 and res["probe_options"]["inputs"] == "relu"
     # its curve is refused for a family with another probe, and vice versa
+    assert main(["--import", "toyfam_c.py", "search", "mlp", "--baseline", "1x8d", "--alpha-file", "alpha"]) == 2
+    capsys.readouterr()
+    (tmp_path / "r29.json").write_text(json.dumps(synthetic_fit(lambda w: np.expm1(2.5 / w), [2, 4, 8],
+                                                                 family="resnext29").to_dict()))
+    # the remedy for a plugin family names the --import it needs
+    assert main(["--import", "toyfam_c.py", "search", "toyfam_c", "--baseline", "1x8d", "--alpha-file", "r29.json"]) == 2
+    assert "'collegial --import toyfam_c.py fit-alpha --family toyfam_c" in _err_line(capsys)
     assert main(["search", "resnext29", "--baseline", "1x128d", "--alpha-file", "alpha"]) == 2
-    assert "'toyfam_c' probe, but resnext29 declares its own" in _err_line(capsys)
+    assert "'toyfam_c' probe, not by resnext29's; measure its own: 'collegial fit-alpha --family resnext29" in _err_line(capsys)
 
 
 @pytest.mark.parametrize(
@@ -178,10 +189,16 @@ def test_entry_point_function_and_failure(tmp_path):
     r = _run(tmp_path, "count", "epfun", "2x4d")
     assert r.returncode == 0 and "epfun 2x4d" in r.stdout, r.stderr
     (tmp_path / "epfun_pkg" / "__init__.py").write_text("import nosuchthing\n")
+    # a broken installed plugin is one warning line; every other family (and --version) works
     r = _run(tmp_path, "count", "mlp", "2x4d")
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "entry point epfun = epfun_pkg:register" in r.stderr
+    assert r.returncode == 0 and "mlp 2x4d" in r.stdout
+    assert r.stderr.strip().count("\n") == 0 and "warning: entry point epfun = epfun_pkg:register" in r.stderr
     assert "ModuleNotFoundError" in r.stderr and "Traceback" not in r.stderr
+    assert _run(tmp_path, "--version").returncode == 0
+    # asking for its family: one line naming the failure, exit 2
+    r = _run(tmp_path, "count", "epfun", "2x4d")
+    assert r.returncode == 2 and "unknown model family 'epfun'" in r.stderr and "failed to load" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ def test_load_curve_refuses_another_probe_family(alpha_file, tmp_path):
     assert load_curve(tmp_path, "prop1").fit.alpha == pytest.approx(2.5)  # a directory holding alpha.json
     # every ResNeXt declares the same bottleneck probe: one curve serves them all
     assert load_curve(alpha_file, "prop1", family="resnext38").fit.family == "resnext29"
-    with pytest.raises(UserError, match="measured by the 'resnext29' probe, but mlp declares its own.*--family mlp"):
+    with pytest.raises(UserError, match="measured by the 'resnext29' probe, not by mlp's; measure its own: 'collegial fit-alpha --family mlp"):
         load_curve(alpha_file, family="mlp")
     (tmp_path / "plug.json").write_text(json.dumps(alpha_obj(family="mynet")))
     with pytest.raises(UserError, match="'mynet' probe, which is not a registered family here.*--import"):
@@ -295,7 +295,7 @@ def test_cli_alpha_file_errors(tmp_path, capsys):
     assert "does not exist" in err
     (tmp_path / "a.json").write_text(json.dumps(alpha_obj()))
     err = _one_line_error(capsys, ["search", "mlp", "--baseline", "1x64d", "--alpha-file", str(tmp_path / "a.json")])
-    assert "'resnext29' probe" in err and "mlp declares its own" in err
+    assert "'resnext29' probe" in err and "not by mlp's" in err
 
 
 def test_on_the_fly_algorithm1_is_cached_per_family_and_inputs(monkeypatch, tmp_path, table, capsys):

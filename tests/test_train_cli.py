@@ -67,8 +67,8 @@ def test_invalid_values_exit_2_with_one_line(tmp_path, capsys, flags, needle):
 def test_unknown_model_or_missing_dataset(capsys):
     assert main(["train", "nope", "2x16d", "--dataset", "mnist"]) == 2
     assert "unknown model family" in _one_error_line(capsys)
-    assert main(["train", "mlp", "2x16d"]) == 2
-    assert "--dataset" in _one_error_line(capsys)
+    assert main(["train", "mlp", "2x16d", "--dataset", "nope"]) == 2  # no --dataset: the family's own
+    assert "unknown dataset 'nope'" in _one_error_line(capsys)
     assert main(["train", "mlp", "16d", "--dataset", "mnist"]) == 2
     _one_error_line(capsys)
 

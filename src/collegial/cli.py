@@ -58,8 +58,8 @@ def load_plugins(argv: Sequence[str]) -> None:
     """Import the ``--import`` modules given before the subcommand, then the entry points."""
     from collegial.models.plugins import import_plugin, load_entry_points
 
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--import", dest="imports", action="append", default=[])
+    pre = _Parser(prog="collegial", add_help=False, allow_abbrev=False)
+    pre.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE")
     head: list[str] = []  # the options before the subcommand
     for a in argv:
         if not a.startswith("-") and (not head or head[-1] != "--import"):
@@ -71,7 +71,8 @@ def load_plugins(argv: Sequence[str]) -> None:
         raise UserError("--import goes before the subcommand: collegial --import MODULE SUBCOMMAND ...")
     for spec in known.imports:
         import_plugin(spec)
-    load_entry_points()
+    for line in load_entry_points():
+        print(f"collegial: warning: {line}; its families are unavailable", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"collegial: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("collegial: interrupted", file=sys.stderr)
+        return 130
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

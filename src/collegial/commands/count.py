@@ -9,7 +9,7 @@ from collegial.commands.common import emit, preset_model
 from collegial.errors import UserError
 from collegial.models import DATASETS, PRESETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
-from collegial.models.costs import format_params, model_costs
+from collegial.models.costs import format_flops, format_params, model_costs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         row["preset"] = args.family
     text = (
         f"{row['family']} {row['arch']} on {row['dataset']}: "
-        f"{format_params(row['params'])} params, {row['flops'] / 1e9:.3f} GFLOPs, "
-        f"{row['macs'] / 1e9:.3f} GMACs"
+        f"{format_params(row['params'])} params, {format_flops(row['flops'])}, "
+        f"{format_flops(row['macs']).replace('FLOPs', 'MACs')}"
     )
     emit({**row, "provenance": provenance(None)}, text, as_json=args.json)
     return 0

@@ -20,6 +20,10 @@ from collegial.ntk.inputs import (
     ProbeInputs,
 )
 
+#: The probe options' defaults (argparse dest -> value).
+PROBE_DEFAULTS: dict[str, object] = {"inputs": DEFAULT_INPUTS, "correlation": DEFAULT_CORRELATION,
+                                     "pairs": DEFAULT_PAIRS, "input_data": DEFAULT_INPUT_DATA}
+
 #: Images drawn from for ``--inputs data`` (the first this many training images).
 DATA_IMAGES = 10_000
 

@@ -17,7 +17,8 @@ class _Target:
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--family", default="mlp", help="mlp (default) or resnext11 (or any collegial family)")
-        p.add_argument("--dataset", default="fashion-mnist", help="shipped dataset (default fashion-mnist)")
+        p.add_argument("--dataset", default=None,
+                       help="shipped dataset (default fashion-mnist for mlp and resnext11, else the family's own)")
         p.add_argument("--baseline", default=None, metavar="ARCH", help="baseline MxNd (mlp 1x128d, resnext11 1x64d)")
         p.add_argument("--points", type=int, default=None, help="architectures per curve (default 5)")
         p.add_argument("--seeds", type=int, default=None, help="training seeds (mlp 6, resnext11 3)")

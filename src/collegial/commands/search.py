@@ -52,7 +52,16 @@ MAX_DRAWS = 100_000
 
 
 def check_curve_arguments(args: argparse.Namespace) -> None:
-    """The curve options' ranges, before any work (shared with ``reproduce search``)."""
+    """The curve options' ranges, before any work (shared with ``reproduce search``); a note
+    on stderr when options that only apply to Algorithm 1 run here come with ``--alpha-file``."""
+    if getattr(args, "alpha_file", None) is not None:
+        from collegial.commands.probe_options import PROBE_DEFAULTS
+
+        unused = [f"--{k.replace('_', '-')}" for k, v in {**PROBE_DEFAULTS, "trials": ON_THE_FLY_TRIALS}.items()
+                  if getattr(args, k, v) != v]
+        if unused:
+            print(f"collegial: note: {', '.join(unused)} apply when Algorithm 1 runs here; the --alpha-file "
+                  "curve was measured with its own settings", file=sys.stderr)
     if not 2 <= args.draws <= MAX_DRAWS:
         raise UserError(f"--draws must lie in 2..{MAX_DRAWS}, got {args.draws}")
     if args.seed < 0:
@@ -120,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
               f"inputs {inputs.label}, {inputs.pairs} pairs, T={args.trials} per width; cached)", file=sys.stderr)
     curve = load_curve(args.alpha_file, args.variance, family=args.family, trials=args.trials, seed=args.seed, inputs=inputs,
                        draws=args.draws, progress=not args.json)
+    bad = curve.fit.m_law_failures()
+    if bad:
+        print(f"collegial search: note: in this curve's 1/m check the ensemble law fails at m = "
+              f"{', '.join(map(str, bad))}; V1(n)/m misstates the variance of ensembles with that many paths",
+              file=sys.stderr)
     res = search(
         args.family,
         dataset,

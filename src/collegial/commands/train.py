@@ -1,4 +1,7 @@
-"""``collegial train FAMILY ARCH --dataset D [...]``: train a model with the dataset's recipe.
+"""``collegial train FAMILY ARCH [--dataset D] [...]``: train a model with the dataset's recipe.
+
+``--dataset`` defaults to the family's own dataset (``default_dataset`` of its registration:
+mnist for mlp and resnext11, cifar10 for resnext29, ...); a preset names its own.
 
 Every recipe field can be overridden (``--epochs``, ``--batch-size``, ``--lr``, ``--momentum``,
 ``--weight-decay``, ``--milestones``, ``--gamma``, ...). ``--seeds K`` trains seeds
@@ -53,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "family", help=f"model family ({', '.join(list_families())}) or a preset name"
     )
     p.add_argument("arch", nargs="?", help="MxNd (e.g. 37x10d) or DEPTH-K for wrn")
-    p.add_argument("--dataset", default=None, help=f"one of: {', '.join(DATASETS)}")
+    p.add_argument("--dataset", default=None,
+                   help=f"one of: {', '.join(DATASETS)} (default: the family's own, e.g. mnist for mlp)")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
     g = p.add_argument_group("recipe overrides (default: the dataset's recipe)")
     add_recipe_arguments(g)
@@ -164,13 +168,11 @@ def _resolve_model(args: argparse.Namespace) -> tuple[str, str, str]:
     preset = preset_model(family, arch, dataset)
     if preset is not None:
         return preset
-    get_family(family)
+    fam = get_family(family)
     if arch is None:
         raise UserError(f"train needs ARCH after {family} (e.g. 4x64d), or a preset name")
     validate_arch(family, arch)
-    if dataset is None:
-        raise UserError("train needs --dataset (one of: " + ", ".join(DATASETS) + ")")
-    return family, arch, dataset
+    return family, arch, dataset or fam.default_dataset
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -69,6 +69,7 @@ class Figure1Config:
 
 
 #: CPU-sized defaults per family (each ~40 min or less on 2 cores; measured in docs/figure1.md).
+#: Any other family starts from mlp's settings on its own ``default_dataset``, with no baseline.
 DEFAULTS: dict[str, Figure1Config] = {
     "mlp": Figure1Config(),
     "resnext11": Figure1Config(family="resnext11", baseline="1x64d", seeds=3, epochs=2, train_limit=5000,
@@ -79,7 +80,9 @@ QUICK = dict(points=3, seeds=2, epochs=1, train_limit=512, test_limit=512, trial
 
 
 def config_for(family: str, quick: bool = False, **overrides: Any) -> Figure1Config:
-    base = DEFAULTS.get(family, replace(DEFAULTS["mlp"], family=family, baseline=""))
+    base = DEFAULTS.get(family)
+    if base is None:
+        base = replace(DEFAULTS["mlp"], family=family, dataset=get_family(family).default_dataset, baseline="")
     if quick:
         base = replace(base, **QUICK)
     over = {k: v for k, v in overrides.items() if v is not None}
@@ -218,6 +221,7 @@ def _prepare(key: dict[str, Any], root: Path, overwrite: bool) -> None:
         raise UserError(f"--out {root} exists and is not a directory")
     if sweep.exists():
         old = json.loads(sweep.read_text())
+        old.pop("provenance", None)  # where it came from, not a setting
         if old != key:
             if not overwrite:
                 diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
@@ -227,7 +231,7 @@ def _prepare(key: dict[str, Any], root: Path, overwrite: bool) -> None:
                 )
             shutil.rmtree(root / "runs", ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
-    sweep.write_text(json.dumps(key, indent=1) + "\n")
+    sweep.write_text(json.dumps({**key, "provenance": provenance(key.get("seed"))}, indent=1) + "\n")
 
 
 def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progress: bool = True,

@@ -159,9 +159,20 @@ class CostTable:
 
     ``table(m, n)`` returns :class:`Costs`; ``table.cost(kind, m, n)`` is vectorized over
     numpy arrays of m and n (int64 results).
+
+    The table measures the widths :attr:`FIT_WIDTHS` (the quadratic), :attr:`CHECK_WIDTHS` (its
+    check) and :attr:`LINEAR_CHECKS` (``A + m B(n)`` itself). A family that cannot build one of
+    them (its function raises for odd widths, say) gets the smallest widths it can build instead,
+    up to :attr:`MAX_PROBE_WIDTH`; with fewer than three, ``B(n)`` is measured per width.
     """
 
     _FIELDS = ("params", "flops", "macs")
+    #: Preferred widths: the quadratic fit's three, its check's two, the (m, n) of the m-check.
+    FIT_WIDTHS = (1, 2, 3)
+    CHECK_WIDTHS = (5, 12)
+    LINEAR_CHECKS = ((3, 4), (5, 2))
+    #: The widest width tried in place of one the family cannot build.
+    MAX_PROBE_WIDTH = 128
 
     def __init__(
         self, family: str, dataset: str, *, bn_flops: bool = False, **overrides: object
@@ -170,18 +181,30 @@ class CostTable:
             raise ValueError(f"family {family!r} has no (m, n) architecture")
         self.family, self.dataset, self.bn_flops, self.overrides = family, dataset, bn_flops, overrides
         self._per_n: dict[int, np.ndarray] = {}
-        self._a = self._vec(1, 1) - (self._vec(2, 1) - self._vec(1, 1))
-        # B(n) for n = 1, 2, 3 determines the quadratic; checked at further widths below.
-        b = np.stack([self._b_exact(n) for n in (1, 2, 3)])  # (3, fields)
-        self._poly = np.stack(
-            [np.polyfit(np.array([1.0, 2.0, 3.0]), b[:, i].astype(np.float64), 2) for i in range(3)]
-        )
-        self.polynomial = all(
-            np.array_equal(self._b_poly(np.array([n]))[0], self._b_exact(n)) for n in (5, 12)
-        )
+        #: Widths the family refused to build, with its error (a one-line UserError).
+        self._unbuildable: dict[int, UserError] = {}
+        fit = self._probe_widths(self.FIT_WIDTHS, 3)
+        if not fit:  # nothing builds: the family's own error for the first width
+            raise UserError(str(self._unbuildable[self.FIT_WIDTHS[0]])) from None
+        #: The widths of the quadratic fit (FIT_WIDTHS unless the family cannot build them).
+        self.fit_widths: tuple[int, ...] = tuple(fit)
+        self._a = self._vec(1, fit[0]) - self._b_exact(fit[0])
+        self._poly: np.ndarray | None = None
+        self.polynomial = False
+        if len(fit) == 3:
+            # B(n) at three widths determines the quadratic; checked at further widths below.
+            b = np.stack([self._b_exact(n) for n in fit])  # (3, fields)
+            x = np.array(fit, dtype=np.float64)
+            self._poly = np.stack([np.polyfit(x, b[:, i].astype(np.float64), 2) for i in range(3)])
+            check = self._probe_widths(self.CHECK_WIDTHS, 2, exclude=fit)
+            self.polynomial = bool(check) and all(
+                np.array_equal(self._b_poly(np.array([n]))[0], self._b_exact(n)) for n in check
+            )
         # m identical paths: the cost must be A + m B(n); a family whose cost is not (a layer
         # that grows with m^2, say) has no per-path cost for the search to trade
-        for m, n in ((3, 4), (5, 2)):
+        widths = self._probe_widths(tuple(n for _, n in self.LINEAR_CHECKS), len(self.LINEAR_CHECKS))
+        for j, (m, _) in enumerate(self.LINEAR_CHECKS):
+            n = widths[j % len(widths)]
             if not np.array_equal(self._vec(m, n), self._a + m * self._b_exact(n)):
                 raise UserError(
                     f"{family}: the cost of {format_arch(m, n)} is not A + m B(n) (fixed part plus m "
@@ -193,16 +216,54 @@ class CostTable:
         return np.array([c.params, c.flops, c.macs], dtype=np.int64)
 
     def _b_exact(self, n: int) -> np.ndarray:
+        """``B(n)`` measured (cached); the family's own UserError when it cannot build width n."""
+        if n in self._unbuildable:
+            raise UserError(str(self._unbuildable[n])) from None
         if n not in self._per_n:
-            self._per_n[n] = self._vec(2, n) - self._vec(1, n)
+            try:
+                one = self._vec(1, n)
+                self._per_n[n] = self._vec(2, n) - one
+            except UserError as e:
+                self._unbuildable[n] = e
+                raise
         return self._per_n[n]
 
+    def _buildable(self, n: int) -> bool:
+        try:
+            self._b_exact(n)
+        except UserError:
+            return False
+        return True
+
+    def _probe_widths(self, preferred: tuple[int, ...], count: int, exclude: tuple[int, ...] = ()) -> list[int]:
+        """Up to ``count`` distinct widths the family builds: ``preferred`` first, then the
+        smallest others up to :attr:`MAX_PROBE_WIDTH`, none of ``exclude``."""
+        got = [n for n in preferred if n not in exclude and self._buildable(n)][:count]
+        for n in range(1, self.MAX_PROBE_WIDTH + 1):
+            if len(got) >= count:
+                break
+            if n not in got and n not in exclude and n not in preferred and self._buildable(n):
+                got.append(n)
+        return got
+
+    def buildable(self, n: np.ndarray | int) -> np.ndarray:
+        """Whether the family builds width ``n`` (vectorized, bool). Measured (one build per
+        width, cached) for a family that refused a width the table tried; assumed for one that
+        built them all (every built-in family)."""
+        n_arr = np.atleast_1d(np.asarray(n, dtype=np.int64))
+        if not self._unbuildable:
+            return np.ones(n_arr.shape, dtype=bool)
+        return np.array([self._buildable(int(v)) for v in n_arr], dtype=bool)
+
     def _b_poly(self, n: np.ndarray) -> np.ndarray:
+        assert self._poly is not None
         nf = np.asarray(n, dtype=np.float64)
         return np.stack([np.rint(np.polyval(self._poly[i], nf)) for i in range(3)], -1).astype(np.int64)
 
     def per_path(self, kind: str, n: np.ndarray | int) -> np.ndarray:
-        """``B(n)``: the cost of one path of width n (vectorized)."""
+        """``B(n)``: the cost of one path of width n (vectorized). From the quadratic when the
+        family's cost is one (any n); otherwise measured per width, the family's own
+        :class:`UserError` for a width it cannot build."""
         i = self._FIELDS.index(kind)
         n_arr = np.atleast_1d(np.asarray(n, dtype=np.int64))
         if self.polynomial:

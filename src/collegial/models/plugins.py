@@ -17,8 +17,9 @@ it is imported. Two ways in:
   Every entry point of the group is loaded once, the first time the registry is asked for a
   family (:func:`load_entry_points`).
 
-A plugin that fails to import raises :class:`~collegial.errors.UserError` naming it, the
-exception and where it was raised (one line; the CLI exits with code 2).
+An ``--import`` that fails raises :class:`~collegial.errors.UserError` naming it, the exception
+and where it was raised (one line; the CLI exits with code 2). An installed entry point that
+fails is reported as one warning line and its families are unavailable; everything else works.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from collegial.errors import UserError
 
 ENTRY_POINT_GROUP = "collegial.families"
 _loaded_entry_points = False
-_entry_point_error: UserError | None = None
+#: module name -> the --import argument that loaded it (for commands suggested in messages)
+_IMPORTED: dict[str, str] = {}
+_entry_point_errors: list[str] = []
 
 
 def _failure(what: str, e: BaseException) -> UserError:
@@ -71,23 +74,34 @@ def import_plugin(spec: str) -> ModuleType:
             except BaseException:
                 sys.modules.pop(name, None)
                 raise
+            _IMPORTED[name] = spec
             return module
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())  # as `python -m` does: modules beside the user
-        return importlib.import_module(spec)
+        module = importlib.import_module(spec)
+        _IMPORTED[module.__name__] = spec
+        return module
     except UserError:
         raise
     except (Exception, SystemExit) as e:
         raise _failure(f"--import {spec}", e) from None
 
 
-def load_entry_points() -> None:
-    """Load every ``collegial.families`` entry point (once per process)."""
-    global _loaded_entry_points, _entry_point_error
-    if _entry_point_error is not None:
-        raise _entry_point_error
+def import_hint(module: str) -> str:
+    """``"--import SPEC "`` for a family registered by an ``--import``-ed module, ``""`` for the
+    built-ins and installed plugins (which load by themselves)."""
+    if module in _IMPORTED:
+        return f"--import {_IMPORTED[module]} "
+    return ""
+
+
+def load_entry_points() -> list[str]:
+    """Load every ``collegial.families`` entry point (once per process). A broken one does not
+    stop the others or the families already there: its failure is kept (one line each,
+    returned here and named by :func:`~collegial.models.get_family` when its family is asked for)."""
+    global _loaded_entry_points
     if _loaded_entry_points:
-        return
+        return list(_entry_point_errors)
     _loaded_entry_points = True  # before loading: a plugin's own registry calls must not recurse
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -95,5 +109,10 @@ def load_entry_points() -> None:
             if not isinstance(obj, ModuleType) and callable(obj):
                 obj()
         except (Exception, SystemExit) as e:
-            _entry_point_error = _failure(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP})", e)
-            raise _entry_point_error from None
+            _entry_point_errors.append(str(_failure(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP})", e)))
+    return list(_entry_point_errors)
+
+
+def entry_point_errors() -> list[str]:
+    """The failures of :func:`load_entry_points` so far (one line each)."""
+    return list(_entry_point_errors)

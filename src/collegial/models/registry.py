@@ -113,10 +113,8 @@ def register_model(
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         old = _FAMILIES.get(name)
         if old is not None:
-            same = (getattr(old.fn, "__qualname__", None), old.module) == (
-                getattr(fn, "__qualname__", None), getattr(fn, "__module__", ""))
-            if same:
-                return fn  # the same module imported twice (e.g. --import and an entry point)
+            if _origin(old.fn) == _origin(fn):
+                return fn  # the same source imported twice (a path and a module name, an entry point)
             raise ValueError(f"model family {name!r} registered twice (by {old.module} and {fn.__module__})")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _FAMILIES[name] = Family(name, fn, arch_kind, default_dataset, doc, probe, shape,
@@ -124,6 +122,15 @@ def register_model(
         return fn
 
     return deco
+
+
+def _origin(fn: Callable[..., object]) -> tuple[str, str]:
+    """Where a function was defined: (source file, qualified name)."""
+    import os
+
+    code = getattr(fn, "__code__", None)
+    where = os.path.realpath(code.co_filename) if code is not None else getattr(fn, "__module__", "")
+    return where, getattr(fn, "__qualname__", repr(fn))
 
 
 def list_families() -> list[str]:
@@ -141,7 +148,12 @@ def get_family(name: str) -> Family:
     try:
         return _FAMILIES[name]
     except KeyError:
+        from collegial.models.plugins import entry_point_errors
+
         hint = ""
+        broken = entry_point_errors()
+        if broken:
+            hint = f" (an installed plugin failed to load: {broken[0]})"
         if name in RENAMED_PROBES:
             hint = f"; the {name!r} probe is now named by its model family: use {RENAMED_PROBES[name]!r}"
         raise UserError(
@@ -191,10 +203,13 @@ def create_model(
     _check_fits(fam, arch, kw)
     try:
         return fam.fn(arch, **kw)
-    except ArchError:
+    except (ArchError, UserError):
         raise
-    except (ValueError, TypeError) as e:
-        raise UserError(f"cannot build {name} {arch}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a family function (a plugin's too) failing: one line
+        msg = str(e).splitlines()[0] if str(e) else ""
+        if not isinstance(e, (ValueError, TypeError)) or not msg:
+            msg = f"{type(e).__name__}{': ' + msg if msg else ''}"
+        raise UserError(f"cannot build {name} {arch}: {msg}") from None
 
 
 #: Size overrides that must be positive integers (``blocks_per_stage``: one, or one per stage).

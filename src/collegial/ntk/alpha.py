@@ -359,9 +359,9 @@ def _alpha_fit(
 def _check_m_law(m_law: Sequence[int], width: int) -> list[int]:
     ms = sorted({int(m) for m in m_law})
     if any(m < 2 for m in ms):
-        raise UserError("m_law multiplicities must be >= 2")
+        raise UserError("`m_law` multiplicities must be >= 2")
     if ms and width < 1:
-        raise UserError("m_law_width must be >= 1")
+        raise UserError("`m_law_width` must be >= 1")
     return ms
 
 

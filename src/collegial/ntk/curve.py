@@ -384,6 +384,12 @@ class AlphaFit:
         p = self.model("fit2").params
         return {"beta": float(math.exp(p[0])), "p": float(p[1]), "alpha": float(p[2])}
 
+    def m_law_failures(self, z: float = 3.0) -> list[int]:
+        """The m of the 1/m check whose ratio lies more than ``z`` standard errors from 1 (the
+        ensemble law V(m, n) = V(1, n) / m, which the search assumes, fails there)."""
+        return [p.m for p in self.m_law
+                if math.isfinite(p.ratio) and p.ratio_stderr > 0 and abs(p.ratio - 1) > z * p.ratio_stderr]
+
     def probe_options(self) -> dict[str, Any]:
         """What identifies the probe (the search checks it; cache keys use it)."""
         return {
@@ -513,6 +519,10 @@ class AlphaFit:
                     f"  m={pt.m:<3} n={pt.n:<4} V={pt.variance:.5g} +- {pt.stderr:.2g}   "
                     f"ratio = {pt.ratio:.3f} +- {pt.ratio_stderr:.3f}"
                 )
+            bad = self.m_law_failures()
+            if bad:
+                lines.append(f"  note: the 1/m law fails at m = {', '.join(map(str, bad))} (ratio > 3 s.e. from 1): "
+                             "the search's V1(n)/m misstates the variance of such ensembles")
         lines.append(
             f"{self.probe_label()}; C={self.channels}, bn={self.bn}, {self.parameterization} "
             f"parameterization, engine={self.engine}, {self.seconds:.1f} s"

@@ -27,18 +27,27 @@ this route measures the same ``K`` distribution as
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from collegial.choices import check_choice
 from collegial.errors import UserError
-from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm, batchnorm_mode, probe_batchnorm_mode
+from collegial.ntk._bn import (
+    PROBE_BN_MODES,
+    ProbeBatchNorm,
+    batchnorm_mode,
+    batchnorm_modules,
+    probe_batchnorm_mode,
+)
 from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import CHUNK_BYTES, chunk_seed
 
@@ -67,6 +76,22 @@ class Template:
 
 
 _TEMPLATES: dict[tuple[object, ...], Template] = {}
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Hold the draw lock with torch's, numpy's and Python's global RNGs seeded from ``seed``
+    (a factory may draw from any of them); their states are restored on exit."""
+    with _DRAW_LOCK, torch.random.fork_rng(devices=[]):
+        np_state, py_state = np.random.get_state(), random.getstate()
+        torch.manual_seed(seed)
+        np.random.seed(seed & 0xFFFFFFFF)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 class FactoryProbe:
@@ -112,8 +137,12 @@ class FactoryProbe:
             raise UserError("a width factory builds single models; multiplicity m must be 1")
         try:
             mod = self.factory(m, n) if self.takes_m else self.factory(n)
-        except (ValueError, TypeError, RuntimeError) as e:
-            raise UserError(f"the probe factory failed at m={m}, n={n}: {e}") from None
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a user's factory failing: one line naming it
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise UserError(f"the probe factory failed at m={m}, n={n}: {type(e).__name__}"
+                            f"{': ' + msg if msg else ''}") from None
         if not isinstance(mod, nn.Module):
             raise UserError(f"the probe factory returned {type(mod).__name__} at m={m}, n={n}, not an nn.Module")
         if any(t.is_floating_point() and t.dtype != self.dtype for t in mod.parameters()):
@@ -121,9 +150,8 @@ class FactoryProbe:
         return mod
 
     def build(self, m: int, n: int, trials: int, seed: int) -> list[nn.Module]:
-        """``trials`` blocks from the factory, the global RNG seeded with ``seed`` (restored)."""
-        with _DRAW_LOCK, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        """``trials`` blocks from the factory, the global RNGs seeded from ``seed`` (restored)."""
+        with _seeded(seed):
             return [self.make(m, n) for _ in range(trials)]
 
     def template(self, m: int, n: int) -> Template:
@@ -141,6 +169,9 @@ class FactoryProbe:
         buffers = [k for k, _ in mod.named_buffers()]
         if not trainable:
             raise UserError(f"the probe block at m={m}, n={n} has no trainable parameters")
+        if self.bn == "train" and not batchnorm_modules(mod):
+            raise UserError(f"`bn='train'` normalizes the probe block's BatchNorm layers over the pair, but the "
+                            f"block at m={m}, n={n} has none (measure it with bn='none')")
         out_numel, saved = self._forward_size(mod, m, n)
         pbytes = sum(p.numel() * p.element_size() for p in mod.parameters())
         tpl = Template(copy.deepcopy(mod).to("meta"), params, trainable, buffers, out_numel,
@@ -161,10 +192,10 @@ class FactoryProbe:
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 with batchnorm_mode(mod, probe_batchnorm_mode(self.bn)):
                     out = mod(self.x)
-        except RuntimeError as e:
+        except Exception as e:  # noqa: BLE001 - a user's block failing: one line
             raise UserError(
                 f"the probe block at m={m}, n={n} does not accept inputs of shape "
-                f"(2, {', '.join(map(str, self.input_shape))}): {str(e).splitlines()[0]}"
+                f"(2, {', '.join(map(str, self.input_shape))}): {type(e).__name__}: {(str(e) or '-').splitlines()[0]}"
             ) from None
         if not isinstance(out, Tensor) or out.dim() < 1 or out.shape[0] != 2 or out[0].numel() < 1:
             raise UserError(f"the probe block must map a batch of 2 inputs to a tensor with a batch "
@@ -183,14 +214,13 @@ class FactoryProbe:
             return [named[k] for k in tpl.params] + [bufs[k] for k in tpl.buffers]
 
         try:
-            with _DRAW_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
+            with _seeded(seed), torch.no_grad():
                 graph = make_fx(draw, tracing_mode="real")(torch.zeros(()))
 
             def replay() -> list[Tensor]:
                 return [t.clone() for t in graph(torch.zeros(()))]
 
-            with _DRAW_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
-                torch.manual_seed(seed)
+            with _seeded(seed), torch.no_grad():
                 fast = [replay() for _ in range(2)]
             ref = [[t.detach() for t in (*m_.parameters(), *m_.buffers())] for m_ in self.build(m, n, 2, seed)]
             same = all(len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
@@ -205,13 +235,16 @@ class FactoryProbe:
         without the replay."""
         tpl = self.template(m, n)
         if tpl.replay is not None:
-            with _DRAW_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
-                torch.manual_seed(seed)
+            with _seeded(seed), torch.no_grad():
                 rows = [tpl.replay() for _ in range(trials)]
         else:
             rows = [[t.detach() for t in (*mod.parameters(), *mod.buffers())] for mod in self.build(m, n, trials, seed)]
         names = tpl.params + tpl.buffers
-        cols = {k: torch.stack([row[i] for row in rows]) for i, k in enumerate(names)}
+        try:
+            cols = {k: torch.stack([row[i] for row in rows]) for i, k in enumerate(names)}
+        except (RuntimeError, IndexError):
+            raise UserError(f"the probe factory built blocks of different parameter shapes at m={m}, n={n}; "
+                            "every call with the same (m, n) must build the same architecture") from None
         params = {k: cols[k] for k in tpl.trainable}
         fixed = {k: v for k, v in cols.items() if k not in params}  # buffers and frozen parameters
         return params, fixed

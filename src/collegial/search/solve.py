@@ -456,6 +456,9 @@ class _Grid:
 
 def _grid(tab: CostModel, lo: int, hi: int, m_b: int, n_b: int) -> _Grid:
     n = np.arange(lo, hi + 1, dtype=np.int64)
+    buildable = getattr(tab, "buildable", None)  # a family may refuse some widths (e.g. odd ones)
+    if buildable is not None:
+        n = n[np.asarray(buildable(n), dtype=bool)]
     if n_b not in n:
         n = np.sort(np.append(n, n_b))
     ib = int(np.searchsorted(n, n_b))

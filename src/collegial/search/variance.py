@@ -162,6 +162,13 @@ def alpha_on_the_fly(
     return fit, source
 
 
+def fit_alpha_command(family: str) -> str:
+    """The command that measures ``family``'s curve (with the ``--import`` a plugin needs)."""
+    from collegial.models.plugins import import_hint
+
+    return f"collegial {import_hint(get_family(family).module)}fit-alpha --family {family} --json --out DIR"
+
+
 def check_probe(fit: AlphaFit, family: str, where: str) -> None:
     """:class:`UserError` unless ``fit`` was measured by the probe block ``family`` declares
     (the fit's family itself, or one that declares the very same block)."""
@@ -169,19 +176,17 @@ def check_probe(fit: AlphaFit, family: str, where: str) -> None:
         return
     fam = get_family(family)
     other = fit.family
+    own = (f"measure its own: '{fit_alpha_command(family)}'" if fam.probe is not None else
+           f"{family} declares no probe block, so only a curve measured for {family} itself fits it")
     try:
         same = fam.shares_probe(get_family(other))
     except UserError:
         raise UserError(
             f"{where} was measured by the {other!r} probe, which is not a registered family here; "
-            f"search {family} with its own curve ('collegial fit-alpha --family {family} --json --out DIR') "
-            "or import the module that registers it ('collegial --import MODULE')"
+            f"{own}, or import the module that registers {other!r} ('collegial --import MODULE')"
         ) from None
     if not same:
-        raise UserError(
-            f"{where} was measured by the {other!r} probe, but {family} declares its own; "
-            f"run 'collegial fit-alpha --family {family} --json --out DIR'"
-        )
+        raise UserError(f"{where} was measured by the {other!r} probe, not by {family}'s; {own}")
 
 
 def load_curve(

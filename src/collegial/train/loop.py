@@ -45,7 +45,7 @@ from tqdm import tqdm
 from collegial.errors import UserError
 from collegial.provenance import provenance
 from collegial.models import create_model, get_dataset_spec
-from collegial.models.costs import train_flops_per_image
+from collegial.models.costs import format_flops, format_params, train_flops_per_image
 from collegial.train.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -579,8 +579,8 @@ def _announce(run: _Run, data: ImageData) -> None:
     run.peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak_flops(device, cfg.amp)
     flops_img = run.flops_img
     run.log(
-        f"{cfg.family} {cfg.arch} on {data.name}: {run.params / 1e6:.3f}M params"
-        + (f", {flops_img / 3e9:.3g} GFLOPs/image fwd" if flops_img else "")
+        f"{cfg.family} {cfg.arch} on {data.name}: {format_params(run.params)} params"
+        + (f", {format_flops(flops_img / 3)}/image fwd" if flops_img else "")
         + f"; {recipe.epochs} epochs x {run.steps} steps of {recipe.batch_size}"
         + (f" ({info.world_size} processes)" if info.enabled else "")
         + f"; {device}"
