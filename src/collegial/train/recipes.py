@@ -147,7 +147,7 @@ class Recipe:
 
 
 def _fail(field: str, message: str, value: Any) -> UserError:
-    return UserError(f"recipe field {field}: {message}, got {value!r}")
+    return UserError(f"recipe field `{field}`: {message}, got {value!r}")
 
 
 def _is_int(v: Any) -> bool:
