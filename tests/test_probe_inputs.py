@@ -125,7 +125,8 @@ def _both_thread_counts(**kw):
 
 def test_mlp_and_factory_probes_are_deterministic_whatever_the_threads() -> None:
     """The MLP probe draws its weights from per-chunk generators, and a width factory (which
-    seeds the process-wide RNG) runs its trials on one thread: no race between workers."""
+    initializes through the process-wide RNG) draws each chunk under a lock with the RNG seeded
+    from the chunk: no race between workers."""
     one, two = _both_thread_counts(family="mlp", widths=(2, 4, 8), trials=320, channels=8, m_law=(2,),
                                    m_law_width=4, seed=2)
     assert one.variance == two.variance and one.m_law[0].ratio == two.m_law[0].ratio

@@ -116,8 +116,6 @@ def pair_moments(
     moms = [Moments() for _ in probes]
     threads = torch.get_num_threads()
     workers = min(len(mine), workers if workers is not None else threads)
-    if not all(getattr(p, "thread_safe", True) for p in probes):
-        workers = 1  # e.g. a width factory seeding the global RNG: threads would race on it
     if workers <= 1:
         results: Any = map(one, mine)
         pool = None
@@ -229,7 +227,16 @@ def make_probe(
     (post-ReLU). ``channels`` / ``spatial`` resize the built-in blocks (C and H = W of the
     bottleneck, the MLP's input size); a declared block fixes its own."""
     spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
-    inputs = ProbeInputs() if inputs is None else inputs
+    return _build_probe(spec, channels=channels, spatial=spatial, bn=bn, seed=seed, dtype=dtype,
+                        parameterization=parameterization, inputs=ProbeInputs() if inputs is None else inputs,
+                        pair=pair)
+
+
+def _build_probe(
+    spec: ProbeSpec, *, channels: int | None, spatial: int | None, bn: ProbeBatchNorm, seed: int,
+    dtype: torch.dtype, parameterization: Parameterization, inputs: ProbeInputs, pair: int,
+) -> ResNeXtBlockProbe | MLPProbe | FactoryProbe:
+    """The probe of input pair ``pair`` for a resolved :class:`ProbeSpec` (see :func:`make_probe`)."""
     check_choice("bn", bn, PROBE_BN_MODES, "BatchNorm mode")
     if (channels is not None and channels < 1) or (spatial is not None and spatial < 1):
         raise UserError("channels and spatial size must be positive")
@@ -298,11 +305,8 @@ def run_algorithm1(
     per_pair = int(trials) // inputs.pairs
     spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
     probes = [
-        make_probe(
-            family, channels=channels, spatial=spatial, bn=bn, seed=seed, dtype=dtype,
-            factory=factory, probe=probe, input_shape=input_shape, parameterization=parameterization,
-            inputs=inputs, pair=p, engine=engine,
-        )
+        _build_probe(spec, channels=channels, spatial=spatial, bn=bn, seed=seed, dtype=dtype,
+                     parameterization=parameterization, inputs=inputs, pair=p)
         for p in range(inputs.pairs)
     ]
     ms = _check_m_law(m_law, m_law_width) if spec.takes_m else []

@@ -49,9 +49,8 @@ from collegial.ntk._bn import (
     probe_batchnorm_mode,
 )
 from collegial.ntk.inputs import ProbeInputs
-from collegial.ntk.probe import CHUNK_BYTES, chunk_seed
+from collegial.ntk.probe import _GAUSSIAN, CHUNK_BYTES, chunk_seed
 
-_GAUSSIAN = ProbeInputs("gaussian", pairs=1)
 #: Held while a chunk's initializations are drawn (they use the process-wide RNG, which each
 #: chunk seeds itself); worker threads take turns drawing and compute in parallel.
 _DRAW_LOCK = threading.Lock()
@@ -105,7 +104,6 @@ class FactoryProbe:
 
     family = "factory"
     engine = "vmap"
-    thread_safe = True
 
     def __init__(
         self,

@@ -153,11 +153,8 @@ def alpha_on_the_fly(
     fit = ntk_alpha.run_algorithm1(family=get_family(family).probe_owner, trials=trials, seed=seed, inputs=inputs, m_law=(),
                          progress=progress)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(fit.to_json())
-        tmp.replace(path)
-    except OSError:
+        fit.to_json(path, overwrite=True)  # atomic
+    except (OSError, UserError):
         pass  # caching is best effort
     return fit, source
 
