@@ -24,6 +24,7 @@ from collegial.errors import UserError, flag_message
 COMMANDS: list[str] = [
     "count",
     "search",
+    "verify",
     "reproduce",
     "ntk_dynamics",
     "fit_alpha",

@@ -54,9 +54,15 @@ def probe_inputs(args: argparse.Namespace) -> ProbeInputs:
 def load_images(name: str, limit: int = DATA_IMAGES) -> Tensor:
     """The first ``limit`` training images of a shipped dataset, standardized as a network sees
     them (``(x / 255 - mean) / std``): float ``(N, C, H, W)``."""
+    return load_labeled_images(name, limit)[0]
+
+
+def load_labeled_images(name: str, limit: int = DATA_IMAGES, data_dir: str | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`load_images` and the images' labels ``(N,)`` (``data_dir``: where datasets that
+    are not shipped live, e.g. CIFAR)."""
     from collegial.train.data import load_dataset
 
-    data = load_dataset(name, train_limit=limit)
+    data = load_dataset(name, data_dir, train_limit=limit)
     if data.train_x.shape[0] < 2:
         raise UserError(f"{name}: need at least 2 images")
-    return (data.train_x.float() / 255.0 - data.mean) / data.std
+    return (data.train_x.float() / 255.0 - data.mean) / data.std, data.train_y

@@ -27,7 +27,7 @@ leading dimension of every supported layer's input; otherwise :class:`Structured
 
 **Coverage is proved, not assumed**: a layer is seen only through its forward hook, so every
 call walks the autograd graph of its outputs and checks that every use of each tapped parameter
-lies inside one of its module's hooked calls (:func:`_check_coverage`); a parameter also used
+lies inside one of its module's hooked calls (:func:`check_coverage`); a parameter also used
 outside them makes the model :class:`StructuredUnsupported`, never a silently smaller kernel.
 """
 
@@ -275,7 +275,7 @@ def side_features(
     outs = [out for tap in taps for _, _, out in tap.calls]
     grads: list[Tensor] = []
     if CHECK_COVERAGE:  # before the signals: their k == 1 pass frees the graph
-        _check_coverage(y, taps)
+        check_coverage(y, taps)
     if outs:
         raw: tuple[Tensor | None, ...] | None
         if k == 1:
@@ -341,7 +341,7 @@ def _param_uses(root: object, params: dict[int, str], stop: object = None) -> di
     return uses
 
 
-def _check_coverage(y: Tensor, taps: list[_Tap]) -> None:
+def check_coverage(y: Tensor, taps: list[_Tap]) -> None:
     """Prove that the taps see every use of their parameters: in the autograd graph of ``y``,
     every edge into a tapped parameter must come from inside one of its module's hooked calls
     (the subgraph between the call's output and its input). A weight also used elsewhere

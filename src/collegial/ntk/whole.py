@@ -1,0 +1,458 @@
+"""The whole model's NTK at initialization on real input pairs, split exactly by parameter group.
+
+For a model as built (every trainable parameter), ``P`` pairs of images ``(x_p, x'_p)`` and a
+random unit readout ``r_p`` of the logits for each pair, ``f(x) = <r_p, net(x)>`` and
+
+    K_p = <grad f(x_p), grad f(x'_p)> = sum over groups g of K_p^g,
+    K_p^g = sum over the parameters theta of group g of <df(x_p)/dtheta, df(x'_p)/dtheta>,
+
+so the group terms sum to ``K_p`` to float precision (:func:`parameter_groups` names the groups).
+
+BatchNorm (``bn``, :data:`WHOLE_BN_MODES`):
+
+* ``"batch"`` (default): every BatchNorm normalizes with the statistics of the *probe batch*,
+  the ``2P`` pair images together, as the first training step does; gradients flow through the
+  statistics, so each image's gradient depends on the whole batch (running buffers unused).
+* ``"running"``: the running statistics (at initialization a fixed per-channel affine map);
+  samples are independent.
+
+**Gradient rows.** ``rows[name]`` ``(2P, numel)`` holds ``df_i/dtheta`` for image ``i`` of the
+batch (pair ``p`` is rows ``2p`` and ``2p + 1``). Three methods give the same rows
+(:class:`WholeMethod`; cross-checked in ``tests/test_whole.py``):
+
+* ``loop``: one ``torch.autograd.grad`` per image: the slow reference;
+* ``jacobian``: one ``vjp`` of the batch vmapped over the ``2P`` one-hot cotangents;
+* ``taps`` (``auto``): forward hooks on ``nn.Linear``, ``nn.Conv2d``,
+  :class:`~collegial.models.BlockDiagonalLinear` and BatchNorm capture each layer's input, the
+  signals ``df/d(output)`` come from one backward pass (``running``: of ``sum_i f_i``, the
+  samples being independent) or one backward vmapped over the ``2P`` cotangents (``batch``),
+  and each layer's rows are the GEMMs ``g^T a`` (im2col for convolutions). Parameters outside
+  those layers get ``jacobian`` rows. Coverage is proved on every call by walking the autograd
+  graph (:func:`~collegial.ntk.structured.check_coverage`), and in ``running`` mode sample
+  independence is checked on each new architecture (image 0 alone must give row 0); either
+  failing falls back to ``jacobian``, never to a smaller kernel.
+
+Each initialization is the factory's own (``factory()`` under the global RNGs seeded from
+``(seed, t)``, :func:`init_seed`), so trial ``t`` is the same whatever the thread count, the
+order trials are computed in, or the torchrun rank that computes it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vjp, vmap
+
+from collegial.errors import UserError
+from collegial.models import BlockDiagonalLinear, CollegialMLP
+from collegial.models.resnext import Bottleneck, ResNeXt
+from collegial.ntk._bn import batchnorm_mode, batchnorm_modules
+from collegial.ntk.generic import _seeded
+from collegial.ntk.structured import StructuredUnsupported, check_coverage, find_taps
+
+WholeBatchNorm = str  # "batch" | "running"
+WHOLE_BN_MODES: tuple[str, ...] = ("batch", "running")
+_TAG = 0xB0D1
+
+
+class WholeMethod(str, enum.Enum):
+    """How the gradient rows are computed (values are the strings accepted by ``method=``)."""
+
+    LOOP = "loop"
+    JACOBIAN = "jacobian"
+    TAPS = "taps"
+    AUTO = "auto"
+
+
+def init_seed(seed: int, trial: int) -> int:
+    """The 63-bit seed of initialization ``trial``."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, _TAG, int(trial)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0]) & ((1 << 63) - 1)
+
+
+# ------------------------------------------------------------------------------ groups
+@dataclass(frozen=True)
+class Groups:
+    """``of[name]``: the group of each trainable parameter; ``names``: the groups in order of
+    first appearance; ``collegial``: the groups made of per-path (collegial) layers."""
+
+    of: dict[str, str]
+    names: list[str]
+    collegial: frozenset[str]
+
+
+_BOTTLENECK_PARTS = {"conv_reduce": "reduce", "conv_conv": "grouped", "conv_expand": "expand"}
+
+
+def parameter_groups(model: nn.Module) -> Groups:
+    """The parameter groups of ``model``.
+
+    Every BatchNorm affine parameter is in ``batchnorm``. A :class:`ResNeXt`: ``stem``;
+    ``stageS.reduce`` / ``stageS.grouped`` / ``stageS.expand`` (the collegial layers of stage S:
+    the 1x1 reduce, the grouped 3x3 and the 1x1 expand convolutions), ``stageS.shortcut``
+    (projections); ``head``. A :class:`CollegialMLP`: ``layer1..layerL`` (all collegial). Any
+    other model: its top-level child modules (``BlockDiagonalLinear`` ones collegial).
+    """
+    of: dict[str, str] = {}
+    collegial: set[str] = set()
+    bn_params = {id(p) for mod in batchnorm_modules(model) for p in mod.parameters(recurse=False)}
+    modules = dict(model.named_modules())
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in bn_params:
+            of[name] = "batchnorm"
+            continue
+        parts = name.split(".")
+        if isinstance(model, ResNeXt):
+            if parts[0] == "stages":
+                stage = f"stage{int(parts[1]) + 1}"
+                block = modules.get(".".join(parts[:3]))
+                part = _BOTTLENECK_PARTS.get(parts[3]) if isinstance(block, Bottleneck) else None
+                group = f"{stage}.{part}" if part else f"{stage}.{parts[3] if len(parts) > 3 else 'other'}"
+                if part:
+                    collegial.add(group)
+            else:
+                group = {"stem": "stem", "classifier": "head"}.get(parts[0], parts[0])
+        elif isinstance(model, CollegialMLP) and parts[0] == "layers":
+            group = f"layer{int(parts[1]) + 1}"
+            collegial.add(group)
+        else:
+            group = parts[0] if len(parts) > 1 else "(root)"
+            owner = modules.get(".".join(parts[:-1]))
+            if isinstance(owner, BlockDiagonalLinear):
+                collegial.add(group)
+        of[name] = group
+    names = list(dict.fromkeys(of.values()))
+    return Groups(of, names, frozenset(collegial))
+
+
+# ------------------------------------------------------------------------------ pairs
+@dataclass(frozen=True)
+class Pairs:
+    """``x``: the probe batch ``(2P, *image_shape)`` (pair ``p`` = images ``2p, 2p + 1``);
+    ``readout``: one unit vector per pair over the model's ``K`` outputs, ``(P, K)``."""
+
+    x: Tensor
+    readout: Tensor
+
+    @property
+    def count(self) -> int:
+        return int(self.readout.shape[0])
+
+    def row_readout(self) -> Tensor:
+        """The readout of every image of the batch, ``(2P, K)``."""
+        return self.readout.repeat_interleave(2, dim=0)
+
+
+def draw_pairs(
+    images: Tensor, labels: Tensor | None, count: int, outputs: int, *, seed: int, kind: str = "any",
+) -> tuple[Pairs, list[tuple[int, int]]]:
+    """``count`` pairs of distinct images of ``images`` ``(N, *shape)`` and a unit readout over
+    ``outputs`` logits each, from generator seed ``seed``; ``kind``: ``any`` (two random images),
+    ``same`` or ``different`` (class, from ``labels``). Returns the pairs and their indices."""
+    if kind not in ("any", "same", "different"):
+        raise UserError(f"unknown pair kind {kind!r}; choose any, same or different")
+    n = images.shape[0]
+    if n < 2:
+        raise UserError("need at least 2 images to draw pairs")
+    if kind != "any" and labels is None:
+        raise UserError(f"{kind}-class pairs need labels")
+    g = torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
+    idx: list[tuple[int, int]] = []
+    for _ in range(count):
+        for _attempt in range(10_000):
+            i, j = (int(v) for v in torch.randperm(n, generator=g)[:2])
+            if kind == "any" or (labels is not None and (bool(labels[i] == labels[j]) == (kind == "same"))):
+                break
+        else:
+            raise UserError(f"could not find a {kind}-class pair among {n} images")
+        idx.append((i, j))
+    flat = [k for ij in idx for k in ij]
+    r = torch.randn((count, outputs), generator=g, dtype=torch.float64)
+    r = r / r.norm(dim=1, keepdim=True)
+    return Pairs(images[flat].clone(), r.to(images.dtype)), idx
+
+
+# ------------------------------------------------------------------------------ the engine
+class WholeModelNtk:
+    """Gradient rows and group terms of whole models built by ``factory()`` (see the module
+    docstring) on ``pairs``, BatchNorm in ``bn`` mode, computed by ``method``."""
+
+    def __init__(
+        self,
+        factory: Callable[[], nn.Module],
+        pairs: Pairs,
+        *,
+        bn: str = "batch",
+        method: WholeMethod | str = WholeMethod.AUTO,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if bn not in WHOLE_BN_MODES:
+            raise UserError(f"unknown BatchNorm mode {bn!r}; choose {', '.join(WHOLE_BN_MODES)}")
+        try:
+            self.method = WholeMethod(method)
+        except ValueError:
+            raise UserError(f"unknown method {method!r}; choose {', '.join(m.value for m in WholeMethod)}") from None
+        self.factory, self.bn, self.dtype = factory, bn, dtype
+        self.x = pairs.x.to(dtype)
+        self.r = pairs.row_readout().to(dtype)
+        self.pairs = pairs.count
+        self._checked = False  # running mode: sample independence checked on the first model
+        self.fallback: str | None = None  # why taps fell back to jacobian (None: they did not)
+
+    # -------------------------------------------------------------- models
+    def model(self, seed: int, trial: int) -> nn.Module:
+        """Initialization ``trial`` of the factory's model (global RNGs seeded, then restored)."""
+        with _seeded(init_seed(seed, trial)):
+            mod = self.factory()
+        return mod.to(self.dtype)
+
+    def groups(self, model: nn.Module) -> Groups:
+        return parameter_groups(model)
+
+    # -------------------------------------------------------------- K
+    def terms(self, model: nn.Module) -> tuple[Tensor, Groups]:
+        """``(P, G)`` float64: the term of every group of :func:`parameter_groups` in every
+        pair's ``K`` (their row sums are the pairs' ``K``), and the groups."""
+        groups = self.groups(model)
+        rows = self.rows(model)
+        col = {g: i for i, g in enumerate(groups.names)}
+        out = torch.zeros((self.pairs, len(groups.names)), dtype=torch.float64)
+        for name, r in rows.items():
+            flat = r.reshape(r.shape[0], -1)
+            out[:, col[groups.of[name]]] += (flat[0::2] * flat[1::2]).sum(1, dtype=torch.float64)
+        return out, groups
+
+    def rows(self, model: nn.Module) -> dict[str, Tensor]:
+        """``{name: (2P, *shape)}``: ``df_i/dtheta`` of every trainable parameter."""
+        method = self.method
+        if method in (WholeMethod.AUTO, WholeMethod.TAPS):
+            if self.fallback is None:
+                try:
+                    rows = self._rows_taps(model)
+                    if self.bn == "running" and not self._checked:
+                        self._check_independent(model, rows)
+                    return rows
+                except StructuredUnsupported as e:
+                    if method == WholeMethod.TAPS:
+                        raise
+                    self.fallback = str(e)
+            method = WholeMethod.JACOBIAN
+        if method == WholeMethod.LOOP:
+            return self._rows_loop(model)
+        return self._rows_jacobian(model)
+
+    def _f(self, model: nn.Module, x: Tensor, r: Tensor) -> Tensor:
+        out = model(x).reshape(x.shape[0], -1)
+        if out.shape[1] != r.shape[1]:
+            raise UserError(f"the model has {out.shape[1]} outputs, the readout {r.shape[1]}")
+        return (out * r).sum(1)
+
+    def _mode(self) -> str:
+        return "train" if self.bn == "batch" else "eval"
+
+    def _rows_loop(self, model: nn.Module) -> dict[str, Tensor]:
+        named = {k: p for k, p in model.named_parameters() if p.requires_grad}
+        params = list(named.values())
+        per: list[list[Tensor]] = []
+        with batchnorm_mode(model, self._mode()), torch.enable_grad():
+            for i in range(self.x.shape[0]):
+                if self.bn == "batch":
+                    f = self._f(model, self.x, self.r)[i]
+                else:
+                    f = self._f(model, self.x[i : i + 1], self.r[i : i + 1])[0]
+                gs = torch.autograd.grad(f, params, allow_unused=True)
+                per.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)])
+        return {k: torch.stack([row[j] for row in per]).detach() for j, k in enumerate(named)}
+
+    def _rows_jacobian(self, model: nn.Module, only: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Rows of ``only`` (default: every trainable parameter) by one vmapped vjp."""
+        params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+        if only is not None:
+            params = {k: params[k] for k in only}
+        skip = ("running_mean", "running_var", "num_batches_tracked") if self.bn == "batch" else ()
+        fixed = {k: v.detach() for k, v in model.named_buffers() if not k.endswith(skip)}
+        fixed.update({k: p.detach() for k, p in model.named_parameters() if k not in params})
+        x, r = self.x, self.r
+
+        def f(p: dict[str, Tensor]) -> Tensor:
+            return (functional_call(model, (p, fixed), (x,)).reshape(x.shape[0], -1) * r).sum(1)
+
+        with batchnorm_mode(model, self._mode()):
+            _, pullback = vjp(f, params)
+            eye = torch.eye(x.shape[0], dtype=x.dtype)
+            (jac,) = vmap(pullback)(eye)
+        return {k: v.detach() for k, v in jac.items()}
+
+    def _rows_taps(self, model: nn.Module) -> dict[str, Tensor]:
+        taps, rest = find_taps(model)
+        names = {id(p): k for k, p in model.named_parameters()}
+        handles = []
+        for tap in taps:
+            tap.calls = []
+
+            def hook(mod: nn.Module, args: tuple, out: Tensor, tap: object = tap) -> Tensor:
+                tap.calls.append((args[0], args[0]._version, out))  # type: ignore[attr-defined]
+                return out.clone()  # a later in-place op (ReLU(inplace=True)) must not touch `out`
+
+            handles.append(tap.module.register_forward_hook(hook))
+        try:
+            with batchnorm_mode(model, self._mode()), torch.enable_grad():
+                y = self._f(model, self.x, self.r)
+        finally:
+            for h in handles:
+                h.remove()
+        for tap in taps:
+            for inp, version, _ in tap.calls:
+                if inp._version != version:
+                    raise StructuredUnsupported(f"the input of a {type(tap.module).__name__} was modified in place")
+        check_coverage(y, taps)
+        outs = [out for tap in taps for _, _, out in tap.calls]
+        n = y.shape[0]
+        if self.bn == "running":  # samples independent: one backward of sum_i f_i
+            sig = torch.autograd.grad(y.sum(), outs, allow_unused=True, materialize_grads=True,
+                                      retain_graph=bool(rest))
+            signals = [s.unsqueeze(0) for s in sig]  # (1, B, ...): "row" axis of size 1
+        else:  # every image's f through the whole batch: backward vmapped over the 2P outputs
+            eye = torch.eye(n, dtype=y.dtype)
+
+            def pull(v: Tensor) -> tuple[Tensor, ...]:
+                return torch.autograd.grad(y, outs, v, allow_unused=True, materialize_grads=True, retain_graph=True)
+
+            signals = list(vmap(pull)(eye))  # each (2P, B, ...)
+        rows: dict[str, Tensor] = {}
+        pos = 0
+        for tap in taps:
+            sig_t = signals[pos : pos + len(tap.calls)]
+            pos += len(tap.calls)
+            for p, grad in _tap_rows(tap, sig_t, per_sample=self.bn == "running").items():
+                rows[names[id(p)]] = grad
+            tap.calls = []
+        if rest:
+            rows.update(self._rows_jacobian(model, only=rest))
+        return {k: rows[k] for k in names.values() if k in rows}
+
+    def _check_independent(self, model: nn.Module, rows: dict[str, Tensor]) -> None:
+        """Running mode: the rows of image 0 computed alone must equal row 0 of the batch (they
+        do when no operation mixes the samples of a batch); else :class:`StructuredUnsupported`."""
+        saved_x, saved_r = self.x, self.r
+        try:
+            self.x, self.r = saved_x[:1], saved_r[:1]
+            alone = self._rows_jacobian(model)
+        finally:
+            self.x, self.r = saved_x, saved_r
+        for k, v in alone.items():
+            ref = rows[k][0]
+            tol = 1e-4 * float(ref.abs().max()) + 1e-6 if ref.numel() else 0.0
+            if not torch.allclose(v[0], ref, rtol=1e-3, atol=tol):
+                raise StructuredUnsupported(f"samples of a batch interact (parameter {k}); "
+                                            "per-sample signals do not apply")
+        self._checked = True
+
+
+def _conv_weight_rows(mod: nn.Conv2d, x: Tensor, g: Tensor, per_sample: bool) -> Tensor:
+    """Weight rows ``(R, *weight.shape)`` of a Conv2d from its input ``x`` ``(B, Cin, H, W)`` and
+    signals ``g`` (``(B, Cout, H', W')`` per sample, else ``(R, B, Cout, H', W')``).
+
+    A 1x1 convolution is a GEMM over positions; any other is one weight-gradient convolution
+    (the backend's own kernel), the rows folded into its groups: per sample, image ``i``'s
+    channels form groups of their own; otherwise row ``k``'s signals are extra output channels
+    of every group."""
+    grp, cout = mod.groups, mod.out_channels
+    fo, fi = cout // grp, mod.in_channels // grp
+    bsz = x.shape[0]
+    if mod.kernel_size == (1, 1) and mod.padding in ((0, 0), "valid") and mod.dilation == (1, 1):
+        a = x[:, :, :: mod.stride[0], :: mod.stride[1]].reshape(bsz, grp, fi, -1)  # (B, G, Fi, L)
+        if per_sample:
+            dw = torch.einsum("rgol,rgil->rgoi", g.reshape(bsz, grp, fo, -1), a)
+        else:
+            dw = torch.einsum("rbgol,bgil->rgoi", g.reshape(g.shape[0], bsz, grp, fo, -1), a)
+        return dw.reshape(dw.shape[0], *mod.weight.shape)
+    kh, kw = mod.kernel_size
+    if per_sample:
+        rows, xin, gout, groups = bsz, x.reshape(1, -1, *x.shape[2:]), g.reshape(1, -1, *g.shape[2:]), bsz * grp
+        wshape = (bsz * cout, fi, kh, kw)
+    else:
+        rows = g.shape[0]
+        gout = g.reshape(rows, bsz, grp, fo, *g.shape[3:]).permute(1, 2, 0, 3, 4, 5).reshape(bsz, grp * rows * fo, *g.shape[3:])
+        xin, groups, wshape = x, grp, (grp * rows * fo, fi, kh, kw)
+    _, dw, _ = torch.ops.aten.convolution_backward(
+        gout.contiguous(), xin.contiguous(), torch.empty(wshape, dtype=x.dtype, device=x.device), None,
+        list(mod.stride), list(mod.padding), list(mod.dilation), False, [0, 0], groups, [False, True, False])
+    if per_sample:
+        return dw.reshape(bsz, *mod.weight.shape)
+    return dw.reshape(grp, rows, fo, fi, kh, kw).transpose(0, 1).reshape(rows, *mod.weight.shape)
+
+
+def _tap_rows(tap: object, signals: list[Tensor], *, per_sample: bool) -> dict[nn.Parameter, Tensor]:
+    """Rows ``(R, *shape)`` of one tapped layer's parameters from its calls' inputs ``x``
+    ``(B, *in)`` and signals ``(R, B, *out)`` (``per_sample``: ``(1, B, *out)``).
+
+    ``per_sample`` (``running`` mode: BatchNorm on its running statistics): samples are
+    independent, so image ``i``'s row is its own ``g_i^T a_i`` (R = B). Otherwise (``batch``
+    mode: BatchNorm on the batch's statistics) row ``k`` is output ``k``'s gradient, summed
+    over the batch."""
+    mod = tap.module  # type: ignore[attr-defined]
+    kind = tap.kind  # type: ignore[attr-defined]
+    w, b = tap.weight, tap.bias  # type: ignore[attr-defined]
+    acc: dict[nn.Parameter, Tensor] = {}
+
+    def add(p: nn.Parameter | None, v: Tensor) -> None:
+        if p is not None:
+            acc[p] = v if p not in acc else acc[p] + v
+
+    for (x, _, _), sig in zip(tap.calls, signals):  # type: ignore[attr-defined]
+        g = sig[0] if per_sample else sig  # (R, *out) or (R, B, *out)
+        r = g.shape[0]
+        bsz = x.shape[0]
+        if kind == "conv":
+            if not isinstance(mod, nn.Conv2d):
+                raise StructuredUnsupported(f"{type(mod).__name__} rows are not implemented here")
+            add(w, _conv_weight_rows(mod, x, g, per_sample))
+            add(b, g.sum((2, 3)) if per_sample else g.sum((1, 3, 4)))
+        elif kind == "linear":
+            fi, fo = mod.in_features, mod.out_features
+            if per_sample:
+                gg = g.reshape(r, -1, fo)
+                dw = torch.einsum("rso,rsi->roi", gg, x.reshape(r, -1, fi))
+            else:
+                gg = g.reshape(r, -1, fo)
+                dw = torch.einsum("rso,si->roi", gg, x.reshape(-1, fi))
+            add(w, dw)
+            add(b, gg.sum(1))
+        elif kind == "bdlinear":
+            m, fi, fo = mod.m, mod.in_features, mod.out_features
+            a = x.reshape(bsz, 1 if mod.shared_input else m, fi).expand(bsz, m, fi)
+            if per_sample:
+                gg = g.reshape(r, m, fo)
+                dw, db = torch.einsum("rmo,rmi->rmoi", gg, a), gg
+            else:
+                gg = g.reshape(r, bsz, m, fo)
+                dw, db = torch.einsum("rbmo,bmi->rmoi", gg, a), gg.sum(1)
+            add(w, dw * mod.scale)
+            add(b, db)
+        else:  # BatchNorm: y = gamma * xhat + beta
+            c = mod.num_features
+            xs = x.reshape(bsz, c, -1)
+            if not per_sample:  # batch mode: statistics of the probe batch (biased variance, as torch)
+                mean = xs.mean((0, 2), keepdim=True)
+                var = xs.var((0, 2), unbiased=False, keepdim=True)
+                xhat = (xs - mean) * torch.rsqrt(var + mod.eps)
+            else:
+                xhat = (xs - mod.running_mean.view(1, c, 1)) * torch.rsqrt(mod.running_var.view(1, c, 1) + mod.eps)
+            if per_sample:
+                gg = g.reshape(r, c, -1)
+                dg, db = (gg * xhat).sum(2), gg.sum(2)
+            else:
+                gg = g.reshape(r, bsz, c, -1)
+                dg, db = torch.einsum("rbcs,bcs->rc", gg, xhat), gg.sum((1, 3))
+            add(w, dg)
+            add(b, db)
+    return {p: v.detach() for p, v in acc.items()}

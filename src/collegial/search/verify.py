@@ -1,0 +1,441 @@
+"""Verify the search's prediction on the network as built: whole-model NTK variance on real pairs.
+
+The search predicts each candidate's NTK variance from one probe block, ``V1(n) / m``. This
+module measures the thing the prediction is about: the normalized variance ``Var[K] / E[K]^2``
+of the *whole model* (:mod:`collegial.ntk.whole`: every trainable parameter, a random unit
+readout of the logits, real image pairs, BatchNorm on the probe batch's statistics by default)
+over ``T`` initializations per pair, and splits ``K`` by parameter group.
+
+Estimates (per architecture, pairs shared by every architecture so comparisons are paired):
+
+* ``v``: the mean over the ``P`` pairs of each pair's ``Var[K] / E[K]^2`` over the ``T``
+  initializations; ``stderr``: its standard error over pairs *and* initializations
+  (:func:`~collegial.ntk.variance.pool_estimates`: the pairs' spread, never below the Monte
+  Carlo part); ``mc_stderr``: the Monte Carlo part alone, i.e. conditional on these pairs.
+* group shares, averaged over pairs: of ``E[K]`` (``E[K_g] / E[K]``) and of ``Var[K]``
+  (``Cov(K_g, K) / Var[K]``, covariances between groups included, so the shares sum to 1).
+* ``predicted``: ``V1(n) / m`` of the family's probe curve with its bootstrap standard error,
+  and ``ratio = v / predicted``.
+
+:func:`verify_search` measures the baseline, both answers, the members of their optimal sets and
+points spread along each curve, then re-solves the primal and the dual on the measured values
+among those candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from collegial.errors import UserError
+from collegial.models import create_model, get_family, validate_arch
+from collegial.models.costs import model_costs
+from collegial.ntk.variance import Moments, normalized_variance, pool_estimates
+from collegial.ntk.whole import WHOLE_BN_MODES, Pairs, WholeMethod, WholeModelNtk, draw_pairs
+
+#: Default initializations per pair: with 8 pairs, ~5% relative Monte Carlo standard error of
+#: ``v`` at the resnext11 defaults (docs/verify.md; the pairs' own spread comes on top).
+DEFAULT_TRIALS = 64
+DEFAULT_PAIRS = 8
+PAIR_KINDS = ("any", "same", "different")
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """What a verification measures: ``pairs`` pairs of ``pair_kind`` (any, same- or
+    different-class) training images of ``dataset``, ``trials`` initializations, BatchNorm
+    ``bn`` (``batch``: the probe batch's statistics; ``running``), seed ``seed``."""
+
+    dataset: str
+    pairs: int = DEFAULT_PAIRS
+    trials: int = DEFAULT_TRIALS
+    bn: str = "batch"
+    pair_kind: str = "any"
+    seed: int = 0
+    method: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.pairs < 1:
+            raise UserError(f"need at least 1 pair, got {self.pairs}")
+        if self.trials < 4:
+            raise UserError(f"need at least 4 initializations per pair, got {self.trials}")
+        if self.bn not in WHOLE_BN_MODES:
+            raise UserError(f"unknown BatchNorm mode {self.bn!r}; choose {', '.join(WHOLE_BN_MODES)}")
+        if self.pair_kind not in PAIR_KINDS:
+            raise UserError(f"unknown pair kind {self.pair_kind!r}; choose {', '.join(PAIR_KINDS)}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0, got {self.seed}")
+        WholeMethod(self.method)
+
+
+@dataclass
+class Measured:
+    """One architecture's whole-model measurement (see the module docstring)."""
+
+    arch: str
+    m: int
+    n: int
+    params: int
+    v: float
+    stderr: float
+    mc_stderr: float
+    mean_k: float
+    per_pair: list[float]
+    per_pair_se: list[float]
+    share_mean: dict[str, float]
+    share_var: dict[str, float]
+    collegial: list[str]
+    seconds: float
+    trials: int
+    predicted: float | None = None
+    predicted_se: float | None = None
+    role: str = ""
+
+    @property
+    def ratio(self) -> tuple[float, float] | None:
+        """``v / predicted`` and its delta-method standard error (None without a prediction)."""
+        if self.predicted is None or not self.predicted > 0:
+            return None
+        r = self.v / self.predicted
+        rel = math.hypot(self.stderr / self.v if self.v else 0.0, (self.predicted_se or 0.0) / self.predicted)
+        return r, abs(r) * rel
+
+    def collegial_share(self) -> tuple[float, float]:
+        """The collegial layers' summed shares of ``E[K]`` and of ``Var[K]``."""
+        return (sum(self.share_mean[g] for g in self.collegial), sum(self.share_var[g] for g in self.collegial))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        r = self.ratio
+        d["ratio"], d["ratio_se"] = (r if r is not None else (None, None))
+        d["collegial_share_mean"], d["collegial_share_var"] = self.collegial_share()
+        return d
+
+
+def load_pairs(images: Tensor, labels: Tensor | None, family: str, dataset: str, settings: VerifySettings,
+               ) -> tuple[Pairs, list[tuple[int, int]]]:
+    """The settings' pairs of ``images`` ``(N, C, H, W)`` (standardized training images) with a
+    unit readout over the model's outputs each."""
+    from collegial.models import get_dataset_spec
+
+    outputs = get_dataset_spec(dataset).num_classes
+    return draw_pairs(images, labels, settings.pairs, outputs, seed=settings.seed, kind=settings.pair_kind)
+
+
+def _gather(terms: dict[int, Tensor]) -> dict[int, Tensor]:
+    """Every rank's ``{trial: (P, G)}`` terms, merged (identity when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return terms
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, {t: v.numpy() for t, v in terms.items()})
+    return {t: torch.as_tensor(v) for part in parts for t, v in part.items()}
+
+
+def measure_terms(family: str, arch: str, dataset: str, pairs: Pairs, settings: VerifySettings,
+                  *, progress: Callable[[int], None] | None = None) -> tuple[Tensor, list[str], list[str], str | None]:
+    """``(T, P, G)`` group terms of ``T`` initializations of ``family`` ``arch`` (trial ``t`` seeded
+    from ``(seed, t)``; under torchrun each rank computes every world-size-th trial), the group
+    names, the collegial groups, and why the fast path fell back (None if it did not)."""
+    validate_arch(family, arch)
+    engine = WholeModelNtk(lambda: create_model(family, arch=arch, dataset=dataset), pairs,
+                           bn=settings.bn, method=settings.method)
+    from collegial.distributed import rank_and_world
+
+    rank, world = rank_and_world()
+    mine: dict[int, Tensor] = {}
+    names: list[str] = []
+    collegial: list[str] = []
+    for t in range(rank, settings.trials, world):
+        terms, groups = engine.terms(engine.model(settings.seed, t))
+        names, collegial = groups.names, sorted(groups.collegial)
+        mine[t] = terms
+        if progress is not None:
+            progress(1)
+    every = _gather(mine)
+    if not names:  # a rank without trials: the groups of trial 0's model
+        groups = engine.groups(engine.model(settings.seed, 0))
+        names, collegial = groups.names, sorted(groups.collegial)
+    stacked = torch.stack([every[t] for t in range(settings.trials)])
+    return stacked, names, collegial, engine.fallback
+
+
+def summarize(arch: str, terms: Tensor, names: list[str], collegial: list[str], params: int, seconds: float,
+              ) -> Measured:
+    """:class:`Measured` from ``(T, P, G)`` group terms (see the module docstring)."""
+    m, n = _mn(arch)
+    k = terms.sum(2)  # (T, P)
+    if not bool(torch.isfinite(k).all()):
+        raise UserError(f"{arch}: the NTK is not finite at initialization (overflow in the model's forward?)")
+    per = []
+    for p in range(k.shape[1]):
+        mom = Moments.of(k[:, p])
+        if not mom.mean > 0:
+            raise UserError(f"{arch}: E[K] <= 0 on pair {p}; the normalized variance is undefined")
+        per.append(normalized_variance(mom))
+    v, se = pool_estimates([e.v for e in per], [e.stderr for e in per])
+    mc = math.sqrt(sum(e.stderr**2 for e in per)) / len(per)
+    kc = k - k.mean(0)
+    share_mean: dict[str, float] = {}
+    share_var: dict[str, float] = {}
+    for j, g in enumerate(names):
+        tg = terms[:, :, j]
+        share_mean[g] = float((tg.mean(0) / k.mean(0)).mean())
+        cov = ((tg - tg.mean(0)) * kc).sum(0) / (k.shape[0] - 1)
+        share_var[g] = float((cov / k.var(0)).mean())
+    return Measured(arch, m, n, params, v, se, mc, float(k.mean()), [e.v for e in per], [e.stderr for e in per],
+                    share_mean, share_var, list(collegial), seconds, int(k.shape[0]))
+
+
+def _mn(arch: str) -> tuple[int, int]:
+    from collegial.models.arch import parse_arch
+
+    return parse_arch(arch)
+
+
+def measure(family: str, archs: Sequence[str], images: Tensor, labels: Tensor | None, settings: VerifySettings,
+            *, predict: Callable[[int, int], tuple[float, float]] | None = None, roles: dict[str, str] | None = None,
+            progress: bool = False) -> VerifyResult:
+    """Measure every architecture of ``archs`` (``MxNd`` of ``family``) on the same pairs;
+    ``predict(m, n)`` gives the block's prediction and its s.e.; ``roles`` labels archs."""
+    fam = get_family(family)
+    if fam.arch_kind != "ce":
+        raise UserError(f"family {family!r} has no (m, n) architectures to verify")
+    for a in archs:
+        validate_arch(family, a)
+    pairs, idx = load_pairs(images, labels, family, settings.dataset, settings)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(archs) * settings.trials, unit="init", desc="verify", leave=False,
+                   dynamic_ncols=True, disable=not sys.stderr.isatty())
+    rows: list[Measured] = []
+    notes: list[str] = []
+    try:
+        for a in archs:
+            if bar is not None:
+                bar.set_postfix_str(a)
+            t0 = time.perf_counter()
+            terms, names, coll, fallback = measure_terms(family, a, settings.dataset, pairs, settings,
+                                                         progress=None if bar is None else bar.update)
+            params = model_costs(family, a, settings.dataset).params
+            row = summarize(a, terms, names, coll, params, time.perf_counter() - t0)
+            if fallback:
+                notes.append(f"{a}: the fast path did not apply ({fallback}); measured with the Jacobian method")
+            if predict is not None:
+                row.predicted, row.predicted_se = predict(row.m, row.n)
+            row.role = (roles or {}).get(a, "")
+            rows.append(row)
+    finally:
+        if bar is not None:
+            bar.close()
+    return VerifyResult(family, settings, rows, [list(p) for p in idx], notes)
+
+
+@dataclass
+class VerifyResult:
+    family: str
+    settings: VerifySettings
+    rows: list[Measured]
+    pair_indices: list[list[int]]
+    notes: list[str] = field(default_factory=list)
+    probe: str = ""
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, arch: str) -> Measured:
+        return next(r for r in self.rows if r.arch == arch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "settings": asdict(self.settings),
+            "measured": [r.to_dict() for r in self.rows],
+            "pair_indices": self.pair_indices,
+            "probe": self.probe,
+            "resolved": self.resolved,
+            "notes": list(self.notes),
+        }
+
+
+# ------------------------------------------------------------------------------ with the search
+def candidates_to_verify(res: Any, spread: int = 3) -> dict[str, str]:
+    """``{arch: role}``: the baseline, the primal and dual answers, their optimal sets' members
+    and ``spread`` points evenly spaced in width along each curve (feasible points only)."""
+    roles: dict[str, str] = {}
+
+    def add(arch: str, role: str) -> None:
+        roles.setdefault(arch, role)
+
+    add(res.baseline.arch, "baseline")
+    add(res.primal.arch, "primal")
+    add(res.dual.arch, "dual")
+    for which, oset in res.optimal_set.items():
+        for a in oset.members[:5]:
+            add(a, f"{which} set")
+    for which, curve in (("primal", res.primal_curve), ("dual", res.dual_curve)):
+        ok = np.flatnonzero(curve.feasible)
+        if ok.size == 0:
+            continue
+        picks = np.unique(np.round(np.linspace(0, ok.size - 1, spread)).astype(int))
+        for i in ok[picks]:
+            add(f"{int(curve.m[i])}x{int(curve.n[i])}d", f"{which} curve")
+    return roles
+
+
+def resolve_measured(res: Any, result: VerifyResult) -> dict[str, Any]:
+    """The primal and dual re-solved on the measured variances among the verified candidates:
+    primal = least measured ``v`` within the search's budget; dual = least cost whose measured
+    ``v`` is at most the baseline's. Point estimates; each with its s.e."""
+    base = result.row(res.baseline.arch)
+    cost = "params" if res.budget_kind == "params" else "flops"
+
+    def c(r: Measured) -> int:
+        return r.params if cost == "params" else model_costs(res.family, r.arch, res.dataset).flops
+
+    within = [r for r in result.rows if c(r) <= res.budget]
+    primal = min(within, key=lambda r: r.v) if within else None
+    fit = [r for r in result.rows if r.v <= base.v]
+    dual = min(fit, key=lambda r: (c(r), r.v)) if fit else None
+    return {
+        "primal": None if primal is None else {"arch": primal.arch, "v": primal.v, "stderr": primal.stderr},
+        "dual": None if dual is None else {"arch": dual.arch, "v": dual.v, "stderr": dual.stderr,
+                                          "compression": c(base) / c(dual)},
+        "baseline": {"arch": base.arch, "v": base.v, "stderr": base.stderr},
+        "candidates": len(result.rows),
+    }
+
+
+# ------------------------------------------------------------------------------ reports
+def _pm(v: float | None, se: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}g} ± {se:.2g}" if se is not None else f"{v:.{digits}g}"
+
+
+def headline(result: VerifyResult) -> str:
+    """One line: how far the whole model's variance moves between the reference (the baseline,
+    else the first row) and the row the block predicts lowest, beside the block's prediction."""
+    rows = result.rows
+    ref = next((r for r in rows if r.role == "baseline"), rows[0])
+    preds = [r for r in rows if r.predicted is not None]
+    if len(rows) < 2:
+        return f"whole-model variance of {ref.arch}: {_pm(ref.v, ref.stderr)}"
+    low = min(preds, key=lambda r: r.predicted) if preds else min(rows, key=lambda r: r.v)  # type: ignore[arg-type, return-value]
+    if low is ref:
+        low = min((r for r in rows if r is not ref), key=lambda r: r.v)
+    fall = ref.v / low.v
+    fall_se = fall * math.hypot(ref.stderr / ref.v, low.stderr / low.v)
+    text = (f"from {ref.arch} to {low.arch} the whole model's variance changes by a factor {1 / fall:.2f} "
+            f"({_pm(ref.v, ref.stderr)} -> {_pm(low.v, low.stderr)}; fall {fall:.2f} ± {fall_se:.2f}x)")
+    if ref.predicted is not None and low.predicted is not None:
+        text += f"; the probe block predicts a {ref.predicted / low.predicted:.2f}x fall"
+    return text
+
+
+def format_verify(result: VerifyResult) -> str:
+    """The human report: the headline, measured against predicted, then where K comes from."""
+    s = result.settings
+    bn = ("BatchNorm on the statistics of the probe batch (the 2P pair images)" if s.bn == "batch"
+          else "BatchNorm on its running statistics")
+    lines = [headline(result),
+             f"whole {result.family} as built on {s.dataset}: {s.pairs} {'' if s.pair_kind == 'any' else s.pair_kind + '-class '}"
+             f"pairs of training images x {s.trials} initializations, unit random readout of the logits, {bn}; "
+             "± = s.e. over pairs and initializations"]
+    lines += result.notes
+    hdr = f"{'arch':>9} {'role':<13}{'params':>9} {'measured v':>17} {'MC s.e.':>8} {'block predicts':>18} {'ratio':>14} {'E[K]':>10}"
+    lines += ["", hdr]
+    for r in result.rows:
+        ratio = r.ratio
+        lines.append(f"{r.arch:>9} {r.role:<13}{r.params:>9,} {_pm(r.v, r.stderr):>17} {r.mc_stderr:>8.2g} "
+                     f"{_pm(r.predicted, r.predicted_se):>18} {_pm(*ratio) if ratio else '-':>14} {r.mean_k:>10.4g}")
+    if result.resolved:
+        rv = result.resolved
+        lines.append("")
+        for which in ("primal", "dual"):
+            got = rv.get(which)
+            lines.append(f"re-solved on the measured values ({rv['candidates']} candidates): {which} "
+                         + ("none" if got is None else f"{got['arch']} (v {_pm(got['v'], got['stderr'])})"))
+    lines += ["", "share of E[K] / share of Var[K] (covariances included) by parameter group:"]
+    lines += _share_table(result.rows)
+    return "\n".join(lines)
+
+
+def _share_table(rows: list[Measured]) -> list[str]:
+    groups = list(dict.fromkeys(g for r in rows for g in r.share_mean))
+    width = 14
+    out = [f"{'group':<18}" + "".join(f"{r.arch:>{width}}" for r in rows)]
+    for g in groups:
+        cells = []
+        for r in rows:
+            cells.append(f"{r.share_mean[g]:.0%} / {r.share_var[g]:.0%}" if g in r.share_mean else "-")
+        out.append(f"{g:<18}" + "".join(f"{c:>{width}}" for c in cells))
+    cells = [f"{a:.0%} / {b:.0%}" for a, b in (r.collegial_share() for r in rows)]
+    out.append(f"{'collegial layers':<18}" + "".join(f"{c:>{width}}" for c in cells))
+    return out
+
+
+def markdown(result: VerifyResult, command: str = "") -> str:
+    """``verify.md``: the same report as markdown tables."""
+    s = result.settings
+    lines = [f"# Whole-model NTK variance: {result.family} on {s.dataset}", "", headline(result), ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines += [f"{s.pairs} pairs ({s.pair_kind}) x {s.trials} initializations, BatchNorm: {s.bn}, seed {s.seed}. "
+              "± is the standard error over pairs and initializations.", ""]
+    lines += ["| arch | role | params | measured v | block predicts | ratio | E[K] |", "|---|---|---|---|---|---|---|"]
+    for r in result.rows:
+        ratio = r.ratio
+        lines.append(f"| {r.arch} | {r.role} | {r.params:,} | {_pm(r.v, r.stderr)} | {_pm(r.predicted, r.predicted_se)} | "
+                     f"{_pm(*ratio) if ratio else '-'} | {r.mean_k:.4g} |")
+    lines += ["", "Share of E[K] / share of Var[K] by parameter group:", "",
+              "| group | " + " | ".join(r.arch for r in result.rows) + " |",
+              "|---|" + "---|" * len(result.rows)]
+    for row in _share_table(result.rows)[1:]:
+        name = row[:18].strip()
+        lines.append(f"| {name} | " + " | ".join(row[18 + 14 * i: 18 + 14 * (i + 1)].strip()
+                                                 for i in range(len(result.rows))) + " |")
+    lines += [""] + [f"- {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_verify(result: VerifyResult, path: Any) -> bool:
+    """Measured against predicted, log-log with error bars and the identity line (False when no
+    row has a prediction)."""
+    rows = [r for r in result.rows if r.predicted is not None]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    x = np.array([r.predicted for r in rows])
+    y = np.array([r.v for r in rows])
+    ax.errorbar(x, y, xerr=[r.predicted_se or 0.0 for r in rows], yerr=[r.stderr for r in rows], fmt="o", ms=4,
+                capsize=2)
+    for r in rows:
+        ax.annotate(r.arch, (r.predicted, r.v), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    lo = min(x.min(), y.min()) / 2
+    hi = max(x.max(), y.max()) * 2
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="measured = predicted")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("block prediction V1(n)/m")
+    ax.set_ylabel(f"whole-model Var[K]/E[K]^2 ({result.settings.dataset})")
+    ax.set_title(f"{result.family}: measured vs predicted", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
