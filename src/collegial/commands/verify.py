@@ -38,6 +38,9 @@ def add_verify_arguments(p: argparse.ArgumentParser | Any, *, prefix: str = "") 
                    "first training step computes) or running (the initial running statistics)")
     p.add_argument(f"--{prefix}pair-kind", choices=PAIR_KINDS, default="any",
                    help="pairs of any two images (default), same-class or different-class images")
+    if not prefix:
+        p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="keyword argument of the family function, repeatable (e.g. parameterization=ntk for mlp)")
     p.add_argument(f"--{prefix}method", choices=[m.value for m in WholeMethod], default="auto",
                    help="how gradients are computed: auto (layer taps, proved to cover every parameter), "
                    "jacobian, taps or loop (the slow reference)")
@@ -47,7 +50,25 @@ def settings_from_args(args: argparse.Namespace, dataset: str, seed: int, *, pre
     key = prefix.replace("-", "_")
     return VerifySettings(dataset, pairs=getattr(args, f"{key}pairs"), trials=getattr(args, f"{key}trials"),
                           bn=getattr(args, f"{key}bn"), pair_kind=getattr(args, f"{key}pair_kind"), seed=seed,
-                          method=getattr(args, f"{key}method"))
+                          method=getattr(args, f"{key}method"), model_args=_model_args(getattr(args, "model_arg", [])))
+
+
+def _model_args(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> keyword arguments (integers and floats parsed, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--model-arg takes KEY=VALUE, got {item!r}")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        out[key] = value
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +94,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 FLAGS = {"trials": "--trials", "pairs": "--pairs", "bn": "--bn", "seed": "--seed"}
+
+
+def check_models(family: str, archs: Any, dataset: str, settings: VerifySettings) -> None:
+    """Build every architecture on the meta device (a bad ``--model-arg``: one line, before any work)."""
+    import torch
+
+    from collegial.models import create_model
+
+    with torch.device("meta"):
+        for a in archs:
+            create_model(family, arch=a, dataset=dataset, **settings.model_args)
 
 
 def load_pair_images(dataset: str, data_dir: str | None) -> tuple[Any, Any]:
@@ -113,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     settings = settings_from_args(args, dataset, args.seed)
+    check_models(args.family, args.archs, dataset, settings)
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     images, labels = load_pair_images(dataset, args.data_dir)
     predict, source = (None, "")

@@ -24,9 +24,14 @@ among those candidates.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import math
+import os
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -61,6 +66,8 @@ class VerifySettings:
     pair_kind: str = "any"
     seed: int = 0
     method: str = "auto"
+    #: Keyword arguments for the family function (e.g. ``{"parameterization": "ntk"}`` for mlp).
+    model_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
@@ -98,6 +105,7 @@ class Measured:
     predicted: float | None = None
     predicted_se: float | None = None
     role: str = ""
+    note: str = ""
 
     @property
     def ratio(self) -> tuple[float, float] | None:
@@ -147,7 +155,8 @@ def measure_terms(family: str, arch: str, dataset: str, pairs: Pairs, settings: 
     from ``(seed, t)``; under torchrun each rank computes every world-size-th trial), the group
     names, the collegial groups, and why the fast path fell back (None if it did not)."""
     validate_arch(family, arch)
-    engine = WholeModelNtk(lambda: create_model(family, arch=arch, dataset=dataset), pairs,
+    create_model(family, arch=arch, dataset=dataset, **settings.model_args)  # a bad model argument: one line, now
+    engine = WholeModelNtk(lambda: create_model(family, arch=arch, dataset=dataset, **settings.model_args), pairs,
                            bn=settings.bn, method=settings.method)
     from collegial.distributed import rank_and_world
 
@@ -225,13 +234,22 @@ def measure(family: str, archs: Sequence[str], images: Tensor, labels: Tensor | 
         for a in archs:
             if bar is not None:
                 bar.set_postfix_str(a)
-            t0 = time.perf_counter()
-            terms, names, coll, fallback = measure_terms(family, a, settings.dataset, pairs, settings,
-                                                         progress=None if bar is None else bar.update)
-            params = model_costs(family, a, settings.dataset).params
-            row = summarize(a, terms, names, coll, params, time.perf_counter() - t0)
-            if fallback:
-                notes.append(f"{a}: the fast path did not apply ({fallback}); measured with the Jacobian method")
+            key = _cache_key(family, a, settings, idx)
+            row = _cached(key)
+            if row is None:
+                t0 = time.perf_counter()
+                terms, names, coll, fallback = measure_terms(family, a, settings.dataset, pairs, settings,
+                                                             progress=None if bar is None else bar.update)
+                params = sum(p.numel() for p in create_model(family, arch=a, dataset=settings.dataset,
+                                                             **settings.model_args).parameters())
+                row = summarize(a, terms, names, coll, params, time.perf_counter() - t0)
+                if fallback:
+                    row.note = f"{a}: the fast path did not apply ({fallback}); measured with the Jacobian method"
+                _store(key, row)
+            elif bar is not None:
+                bar.update(settings.trials)
+            if row.note:
+                notes.append(row.note)
             if predict is not None:
                 row.predicted, row.predicted_se = predict(row.m, row.n)
             row.role = (roles or {}).get(a, "")
@@ -240,6 +258,69 @@ def measure(family: str, archs: Sequence[str], images: Tensor, labels: Tensor | 
         if bar is not None:
             bar.close()
     return VerifyResult(family, settings, rows, [list(p) for p in idx], notes)
+
+
+# ------------------------------------------------------------------------------ cache
+def verify_cache_dir() -> Path:
+    """Where whole-model measurements are cached (beside Algorithm 1's curves)."""
+    from collegial.search.variance import cache_dir
+
+    return cache_dir().parent / "verify"
+
+
+def _cache_key(family: str, arch: str, settings: VerifySettings, idx: list[tuple[int, int]]) -> str:
+    """Everything a measurement depends on: the family function's source, the architecture,
+    the settings (not the method: every method gives the same rows), the pairs' image indices
+    and torch's version."""
+    obj = {"v": 1, "family": family, "source": _model_source(family), "arch": arch,
+           **{k: v for k, v in asdict(settings).items() if k != "method"}, "pairs_idx": [list(p) for p in idx],
+           "torch": torch.__version__}
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _model_source(family: str) -> str:
+    """A hash of the family function's code without its decorators (a changed probe
+    declaration does not change the model), and of the model classes' modules it uses."""
+    import ast
+    import textwrap
+
+    fn = get_family(family).fn
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                node.decorator_list = []
+        text = ast.dump(tree)
+    except (OSError, TypeError, SyntaxError):
+        text = repr(fn)
+    for mod in ("collegial.models.resnext", "collegial.models.layers"):
+        try:
+            text += inspect.getsource(sys.modules[mod])
+        except (KeyError, OSError, TypeError):
+            pass
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _cached(key: str) -> Measured | None:
+    path = verify_cache_dir() / f"{key}.json"
+    try:
+        d = json.loads(path.read_text())
+        return Measured(**{k: d[k] for k in Measured.__dataclass_fields__ if k in d})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # absent, unreadable or outdated: measured again
+
+
+def _store(key: str, row: Measured) -> None:
+    """Best effort, atomic (a temporary file renamed into place)."""
+    d = verify_cache_dir()
+    tmp = d / f".{key}.tmp-{os.getpid()}"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fields = {k: v for k, v in asdict(row).items() if k not in ("predicted", "predicted_se", "role")}
+        tmp.write_text(json.dumps(fields))
+        tmp.replace(d / f"{key}.json")
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
