@@ -120,3 +120,31 @@ def test_verify_cli_errors_are_one_line(bad, msg, capsys):
     assert main(["verify", "mlp", "2x4d", "--no-predict", *bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0], err
+
+
+def test_search_verify_tiny(tmp_path, capsys):
+    from collegial.models import get_family
+    from collegial.ntk.curve import synthetic_fit
+
+    d = synthetic_fit(lambda n: np.expm1(2.5 / n), [2, 3, 4, 6, 8, 12, 16, 32, 64, 128], rel_stderr=0.03,
+                      family="resnext11").to_dict()
+    d["input_shape"] = list(get_family("resnext11").probe_input_shape)
+    alpha = tmp_path / "alpha.json"
+    alpha.write_text(json.dumps(d))
+    argv = ["search", "resnext11", "--baseline", "1x16d", "--n-range", "2:8", "--alpha-file", str(alpha),
+            "--no-m-check", "--draws", "50", "--verify", "--verify-trials", "4", "--verify-pairs", "2", "--json"]
+    assert main(argv) == 0
+    obj = json.loads(capsys.readouterr().out)
+    ver = obj["verify"]
+    roles = {r["arch"]: r["role"] for r in ver["measured"]}
+    assert roles[obj["baseline"]["arch"]] == "baseline" and roles[obj["primal"]["arch"]] == "primal"
+    assert roles[obj["dual"]["arch"]] in ("dual", "primal")  # the dual may equal the primal
+    assert any(r.endswith("curve") for r in roles.values())
+    row = next(r for r in ver["measured"] if r["role"] == "primal")
+    assert row["predicted"] == pytest.approx(obj["primal"]["variance"], rel=1e-9)
+    assert row["ratio"] == pytest.approx(row["v"] / row["predicted"])
+    assert ver["resolved"]["candidates"] == len(ver["measured"])
+    assert obj["notes"][0].startswith("whole-model check:") and "re-solved" in obj["notes"][1]
+    # a bad whole-model option is refused before any work
+    assert main([*argv, "--verify-trials", "1"]) == 2
+    assert "at least 4" in capsys.readouterr().err

@@ -1,0 +1,77 @@
+"""Benchmark: the whole-model NTK engine of ``collegial verify`` (``collegial.ntk.whole``).
+
+Whole ``resnext11`` (1x64d, 26x3d, 174x3d) on MNIST shapes, 8 pairs (a probe batch of 16
+images), float32, for both BatchNorm modes. One *initialization* gives ``K`` on all 8 pairs;
+its arithmetic reference is the issue's: ``3 x forward FLOPs x 2 images`` per pair, i.e.
+``3 x forward FLOPs x 16`` per initialization (what one forward and one backward of the batch
+would cost). Prints, per architecture and mode, the best-of-R milliseconds per initialization and
+per pair, that reference's GFLOP, the fraction of the machine's fp32 GEMM rate (measured in the
+same run) it corresponds to, and the fallback (if the fast path did not apply).
+
+``batch`` mode (the default of ``collegial verify``) needs every image's gradient through the
+batch statistics: one backward pass per image (16 vmapped cotangents), so it is bound to do
+about 16x the reference's backward work; ``running`` mode gets all 16 from one backward pass.
+
+    .venv/bin/python bench/verify.py [--repeats 3] [--threads 2] [--modes batch,running]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from collegial.models import create_model
+from collegial.models.costs import forward_flops
+from collegial.ntk.whole import WholeModelNtk, draw_pairs
+
+ARCHS = ("1x64d", "26x3d", "174x3d")
+PAIRS = 8
+
+
+def gemm_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--modes", default="batch,running")
+    ap.add_argument("--archs", default=",".join(ARCHS))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
+    peak = gemm_gflops()
+    print(f"GEMM 2048^3 float32: {peak:.0f} GFLOP/s (the yardstick)")
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(256, 1, 28, 28, generator=g)
+    pairs, _ = draw_pairs(images, None, PAIRS, 10, seed=0)
+    print(f"\n{'mode':<8} {'arch':>7} {'ms/init':>9} {'ms/pair':>8} {'ref GFLOP':>10} {'% of GEMM':>10}  fallback")
+    for mode in args.modes.split(","):
+        for arch in args.archs.split(","):
+            eng = WholeModelNtk(lambda a=arch: create_model("resnext11", arch=a, dataset="mnist"), pairs, bn=mode)
+            eng.terms(eng.model(0, 0))  # warm-up (and the independence check of running mode)
+            best = float("inf")
+            for t in range(args.repeats):
+                model = eng.model(0, t + 1)
+                t0 = time.perf_counter()
+                eng.terms(model)
+                best = min(best, time.perf_counter() - t0)
+            ref = 3 * forward_flops("resnext11", arch, "mnist") * 2 * PAIRS
+            frac = ref / best / 1e9 / peak
+            print(f"{mode:<8} {arch:>7} {best * 1e3:>9.0f} {best * 1e3 / PAIRS:>8.1f} {ref / 1e9:>10.2f} "
+                  f"{100 * frac:>9.1f}%  {eng.fallback or '-'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
