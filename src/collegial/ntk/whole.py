@@ -227,7 +227,7 @@ class WholeModelNtk:
         out = torch.zeros((self.pairs, len(groups.names)), dtype=torch.float64)
         for name, r in rows.items():
             flat = r.reshape(r.shape[0], -1)
-            out[:, col[groups.of[name]]] += (flat[0::2] * flat[1::2]).sum(1, dtype=torch.float64)
+            out[:, col[groups.of[name]]] += torch.linalg.vecdot(flat[0::2], flat[1::2]).to(torch.float64)
         return out, groups
 
     def rows(self, model: nn.Module) -> dict[str, Tensor]:
