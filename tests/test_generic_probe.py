@@ -136,7 +136,7 @@ def test_declared_family_engine_choice():
     a = run_algorithm1(family="resnext50", inputs=inp, channels=C, spatial=S, **kw)
     assert a.family == "resnext50" and a.engine == "gram" and a.input_shape == [C, S, S]
     b = run_algorithm1(family="mlp", inputs=inp, **kw)
-    assert b.family == "mlp" and b.engine == "grouped" and b.input_shape == [256]
+    assert b.family == "mlp" and b.engine == "grouped" and b.input_shape == [784]
     with pytest.raises(UserError, match="fixes its own channels"):
         run_algorithm1(family="resnext29", engine="generic", channels=C, inputs=inp, **kw)
 

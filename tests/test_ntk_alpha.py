@@ -82,7 +82,7 @@ def test_mlp_probe_is_an_exact_ensemble() -> None:
     )
     (pt,) = fit.m_law
     assert abs(pt.ratio - 1.0) < 3.5 * pt.ratio_stderr
-    probe = MLPProbe(6, dtype=torch.float64)
+    probe = MLPProbe(6, dtype=torch.float64, reduce=False)
     model = probe.build(3, 5, 2, seed=0)
     k = probe.k_model(model, 3)
     ref = []

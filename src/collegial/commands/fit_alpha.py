@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
                    help="comma-separated widths n (default: every width 2..16, then 20..128)")
     p.add_argument("--channels", type=int, default=None,
-                   help="resize the built-in blocks: bottleneck channels C (default 256), MLP input size (256)")
+                   help="resize the dedicated blocks: the paper's bottleneck (C, default 256) or the MLP's input "
+                   "size (784); `search` refuses such a curve unless --allow-probe-mismatch (docs/probes.md)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto (default: dedicated engines for the built-in blocks) or generic (vmap, any block)")
     p.add_argument("--bn", default="none", help="BatchNorm: none (default) or train (probe-batch stats)")
@@ -96,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     rank, _ = rank_and_world()
     if rank != 0:
         return 0
+    if tuple(fit.input_shape) != get_family(args.family).probe_input_shape:
+        print(f"collegial fit-alpha: note: --channels {args.channels} measured another block than {args.family} "
+              "declares; `collegial search` refuses this curve unless --allow-probe-mismatch", file=sys.stderr)
     if args.out is not None:
         path = fit.save(args.out, overwrite=args.overwrite)
         if not args.json:

@@ -96,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bn-flops", action="store_true", help="count one FLOP per BatchNorm output")
     add_curve_arguments(p)
     p.add_argument("--all-ties", action="store_true", help="also list every near-tie")
+    p.add_argument("--allow-probe-mismatch", action="store_true",
+                   help="use an --alpha-file measured on other channels or input size than the family's "
+                   "probe block declares (refused otherwise), with a note on the answer's first line")
     add_output_arguments(p, out_help="write search.json, search.md and PNG curves")
     p.set_defaults(func=run)
 
@@ -104,7 +107,8 @@ OUT_FILES = ("search.json", "search.md", "primal.png", "dual.png")
 
 #: The library's argument names in its messages -> this command's flags (see flag_names).
 FLAGS = {"n_range": "--n-range", "budget_value": "--budget-value", "level": "--level", "trials": "--trials",
-         "inputs": "--inputs", "kind": "--inputs", "run_algorithm1(widths=...)": "fit-alpha --widths"}
+         "inputs": "--inputs", "kind": "--inputs", "run_algorithm1(widths=...)": "fit-alpha --widths",
+         "allow_probe_mismatch": "--allow-probe-mismatch"}
 
 
 @flag_names(FLAGS)
@@ -128,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"collegial search: no --alpha-file; running Algorithm 1 ({fam.name}'s probe block, "
               f"inputs {inputs.label}, {inputs.pairs} pairs, T={args.trials} per width; cached)", file=sys.stderr)
     curve = load_curve(args.alpha_file, args.variance, family=args.family, trials=args.trials, seed=args.seed, inputs=inputs,
-                       draws=args.draws, progress=not args.json)
+                       draws=args.draws, progress=not args.json, allow_probe_mismatch=args.allow_probe_mismatch)
     bad = curve.fit.m_law_failures()
     if bad:
         print(f"collegial search: note: in this curve's 1/m check the ensemble law fails at m = "
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         bn_flops=args.bn_flops,
         solver=args.solver,
     )
+    res.notes = list(curve.notes)  # the curve's own first (an allowed probe mismatch)
     obj = res.to_dict()
     obj["provenance"] = provenance(args.seed)
     table = format_table(res, all_ties=args.all_ties)

@@ -21,7 +21,14 @@ from collegial.errors import UserError
 from collegial.models.arch import ArchError, parse_arch, parse_wrn
 from collegial.models.datasets import get_dataset_spec
 from collegial.models.layers import CollegialMLP
-from collegial.models.probes import BOTTLENECK_SHAPE, MLP_SHAPE, bottleneck_probe, mlp_probe
+from collegial.models.probes import (
+    BOTTLENECK_SHAPE,
+    MLP_SHAPE,
+    RESNEXT11_SHAPE,
+    bottleneck_probe,
+    mlp_probe,
+    resnext11_probe,
+)
 from collegial.models.resnext import ResNeXt
 from collegial.models.wrn import WideResNet
 
@@ -303,7 +310,7 @@ def resnext101(arch: str, **kw: object) -> nn.Module:
     return _resnext(arch, blocks=(3, 4, 23, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
 
 
-@register_model("resnext11", default_dataset="mnist", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
+@register_model("resnext11", default_dataset="mnist", probe=resnext11_probe, probe_input_shape=RESNEXT11_SHAPE)
 def resnext11(arch: str, **kw: object) -> nn.Module:
     """Small CPU member: ResNeXt-29's layout, 1 block per stage, out 32/64/128, stem 16 stride 2."""
     kw.setdefault("widen_factor", 1)

@@ -247,7 +247,7 @@ def _build_probe(
             raise UserError("a declared probe block defines its own parameterization; leave `parameterization='standard'`")
         if channels is not None or spatial is not None:
             raise UserError(f"the {spec.name} probe block fixes its own channels and input size "
-                            f"{spec.input_shape}; `channels` resizes the built-in blocks only")
+                            f"{spec.input_shape}; `channels` resizes only the paper's bottleneck and the MLP")
         return FactoryProbe(spec.factory, spec.input_shape, bn=bn, takes_m=spec.takes_m, **common)  # type: ignore[arg-type]
     if spec.kind == "bottleneck":
         return ResNeXtBlockProbe(
@@ -258,7 +258,10 @@ def _build_probe(
         raise UserError(f"`bn='train'` does not apply to the {spec.name} probe (no BatchNorm in the MLP)")
     if spatial is not None:
         raise UserError(f"the {spec.name} probe takes flat inputs; spatial does not apply")
-    return MLPProbe(channels or spec.input_shape[0], parameterization=parameterization, **common)  # type: ignore[arg-type]
+    with torch.device("meta"):
+        block = spec.factory(1, 1)  # the declared MLP's output count and depth
+    return MLPProbe(channels or spec.input_shape[0], out_features=block.out_features, depth=block.depth,  # type: ignore[arg-type]
+                    parameterization=parameterization, **common)
 
 
 def run_algorithm1(

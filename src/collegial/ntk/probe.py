@@ -22,8 +22,8 @@ the ``B`` values of ``K``. Algorithm 1 builds one probe per pair. Trials are vec
     independent; ``gamma``/``beta`` count as parameters).
 
 * :class:`MLPProbe` -- the fully connected CE (:class:`~collegial.models.CollegialMLP`, depth 4,
-  ReLU, scalar output): ``B`` trials of multiplicity ``m`` are one CollegialMLP with ``B * m``
-  paths; two backward passes.
+  ReLU, one output or a random readout of several): ``B`` trials of multiplicity ``m`` are one
+  CollegialMLP with ``B * m`` paths; two backward passes.
 * :class:`~collegial.ntk.generic.FactoryProbe` (in :mod:`collegial.ntk.generic`) -- the
   generic engine for any ``(m, n) -> nn.Module`` probe block a family declares.
 
@@ -96,7 +96,8 @@ def fill_normal(targets: list[tuple[Tensor, float]], seed: int) -> None:
 
     def run(job: tuple[Tensor, float, int]) -> None:
         part, std, s = job
-        part.normal_(0.0, std, generator=torch.Generator().manual_seed(s))
+        with torch.no_grad():  # grad mode is per thread: a pool thread has it on
+            part.normal_(0.0, std, generator=torch.Generator().manual_seed(s))
 
     workers = max(1, min(torch.get_num_threads(), RNG_STREAMS))
     if workers == 1 or sum(j[0].numel() for j in jobs) < 1 << 16:
@@ -411,10 +412,19 @@ class ResNeXtBlockProbe:
 
 class MLPProbe:
     """Fully connected CE probe: :class:`~collegial.models.CollegialMLP` (``in_features`` =
-    ``channels`` inputs, ``depth`` weight layers of width n, ReLU, scalar output, which is its own
-    fixed-at-init readout), ``m`` paths per trial. ``parameterization`` is passed to
-    CollegialMLP (``"ntk"``: N(0, 1) weights with explicit ``gain / sqrt(fan_in)``), so the
-    gradients are taken in that parameterization."""
+    ``channels`` inputs, ``depth`` weight layers of width n, ReLU, ``out_features`` outputs),
+    ``m`` paths per trial. One output is its own fixed-at-init readout; more are read out by the
+    pair's random readout ``r ~ N(0, 1/out_features)`` (:meth:`ProbeInputs.draw`), ``f = <r,
+    F(x)>``. ``parameterization`` is passed to CollegialMLP (``"ntk"``: N(0, 1) weights with
+    explicit ``gain / sqrt(fan_in)``), so the gradients are taken in that parameterization.
+
+    ``reduce`` (default): the first layer is drawn on the pair's Gram coordinates ``u, u'`` (2
+    numbers each, ``<u_i, u_j> = <x_i, x_j>``) instead of on ``x, x'``: its weight ``(n, 2)`` with
+    the true fan-in's std. For i.i.d. Gaussian weights ``(W x, W x')`` and ``(V u, V u')`` have
+    the same law, and the first layer's term of ``K``, ``scale^2 <x, x'> <dh(x), dh(x')>``, is the
+    same function of them, so ``K`` has exactly the same distribution while the 784-wide first
+    layer costs 2 columns (:meth:`k_model` of a full model on ``x`` equals it on the reduced one
+    with ``V = W Q``, ``Q`` an orthonormal basis of ``x, x'``: ``tests/test_probes_faithful.py``)."""
 
     family = "mlp"
     engine = "grouped"
@@ -423,40 +433,61 @@ class MLPProbe:
         self,
         channels: int = 256,
         *,
+        out_features: int = 1,
         depth: int = 4,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
         parameterization: Parameterization = "standard",
         inputs: ProbeInputs = _GAUSSIAN,
         pair: int = 0,
+        reduce: bool = True,
     ) -> None:
         check_choice("parameterization", parameterization, PARAMETERIZATIONS, "parameterization")
         self.parameterization = parameterization
         self.channels, self.depth, self.seed, self.dtype = channels, depth, seed, dtype
+        self.out_features = int(out_features)
         self.inputs, self.pair = inputs, int(pair)
         self.bn = "none"
-        self.x, _ = inputs.draw((channels,), 0, seed, self.pair, dtype)
+        # one output: no readout (the pair's inputs are drawn first, so they do not depend on it)
+        self.x, self.r = inputs.draw((channels,), 0 if out_features == 1 else out_features, seed, self.pair, dtype)
+        self.reduce = bool(reduce) and channels > 2
+        #: What the built model's first layer reads: ``x`` itself, or its Gram coordinates
+        #: (rescaled in the ntk parameterization, whose forward scale follows the fan-in).
+        self.model_input = self.x
+        if self.reduce:
+            u = gram_coordinates(self.x)
+            if parameterization == "ntk":
+                u = u * math.sqrt(2.0 / channels)
+            self.model_input = u.to(dtype)
+
+    @property
+    def in_features(self) -> int:
+        """The built model's input width: 2 when reduced, else ``channels``."""
+        return 2 if self.reduce else self.channels
 
     def inner(self, m: int, n: int) -> int:
         return m * n
 
     def chunk_size(self, m: int, n: int) -> int:
-        per = (self.channels * m * n + (self.depth - 2) * m * n * n + m * n) * 4 * 8
+        per = (self.in_features * m * n + (self.depth - 2) * m * n * n + m * n * self.out_features) * 4 * 8
         return int(max(4, min(1024, CHUNK_BYTES // per)))
 
     def build(self, m: int, n: int, trials: int, seed: int) -> CollegialMLP:
-        """``trials`` CEs of multiplicity ``m`` as one CollegialMLP, its weights drawn from
-        ``seed`` by :func:`fill_normal` (CollegialMLP's own init distribution, zero biases). No
-        global RNG: worker threads cannot race on it, so results do not depend on threads."""
+        """``trials`` CEs of multiplicity ``m`` as one CollegialMLP on :attr:`model_input`, its
+        weights drawn from ``seed`` by :func:`fill_normal` (CollegialMLP's own init
+        distribution with the true fan-in, zero biases). No global RNG: worker threads cannot
+        race on it, so results do not depend on threads."""
         with torch.device("meta"):
             model = CollegialMLP(
-                self.channels, 1, trials * m, n, depth=self.depth, parameterization=self.parameterization
+                self.in_features, self.out_features, trials * m, n, depth=self.depth,
+                parameterization=self.parameterization,
             )
         model = model.to_empty(device="cpu").to(self.dtype)
         targets = []
         with torch.no_grad():
-            for layer in model.layers:
-                std = 1.0 if layer.parameterization == "ntk" else layer.gain / math.sqrt(layer.in_features)
+            for i, layer in enumerate(model.layers):
+                fan_in = self.channels if i == 0 else layer.in_features
+                std = 1.0 if layer.parameterization == "ntk" else layer.gain / math.sqrt(fan_in)
                 targets.append((layer.weight, std))
                 if layer.bias is not None:
                     layer.bias.zero_()
@@ -466,16 +497,33 @@ class MLPProbe:
     def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
         return self.k_model(self.build(m, n, trials, seed), m)
 
-    def k_model(self, model: CollegialMLP, m: int) -> Tensor:
-        """``K`` per trial of a CollegialMLP whose ``B * m`` paths form ``B`` trials."""
+    def k_model(self, model: CollegialMLP, m: int, x: Tensor | None = None) -> Tensor:
+        """``K`` per trial of a CollegialMLP whose ``B * m`` paths form ``B`` trials, on the
+        pair ``x`` (default :attr:`model_input`, what :meth:`build` makes models for)."""
         b = model.m // m
         params = [p for p in model.parameters() if p.requires_grad]
         with torch.enable_grad():
-            paths = model.paths(self.x)  # (2, B*m, 1)
-            f = paths.view(2, b, m).sum(-1) / math.sqrt(m)
+            paths = model.paths(self.model_input if x is None else x)  # (2, B*m, out)
+            f = paths.view(2, b, m, self.out_features).sum(2) / math.sqrt(m)  # (2, B, out)
+            f = f[..., 0] if self.out_features == 1 else f @ self.r
             g0 = torch.autograd.grad(f[0].sum(), params, retain_graph=True)
             g1 = torch.autograd.grad(f[1].sum(), params)
         k = torch.zeros(b, dtype=self.dtype)
         for u, v in zip(g0, g1):
             k += (u * v).reshape(b, -1).sum(1)
         return k.detach()
+
+
+def gram_coordinates(x: Tensor) -> Tensor:
+    """``(2, 2)`` coordinates ``u`` of a pair ``x`` ``(2, C)`` in an orthonormal basis of its
+    span (Gram-Schmidt from ``x[0]``), so ``u @ u.T == x @ x.T``; computed in float64."""
+    x64 = x.to(torch.float64)
+    a = float(x64[0].norm())
+    u = torch.zeros(2, 2, dtype=torch.float64)
+    if a == 0.0:
+        u[1, 0] = x64[1].norm()
+        return u
+    c = float(x64[0] @ x64[1]) / a
+    u[0, 0], u[1, 0] = a, c
+    u[1, 1] = math.sqrt(max(float(x64[1] @ x64[1]) - c * c, 0.0))
+    return u

@@ -9,7 +9,8 @@ The models, the ``alpha.json`` schema and the bootstrap of the Monte Carlo table
 * :func:`load_curve` -- the curve from an ``alpha.json``, or from Algorithm 1 run here and
   cached under a key of every probe option; refuses a curve measured by another probe than
   the searched family declares (:attr:`collegial.models.Family.probe`: families that declare
-  the same block, e.g. every ResNeXt, share curves).
+  the same block, e.g. every ResNeXt, share curves) or on other inputs than it declares
+  (``--channels``: :func:`probe_mismatch`), unless asked to use it anyway, with a note.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class VarianceCurve:
     draws_count: int = DEFAULT_DRAWS
     seed: int = 0
     source: str = "<memory>"
+    #: What the answer's first line must say about this curve (e.g. a probe it was not measured by).
+    notes: list[str] = field(default_factory=list)
     requested: str = field(init=False)
     _params: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -95,7 +98,7 @@ class VarianceCurve:
 
     def with_model(self, model: str) -> VarianceCurve:
         """The same fit in another model (same draws count and seed)."""
-        return VarianceCurve(self.fit, model, self.draws_count, self.seed, self.source)
+        return VarianceCurve(self.fit, model, self.draws_count, self.seed, self.source, list(self.notes))
 
 
 def synthetic_curve(v_of_n: Any, widths: Any, *, model: str = "prop1", rel_stderr: float = 0.0,
@@ -166,24 +169,54 @@ def fit_alpha_command(family: str) -> str:
     return f"collegial {import_hint(get_family(family).module)}fit-alpha --family {family} --json --out DIR"
 
 
-def check_probe(fit: AlphaFit, family: str, where: str) -> None:
+def measured_shape(fit: AlphaFit) -> tuple[int, ...] | None:
+    """The shape of one input the fit's probe was measured on: its ``input_shape``, or, in a
+    file that does not record it (schema 2), ``(C, S, S)`` from ``channels`` and ``spatial``;
+    None for a synthetic table that names none (:func:`collegial.ntk.curve.synthetic_fit`)."""
+    if fit.input_shape:
+        return tuple(fit.input_shape)
+    if fit.engine == "synthetic":
+        return None
+    return (fit.channels, fit.spatial, fit.spatial) if fit.spatial else (fit.channels,)
+
+
+def probe_mismatch(fit: AlphaFit, family: str) -> str | None:
+    """Why ``fit`` was not measured on the block ``family`` declares at its declared size (a
+    resized block: ``fit-alpha --channels``), or None when it was (or ``family`` declares none)."""
+    declared = get_family(family).probe_input_shape
+    got = measured_shape(fit)
+    if declared is None or got is None or got == tuple(declared):
+        return None
+    fmt = "x".join
+    return (f"measured on inputs of shape {fmt(map(str, got))}, not on the "
+            f"{fmt(map(str, declared))} that {family}'s probe block declares")
+
+
+def check_probe(fit: AlphaFit, family: str, where: str, *, allow_mismatch: bool = False) -> str | None:
     """:class:`UserError` unless ``fit`` was measured by the probe block ``family`` declares
-    (the fit's family itself, or one that declares the very same block)."""
-    if fit.family == family:
-        return
+    (the fit's family itself, or one that declares the very same block) at its declared input
+    size and channels (:func:`probe_mismatch`). With ``allow_mismatch`` a fit on another size
+    is accepted: the returned note says so (None when nothing needs saying)."""
     fam = get_family(family)
-    other = fit.family
     own = (f"measure its own: '{fit_alpha_command(family)}'" if fam.probe is not None else
            f"{family} declares no probe block, so only a curve measured for {family} itself fits it")
-    try:
-        same = fam.shares_probe(get_family(other))
-    except UserError:
-        raise UserError(
-            f"{where} was measured by the {other!r} probe, which is not a registered family here; "
-            f"{own}, or import the module that registers {other!r} ('collegial --import MODULE')"
-        ) from None
-    if not same:
-        raise UserError(f"{where} was measured by the {other!r} probe, not by {family}'s; {own}")
+    if fit.family != family:
+        other = fit.family
+        try:
+            same = fam.shares_probe(get_family(other))
+        except UserError:
+            raise UserError(
+                f"{where} was measured by the {other!r} probe, which is not a registered family here; "
+                f"{own}, or import the module that registers {other!r} ('collegial --import MODULE')"
+            ) from None
+        if not same:
+            raise UserError(f"{where} was measured by the {other!r} probe, not by {family}'s; {own}")
+    why = probe_mismatch(fit, family)
+    if why is None:
+        return None
+    if not allow_mismatch:
+        raise UserError(f"{where} was {why}; {own}, or pass `allow_probe_mismatch=True` to use it anyway")
+    return f"note: {where} was {why}; used anyway, as asked"
 
 
 def load_curve(
@@ -196,15 +229,19 @@ def load_curve(
     inputs: Any = None,
     draws: int = DEFAULT_DRAWS,
     progress: bool = False,
+    allow_probe_mismatch: bool = False,
 ) -> VarianceCurve:
     """The curve of model family ``family``: from ``alpha_file``, which must have been measured
-    by the probe ``family`` declares (:func:`check_probe`), or, when None, from Algorithm 1 run
-    here on that probe (cached: :func:`alpha_on_the_fly`)."""
+    by the probe ``family`` declares, at its declared size (:func:`check_probe`; with
+    ``allow_probe_mismatch`` another size is used, and :attr:`VarianceCurve.notes` says so), or,
+    when None, from Algorithm 1 run here on that probe (cached: :func:`alpha_on_the_fly`)."""
     check_choice("model", model, VARIANCE_MODELS, "variance model")  # before any work
+    notes: list[str] = []
     if alpha_file is not None:
         fit = AlphaFit.from_json(alpha_file)
         source = str(alpha_file)
-        check_probe(fit, family, f"alpha file {source!r}")
+        note = check_probe(fit, family, f"alpha file {source!r}", allow_mismatch=allow_probe_mismatch)
+        notes += [note] if note else []
     else:
         if get_family(family).probe is None:
             raise UserError(f"model family {family!r} declares no probe; pass an alpha file measured for it")
@@ -212,4 +249,4 @@ def load_curve(
             raise UserError(f"need at least 2 Monte Carlo trials per width, got {trials}")
         fit, source = alpha_on_the_fly(family=family, trials=trials, seed=seed, inputs=inputs,
                                        progress=progress)
-    return VarianceCurve(fit, model, draws, seed, source)
+    return VarianceCurve(fit, model, draws, seed, source, notes)
