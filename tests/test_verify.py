@@ -58,6 +58,16 @@ def test_summarize_refuses_a_nonpositive_mean():
         summarize("1x8d", terms, ["x"], [], 1, 0.0)
 
 
+def test_summarize_leaves_out_pairs_with_nonpositive_mean():
+    g = torch.Generator().manual_seed(1)
+    terms = (1 + 0.2 * torch.randn(50, 3, 1, generator=g, dtype=torch.float64))
+    terms[:, 1] -= 2.0  # pair 1: E[K] < 0
+    row = summarize("2x8d", terms, ["x"], [], 1, 0.0)
+    assert math.isnan(row.per_pair[1]) and "pair(s) 1 left out" in row.note
+    k = terms.sum(2)
+    assert row.v == pytest.approx(np.mean([normalized_variance(Moments.of(k[:, p])).v for p in (0, 2)]))
+
+
 def _row(arch, v, params, role=""):
     m, n = (int(t) for t in arch[:-1].split("x"))
     return Measured(arch, m, n, params, v, 0.01, 0.01, 1.0, [v], [0.01], {}, {}, [], 0.0, 8, role=role)

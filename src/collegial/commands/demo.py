@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="end-to-end demo: Algorithm 1, the search, and a real training comparison (CPU, ~10 min)",
         description="Algorithm 1 at its defaults, the primal/dual search for ResNeXt-29 on CIFAR-10 "
-        "against the paper's optima, and a training comparison of baseline, primal and dual of a "
-        "small ResNeXt on MNIST. Writes OUT/report.md with every table and figure.",
+        "against the paper's optima, and, for a small ResNeXt on MNIST, its own curve, the search's "
+        "baseline, primal and dual checked on the whole network (collegial verify) and trained. Writes OUT/report.md with every table and figure.",
     )
     p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out}; an existing one is moved aside)")
     p.add_argument("--trials", type=int, default=d.trials, help=f"Algorithm 1 trials per width (default {d.trials})")
@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs per model (default {d.epochs})")
     p.add_argument("--train-limit", type=int, default=d.train_limit, help="training images used")
     p.add_argument("--baseline", default=d.baseline, help=f"{d.family} baseline (default {d.baseline})")
+    p.add_argument("--family-trials", type=int, default=d.family_trials,
+                   help=f"Algorithm 1 trials per width on {d.family}'s own block (default {d.family_trials})")
+    p.add_argument("--verify-trials", type=int, default=d.verify_trials,
+                   help=f"whole-model initializations per architecture in the check (default {d.verify_trials})")
     p.add_argument("--no-train", action="store_true", help="skip the training comparison")
     p.set_defaults(func=run)
 
@@ -35,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         train_limit=args.train_limit,
         baseline=args.baseline,
+        family_trials=args.family_trials,
+        verify_trials=args.verify_trials,
         train=not args.no_train,
     )
     run_demo(cfg)

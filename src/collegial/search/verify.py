@@ -185,24 +185,30 @@ def summarize(arch: str, terms: Tensor, names: list[str], collegial: list[str], 
     k = terms.sum(2)  # (T, P)
     if not bool(torch.isfinite(k).all()):
         raise UserError(f"{arch}: the NTK is not finite at initialization (overflow in the model's forward?)")
-    per = []
-    for p in range(k.shape[1]):
-        mom = Moments.of(k[:, p])
-        if not mom.mean > 0:
-            raise UserError(f"{arch}: E[K] <= 0 on pair {p}; the normalized variance is undefined")
-        per.append(normalized_variance(mom))
-    v, se = pool_estimates([e.v for e in per], [e.stderr for e in per])
-    mc = math.sqrt(sum(e.stderr**2 for e in per)) / len(per)
-    kc = k - k.mean(0)
+    keep = [p for p in range(k.shape[1]) if float(k[:, p].mean()) > 0]
+    if not keep:
+        raise UserError(f"{arch}: E[K] <= 0 on every pair; the normalized variance is undefined")
+    per = {p: normalized_variance(Moments.of(k[:, p])) for p in keep}
+    v, se = pool_estimates([e.v for e in per.values()], [e.stderr for e in per.values()])
+    mc = math.sqrt(sum(e.stderr**2 for e in per.values())) / len(per)
+    kk, tt = k[:, keep], terms[:, keep]
+    kc = kk - kk.mean(0)
     share_mean: dict[str, float] = {}
     share_var: dict[str, float] = {}
     for j, g in enumerate(names):
-        tg = terms[:, :, j]
-        share_mean[g] = float((tg.mean(0) / k.mean(0)).mean())
-        cov = ((tg - tg.mean(0)) * kc).sum(0) / (k.shape[0] - 1)
-        share_var[g] = float((cov / k.var(0)).mean())
-    return Measured(arch, m, n, params, v, se, mc, float(k.mean()), [e.v for e in per], [e.stderr for e in per],
-                    share_mean, share_var, list(collegial), seconds, int(k.shape[0]))
+        tg = tt[:, :, j]
+        share_mean[g] = float((tg.mean(0) / kk.mean(0)).mean())
+        cov = ((tg - tg.mean(0)) * kc).sum(0) / (kk.shape[0] - 1)
+        share_var[g] = float((cov / kk.var(0)).mean())
+    dropped = [p for p in range(k.shape[1]) if p not in per]
+    note = (f"{arch}: pair(s) {', '.join(map(str, dropped))} left out: E[K] <= 0 over the {k.shape[0]} "
+            "initializations (Var[K]/E[K]^2 undefined)") if dropped else ""
+    nan = float("nan")
+    row = Measured(arch, m, n, params, v, se, mc, float(kk.mean()),
+                   [per[p].v if p in per else nan for p in range(k.shape[1])],
+                   [per[p].stderr if p in per else nan for p in range(k.shape[1])],
+                   share_mean, share_var, list(collegial), seconds, int(k.shape[0]), note=note)
+    return row
 
 
 def _mn(arch: str) -> tuple[int, int]:
@@ -244,7 +250,8 @@ def measure(family: str, archs: Sequence[str], images: Tensor, labels: Tensor | 
                                                              **settings.model_args).parameters())
                 row = summarize(a, terms, names, coll, params, time.perf_counter() - t0)
                 if fallback:
-                    row.note = f"{a}: the fast path did not apply ({fallback}); measured with the Jacobian method"
+                    row.note = "; ".join(filter(None, [row.note, f"{a}: the fast path did not apply ({fallback}); "
+                                                               "measured with the Jacobian method"]))
                 _store(key, row)
             elif bar is not None:
                 bar.update(settings.trials)
