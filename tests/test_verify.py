@@ -158,3 +158,40 @@ def test_search_verify_tiny(tmp_path, capsys):
     # a bad whole-model option is refused before any work
     assert main([*argv, "--verify-trials", "1"]) == 2
     assert "at least 4" in capsys.readouterr().err
+
+
+def _shard_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from collegial.search.verify import measure_terms
+    from collegial.ntk.whole import draw_pairs
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    imgs = torch.randn(30, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    pairs = draw_pairs(imgs, None, 2, 10, seed=0)[0]
+    terms = measure_terms("resnext11", "2x4d", "mnist", pairs, VerifySettings("mnist", pairs=2, trials=5))[0]
+    torch.save(terms, f"{out}.{rank}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_initializations_sharded_over_ranks_give_the_same_terms(tmp_path):
+    import socket
+
+    from collegial.ntk.whole import draw_pairs
+    from collegial.search.verify import measure_terms
+
+    imgs = torch.randn(30, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    pairs = draw_pairs(imgs, None, 2, 10, seed=0)[0]
+    single = measure_terms("resnext11", "2x4d", "mnist", pairs, VerifySettings("mnist", pairs=2, trials=5))[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "terms")
+    torch.multiprocessing.spawn(_shard_worker, args=(2, port, out), nprocs=2, join=True)
+    for rank in range(2):
+        torch.testing.assert_close(torch.load(f"{out}.{rank}"), single, rtol=1e-5, atol=0)

@@ -88,12 +88,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha-file", default=None, metavar="F",
                    help="the probe curve for the prediction (default: Algorithm 1 on the family's probe, cached)")
     p.add_argument("--no-predict", action="store_true", help="measure only; no probe-block prediction")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu")
     add_output_arguments(p, out_help="write verify.json, verify.md and verify.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 FLAGS = {"trials": "--trials", "pairs": "--pairs", "bn": "--bn", "seed": "--seed"}
+
+
+def measure_device(name: str | None) -> str:
+    """``--device``: the rule of ``collegial train`` (cuda when available, else cpu)."""
+    import torch
+
+    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+    return device
 
 
 def check_models(family: str, archs: Any, dataset: str, settings: VerifySettings) -> None:
@@ -145,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     settings = settings_from_args(args, dataset, args.seed)
+    device = measure_device(args.device)
     check_models(args.family, args.archs, dataset, settings)
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     images, labels = load_pair_images(dataset, args.data_dir)
@@ -154,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file or --no-predict")
         predict, source = predictor(args.family, args.alpha_file, args.seed, progress=not args.no_progress)
     result = measure(args.family, args.archs, images, labels, settings, predict=predict,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, device=device)
     result.probe = source
     rank, _ = rank_and_world()
     if rank != 0:

@@ -193,6 +193,7 @@ class WholeModelNtk:
         bn: str = "batch",
         method: WholeMethod | str = WholeMethod.AUTO,
         dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
     ) -> None:
         if bn not in WHOLE_BN_MODES:
             raise UserError(f"unknown BatchNorm mode {bn!r}; choose {', '.join(WHOLE_BN_MODES)}")
@@ -200,19 +201,20 @@ class WholeModelNtk:
             self.method = WholeMethod(method)
         except ValueError:
             raise UserError(f"unknown method {method!r}; choose {', '.join(m.value for m in WholeMethod)}") from None
-        self.factory, self.bn, self.dtype = factory, bn, dtype
-        self.x = pairs.x.to(dtype)
-        self.r = pairs.row_readout().to(dtype)
+        self.factory, self.bn, self.dtype, self.device = factory, bn, dtype, torch.device(device)
+        self.x = pairs.x.to(self.device, dtype)
+        self.r = pairs.row_readout().to(self.device, dtype)
         self.pairs = pairs.count
         self._checked = False  # running mode: sample independence checked on the first model
         self.fallback: str | None = None  # why taps fell back to jacobian (None: they did not)
 
     # -------------------------------------------------------------- models
     def model(self, seed: int, trial: int) -> nn.Module:
-        """Initialization ``trial`` of the factory's model (global RNGs seeded, then restored)."""
+        """Initialization ``trial`` of the factory's model (global RNGs seeded, then restored),
+        drawn on the CPU (the same weights for every device), then moved to the device."""
         with _seeded(init_seed(seed, trial)):
             mod = self.factory()
-        return mod.to(self.dtype)
+        return mod.to(self.device, self.dtype)
 
     def groups(self, model: nn.Module) -> Groups:
         return parameter_groups(model)
@@ -224,11 +226,11 @@ class WholeModelNtk:
         groups = self.groups(model)
         rows = self.rows(model)
         col = {g: i for i, g in enumerate(groups.names)}
-        out = torch.zeros((self.pairs, len(groups.names)), dtype=torch.float64)
+        out = torch.zeros((self.pairs, len(groups.names)), dtype=torch.float64, device=self.device)
         for name, r in rows.items():
             flat = r.reshape(r.shape[0], -1)
             out[:, col[groups.of[name]]] += torch.linalg.vecdot(flat[0::2], flat[1::2]).to(torch.float64)
-        return out, groups
+        return out.cpu(), groups
 
     def rows(self, model: nn.Module) -> dict[str, Tensor]:
         """``{name: (2P, *shape)}``: ``df_i/dtheta`` of every trainable parameter."""
@@ -287,7 +289,7 @@ class WholeModelNtk:
 
         with batchnorm_mode(model, self._mode()):
             _, pullback = vjp(f, params)
-            eye = torch.eye(x.shape[0], dtype=x.dtype)
+            eye = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
             (jac,) = vmap(pullback)(eye)
         return {k: v.detach() for k, v in jac.items()}
 
@@ -321,7 +323,7 @@ class WholeModelNtk:
                                       retain_graph=bool(rest))
             signals = [s.unsqueeze(0) for s in sig]  # (1, B, ...): "row" axis of size 1
         else:  # every image's f through the whole batch: backward vmapped over the 2P outputs
-            eye = torch.eye(n, dtype=y.dtype)
+            eye = torch.eye(n, dtype=y.dtype, device=y.device)
 
             def pull(v: Tensor) -> tuple[Tensor, ...]:
                 return torch.autograd.grad(y, outs, v, allow_unused=True, materialize_grads=True, retain_graph=True)

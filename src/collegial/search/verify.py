@@ -150,14 +150,14 @@ def _gather(terms: dict[int, Tensor]) -> dict[int, Tensor]:
 
 
 def measure_terms(family: str, arch: str, dataset: str, pairs: Pairs, settings: VerifySettings,
-                  *, progress: Callable[[int], None] | None = None) -> tuple[Tensor, list[str], list[str], str | None]:
+                  *, progress: Callable[[int], None] | None = None, device: str = "cpu") -> tuple[Tensor, list[str], list[str], str | None]:
     """``(T, P, G)`` group terms of ``T`` initializations of ``family`` ``arch`` (trial ``t`` seeded
     from ``(seed, t)``; under torchrun each rank computes every world-size-th trial), the group
     names, the collegial groups, and why the fast path fell back (None if it did not)."""
     validate_arch(family, arch)
     create_model(family, arch=arch, dataset=dataset, **settings.model_args)  # a bad model argument: one line, now
     engine = WholeModelNtk(lambda: create_model(family, arch=arch, dataset=dataset, **settings.model_args), pairs,
-                           bn=settings.bn, method=settings.method)
+                           bn=settings.bn, method=settings.method, device=device)
     from collegial.distributed import rank_and_world
 
     rank, world = rank_and_world()
@@ -219,9 +219,11 @@ def _mn(arch: str) -> tuple[int, int]:
 
 def measure(family: str, archs: Sequence[str], images: Tensor, labels: Tensor | None, settings: VerifySettings,
             *, predict: Callable[[int, int], tuple[float, float]] | None = None, roles: dict[str, str] | None = None,
-            progress: bool = False) -> VerifyResult:
+            progress: bool = False, device: str = "cpu") -> VerifyResult:
     """Measure every architecture of ``archs`` (``MxNd`` of ``family``) on the same pairs;
-    ``predict(m, n)`` gives the block's prediction and its s.e.; ``roles`` labels archs."""
+    ``predict(m, n)`` gives the block's prediction and its s.e.; ``roles`` labels archs;
+    ``device``: where the models run (the same initializations on every device; the numbers
+    agree within float tolerance, so cached measurements are shared between devices)."""
     fam = get_family(family)
     if fam.arch_kind != "ce":
         raise UserError(f"family {family!r} has no (m, n) architectures to verify")
@@ -245,7 +247,8 @@ def measure(family: str, archs: Sequence[str], images: Tensor, labels: Tensor | 
             if row is None:
                 t0 = time.perf_counter()
                 terms, names, coll, fallback = measure_terms(family, a, settings.dataset, pairs, settings,
-                                                             progress=None if bar is None else bar.update)
+                                                             progress=None if bar is None else bar.update,
+                                                             device=device)
                 params = sum(p.numel() for p in create_model(family, arch=a, dataset=settings.dataset,
                                                              **settings.model_args).parameters())
                 row = summarize(a, terms, names, coll, params, time.perf_counter() - t0)
