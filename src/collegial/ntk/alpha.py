@@ -303,15 +303,9 @@ def run_algorithm1(
     if not isinstance(inputs, ProbeInputs):
         raise UserError(f"inputs must be a ProbeInputs (e.g. ProbeInputs('relu', 0.6)), got {inputs!r}")
     ws = _check_widths(widths)
-    if int(trials) != trials or trials < 2 * inputs.pairs:
-        raise UserError(f"need at least 2 trials per input pair ({2 * inputs.pairs} in all), got {trials}")
-    per_pair = int(trials) // inputs.pairs
     spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
-    probes = [
-        _build_probe(spec, channels=channels, spatial=spatial, bn=bn, seed=seed, dtype=dtype,
-                     parameterization=parameterization, inputs=inputs, pair=p)
-        for p in range(inputs.pairs)
-    ]
+    probes, per_pair = _pair_probes(spec, inputs, trials, channels=channels, spatial=spatial, bn=bn, seed=seed,
+                                    dtype=dtype, parameterization=parameterization)
     ms = _check_m_law(m_law, m_law_width) if spec.takes_m else []
     rank, world = rank_and_world()
     jobs = [(1, n) for n in ws] + [(m, m_law_width) for m in ms]
@@ -323,6 +317,41 @@ def run_algorithm1(
         bn=bn, seed=int(seed), parameterization=parameterization, seconds=seconds, world_size=world,
         job_seconds=job_seconds,
     )
+
+
+def measure_points(
+    points: Sequence[tuple[int, int]],
+    *,
+    family: str | None = None,
+    trials: int = DEFAULT_TRIALS,
+    inputs: ProbeInputs | None = None,
+    channels: int | None = None,
+    spatial: int | None = None,
+    bn: ProbeBatchNorm = "none",
+    seed: int = 0,
+    parameterization: Parameterization = "standard",
+    engine: Engine = "auto",
+) -> dict[tuple[int, int], list[NormalizedVariance]]:
+    """``V(m, n)`` of ``family``'s probe at each ``(m, n)`` of ``points``, one estimate per input
+    pair (:func:`~collegial.ntk.variance.pool_pairs` pools them), with Algorithm 1's
+    conventions: the same probes, pairs, ``trials // pairs`` initializations per pair and trial
+    seeds as :func:`run_algorithm1` with the same arguments (so ``(1, n)`` reproduces its table
+    entry at width n exactly)."""
+    jobs = list(dict.fromkeys((int(m), int(n)) for m, n in points))
+    if any(m < 1 or n < 1 for m, n in jobs):
+        raise UserError(f"multiplicities and widths must be >= 1, got {jobs}")
+    probes, per_pair = _pair_probes(probe_spec(family, engine=engine), ProbeInputs() if inputs is None else inputs,
+                                    trials, channels=channels, spatial=spatial, bn=bn, seed=seed,
+                                    dtype=torch.float32, parameterization=parameterization)
+    return _run_jobs(probes, jobs, per_pair, seed, progress=False)[0]
+
+
+def _pair_probes(spec: ProbeSpec, inputs: ProbeInputs, trials: int, **build: Any) -> tuple[list[Any], int]:
+    """One probe per input pair of ``inputs`` (``build``: :func:`_build_probe`'s options) and the
+    initializations per pair, ``trials // pairs``; :class:`UserError` below 2 per pair."""
+    if int(trials) != trials or trials < 2 * inputs.pairs:
+        raise UserError(f"need at least 2 trials per input pair ({2 * inputs.pairs} in all), got {trials}")
+    return [_build_probe(spec, inputs=inputs, pair=p, **build) for p in range(inputs.pairs)], int(trials) // inputs.pairs
 
 
 def _alpha_fit(

@@ -256,6 +256,8 @@ class SearchResult:
     probe: str = ""
     #: The alpha file's probe: family, inputs, correlation, pairs, T, seed, ... (AlphaFit.probe_options).
     probe_options: dict[str, Any] = field(default_factory=dict)
+    #: Lines printed before the answer (e.g. where a check finds the 1/m law does not hold).
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -279,6 +281,7 @@ class SearchResult:
             "alpha": self.alpha,
             "alpha_source": self.alpha_source,
             "ties": {"rule": self.ties, "level": self.level, "draws": self.draws},
+            "notes": list(self.notes),
         }
 
 
@@ -611,8 +614,9 @@ def _gflops(c: Candidate) -> str:
 
 
 def format_answer(res: SearchResult) -> str:
-    """The recommendation, first: one line per problem, then each problem's optimal set."""
-    lines = []
+    """The recommendation, first (after :attr:`SearchResult.notes`): one line per problem, then
+    each problem's optimal set."""
+    lines = list(res.notes)
     for prob, what in (("primal", "least variance at the budget"), ("dual", "least cost at the baseline's variance")):
         c: Candidate = getattr(res, prob)
         var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
