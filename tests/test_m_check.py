@@ -20,6 +20,7 @@ from collegial.search.m_check import (
     cached_measure,
     check_answers,
     correct,
+    checked_by_default,
     dedicated,
     fit_lam,
     format_m_check,
@@ -156,13 +157,16 @@ def test_measure_points_uses_algorithm1s_conventions():
     assert [e.v for e in got] == fit.pair_variance[1]
 
 
-def test_on_by_default_only_for_curves_measured_on_a_dedicated_engine():
+def test_on_by_default_for_every_measured_curve():
     _, curve = _search()
-    assert curve.fit.engine == "synthetic" and not dedicated(curve.fit)
+    assert curve.fit.engine == "synthetic" and not dedicated(curve.fit) and not checked_by_default(curve.fit)
     with pytest.raises(UserError, match="holds no Monte Carlo trials"):
         cached_measure(curve.fit)  # a synthetic table: nothing to repeat
     fit = run_algorithm1(family="resnext29", widths=(2, 3, 4), trials=8, inputs=ProbeInputs(pairs=2), m_law=())
-    assert dedicated(fit)
+    assert dedicated(fit) and checked_by_default(fit)
+    generic = run_algorithm1(family="resnext29", widths=(2, 3, 4), trials=8, inputs=ProbeInputs(pairs=2), m_law=(),
+                             engine="generic")
+    assert not dedicated(generic) and checked_by_default(generic)  # resnext11's block runs there, and departs most
 
 
 def test_tiny_real_check_through_the_cli(tmp_path, monkeypatch, capsys):

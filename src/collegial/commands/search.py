@@ -4,7 +4,7 @@ Prints the recommendation first (primal and dual: arch, params, GFLOPs, variance
 standard error, rho, probability of being optimal), then each problem's optimal set (the widths
 it spans, at most five candidates), the optimum under the other variance models, and the
 paper's table (model, rho, params, GFLOPs, variance); ``--all-ties`` adds the full near-tie
-lists. On the built-in dedicated engines (``--m-check`` elsewhere) the 1/m law is checked at
+lists. For every curve Algorithm 1 measured (``--no-m-check`` skips it) the 1/m law is checked at
 the answers' own (m, n) and, where it departs, said on the answer's first line and corrected
 (:mod:`collegial.search.m_check`). ``--json`` prints one JSON object instead. ``--out DIR`` also writes ``search.json``, ``search.md``, ``primal.png`` and
 ``dual.png`` (existing files are refused unless ``--overwrite``).
@@ -18,6 +18,7 @@ from typing import Any
 
 from collegial.commands.common import add_output_arguments, emit, prepare_out, write_json
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
+from collegial.commands.verify import add_verify_arguments
 from collegial.errors import UserError, flag_names
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
 from collegial.provenance import provenance
@@ -106,12 +107,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measure V(m, n) of the probe block at the primal's and dual's own (m, n) (the "
                    "curve's T, pairs and seed; cached) and report V(m, n) / (V1(n)/m); where the 1/m law "
                    "departs (> 10%% and > 2 s.e.) the answer's first line says so and the answer is "
-                   "re-solved with the measured correction (docs/search.md). Default: on for the "
-                   "built-in dedicated engines (the paper's bottleneck, the MLP), where it costs about "
-                   "as much as Algorithm 1 (14 s for resnext29 cifar10 1x128d on 2 cores, uncached), "
-                   "off on the generic engine (declared blocks, e.g. resnext11's: 48 s for mnist "
-                   "1x64d); --no-m-check skips it")
-    add_output_arguments(p, out_help="write search.json, search.md and PNG curves")
+                   "re-solved with the measured correction (docs/search.md). Default: on for every curve "
+                   "Algorithm 1 measured (14 s for resnext29 cifar10 1x128d on 2 cores, 48 s for resnext11 mnist "
+                   "1x64d on a busy machine, uncached; then cached); --no-m-check skips it")
+    p.add_argument("--verify", action="store_true",
+                   help="measure the whole model's NTK variance (collegial verify) at the baseline, both answers, "
+                   "their optimal sets and 3 points along each curve, beside the prediction, and re-solve on the "
+                   "measured values among them; the --verify-* options as verify's (defaults: 8 pairs x 64 inits)")
+    add_verify_arguments(p, prefix="verify-")
+    p.add_argument("--data-dir", default=None, help="with --verify: folder of datasets that are not shipped (CIFAR)")
+    add_output_arguments(p, out_help="write search.json, search.md and PNG curves (and verify.png with --verify)")
     p.set_defaults(func=run)
 
 
@@ -138,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
     if fam.probe is None and args.alpha_file is None:
         raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file measured for it")
+    if args.verify:  # the whole-model options, before any long work
+        from collegial.commands.verify import settings_from_args
+
+        settings_from_args(args, dataset, args.seed, prefix="verify-")
     inputs = probe_inputs(args) if args.alpha_file is None else None
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     if args.alpha_file is None:
@@ -166,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     )
     res.notes = list(curve.notes)  # the curve's own first (an allowed probe mismatch)
     mc = _m_check(args, res, curve, dataset)
+    ver = _verify(args, res, curve, dataset) if args.verify else None
     obj = res.to_dict()
     obj["provenance"] = provenance(args.seed)
     table = format_table(res, all_ties=args.all_ties)
@@ -174,28 +184,74 @@ def run(args: argparse.Namespace) -> int:
 
         obj["m_check"] = mc.to_dict()
         table += "\n\n" + format_m_check(mc)
+    if ver is not None:
+        from collegial.search.verify import format_verify
+
+        obj["verify"] = ver.to_dict()
+        table += "\n\nwhole-model check (collegial verify):\n" + format_verify(ver)
     if out is not None:
         from collegial.search.plots import plot_both
 
         write_json(out / "search.json", obj)
         md = format_table(res, all_ties=True) + ("\n\n" + format_m_check(mc) if mc is not None else "")
+        files = [str(out / n) for n in OUT_FILES]
+        if ver is not None:
+            from collegial.search.verify import markdown, plot_verify
+
+            md += "\n\n" + markdown(ver)
+            if plot_verify(ver, out / "verify.png"):
+                files.append(str(out / "verify.png"))
         (out / "search.md").write_text(md + "\n")
         plot_both(res, out)
-        obj["files"] = [str(out / n) for n in OUT_FILES]
+        obj["files"] = files
     emit(obj, table, as_json=args.json)
     if out is not None and not args.json:
         print(f"wrote {', '.join(obj['files'])}")
     return 0
 
 
+def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str) -> Any:
+    """``--verify``: the whole model measured at the candidates of
+    :func:`~collegial.search.verify.candidates_to_verify`, re-solved on the measured values; the
+    headline and the re-solved answers become the answer's first lines."""
+    from collegial.commands.verify import load_pair_images, measure_device, settings_from_args
+    from collegial.search.verify import candidates_to_verify, headline, measure, resolve_measured
+
+    settings = settings_from_args(args, dataset, args.seed, prefix="verify-")
+    images, labels = load_pair_images(dataset, args.data_dir)
+    roles = candidates_to_verify(res)
+    print(f"collegial search: verifying on the whole model: {', '.join(roles)} "
+          f"({settings.pairs} pairs x {settings.trials} initializations each)", file=sys.stderr)
+
+    def predict(m: int, n: int) -> tuple[float, float]:
+        return float(curve(n)[0]) / m, float(curve.stderr(n)[0]) / m
+
+    ver = measure(args.family, list(roles), images, labels, settings, predict=predict, roles=roles,
+                  progress=not args.json, device=measure_device(None))
+    ver.probe = curve.source
+    ver.resolved = resolve_measured(res, ver)
+    rv = ver.resolved
+
+    def said(which: str) -> str:
+        got, block = rv[which], getattr(res, which).arch
+        if got is None:
+            return f"{which} none (no verified candidate qualifies)"
+        return f"{which} {got['arch']} " + ("(the block's too)" if got["arch"] == block else f"(the block's: {block})")
+
+    res.notes = [f"whole-model check: {headline(ver)}",
+                 f"whole-model check: re-solved on the measured variances of the {rv['candidates']} verified "
+                 f"candidates: {said('primal')}, {said('dual')}", *res.notes]
+    return ver
+
+
 def _m_check(args: argparse.Namespace, res: Any, curve: Any, dataset: str) -> Any:
     """The 1/m law at the answers (:mod:`collegial.search.m_check`), or None when skipped; sets
     the answer's notes where it departs."""
-    from collegial.search.m_check import cached_measure, dedicated, points_to_measure, run_m_check
+    from collegial.search.m_check import cached_measure, checked_by_default, points_to_measure, run_m_check
     from collegial.search.solve import cost_table
 
     fit = curve.fit
-    if args.m_check is False or (args.m_check is None and not dedicated(fit)):
+    if args.m_check is False or (args.m_check is None and not checked_by_default(fit)):
         return None
     images = None
     if fit.inputs == "data":

@@ -319,6 +319,14 @@ def probe_arguments(fit: AlphaFit, images: Tensor | None = None) -> dict[str, An
             "parameterization": fit.parameterization, "engine": engine, **size}
 
 
+def checked_by_default(fit: AlphaFit) -> bool:
+    """Whether the search checks the 1/m law at its answers by default: for every curve that
+    Algorithm 1 measured (a synthetic table holds no trials to repeat). resnext11's block runs
+    on the generic engine (48 s uncached on a busy 2-core machine) but departs the most (up to
+    20x), so it is checked too; ``--no-m-check`` skips it."""
+    return fit.engine != "synthetic" and fit.trials > 0
+
+
 def dedicated(fit: AlphaFit) -> bool:
     """Whether ``fit`` was measured on a built-in dedicated engine (the bottleneck's or the
     MLP's), where the check is cheap enough to run by default (not a synthetic table)."""
