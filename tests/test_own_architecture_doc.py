@@ -77,7 +77,10 @@ def test_the_readme_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
     outs = _run_all(readme_quick_start(), capsys)
-    assert outs[1].startswith("primal ") and "dual " in outs[1]
+    lines = outs[1].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("primal "))
+    assert all(line.startswith("note:") or line.startswith("  ") for line in lines[:first])  # notes first
+    assert "dual " in outs[1]
     assert (tmp_path / "runs" / "alpha" / "alpha.json").is_file()
     assert list((tmp_path / "runs").glob("*/result.json"))
 
