@@ -436,8 +436,12 @@ def headline(result: VerifyResult) -> str:
 def format_verify(result: VerifyResult) -> str:
     """The human report: the headline, measured against predicted, then where K comes from."""
     s = result.settings
-    bn = ("BatchNorm on the statistics of the probe batch (the 2P pair images)" if s.bn == "batch"
-          else "BatchNorm on its running statistics")
+    if not any("batchnorm" in r.share_mean for r in result.rows):
+        bn = "no BatchNorm"
+    elif s.bn == "batch":
+        bn = f"BatchNorm on the statistics of the probe batch (the {2 * s.pairs} pair images)"
+    else:
+        bn = "BatchNorm on its running statistics"
     lines = [headline(result),
              f"whole {result.family} as built on {s.dataset}: {s.pairs} {'' if s.pair_kind == 'any' else s.pair_kind + '-class '}"
              f"pairs of training images x {s.trials} initializations, unit random readout of the logits, {bn}; "
