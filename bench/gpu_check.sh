@@ -13,7 +13,8 @@
 # (3) the same under torchrun + DDP (NCCL on CUDA); (4) bench/train_step.py: the official
 # formulation (fp32, NCHW) against bf16 + channels_last (+ compile), images/s, TFLOP/s and MFU;
 # (5) `collegial reproduce figure1` (issue 11) at larger settings than the CPU defaults:
-# resnext11 on 30,000 Fashion-MNIST images, 3 epochs, 3 seeds (CPU dry run: --quick).
+# resnext11 on 30,000 Fashion-MNIST images, 3 epochs, 3 seeds (CPU dry run: --quick); (6) `collegial
+# verify` on the CPU and the device from the same seed (numbers within float tolerance) and bench/verify.py.
 # Record what it prints in bench/RESULTS.md with the device name.
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}
@@ -81,6 +82,21 @@ else
 fi
 COLLEGIAL_CACHE="$WORK/cache" run "$PY" -m collegial.cli reproduce figure1 "${F1[@]}" --out "$OUT/figure1" \
     2>&1 | tee "$OUT/figure1.txt"
+
+step "6. collegial verify (issue 18): the whole resnext11 on MNIST pairs, CPU against $DEVICE"
+if [ "$DEVICE" = cuda ]; then
+    VT=(--trials 64 --pairs 8); VA=(1x64d 26x3d 174x3d)
+else
+    VT=(--trials 4 --pairs 2); VA=(2x4d)
+fi
+for d in cpu "$DEVICE"; do  # the same seed: the same initializations on both, numbers within float tolerance
+    COLLEGIAL_CACHE="$WORK/cache-$d" run "$PY" -m collegial.cli verify resnext11 "${VA[@]}" --dataset mnist "${VT[@]}" \
+        --device "$d" --no-predict --no-progress --json > "$OUT/verify-$d.json"
+done
+run "$PY" -c "import json, sys; a, b = (json.load(open(p))['measured'] for p in sys.argv[1:3])
+for x, y in zip(a, b): print(x['arch'], 'v cpu', x['v'], '| device', y['v'], '| rel diff', abs(x['v'] - y['v']) / x['v'],
+      '| s/arch cpu', round(x['seconds'], 1), 'device', round(y['seconds'], 1))" "$OUT/verify-cpu.json" "$OUT/verify-$DEVICE.json"
+[ "$DEVICE" = cuda ] && run "$PY" bench/verify.py --device cuda 2>&1 | tee "$OUT/verify_bench.txt"
 
 rm -rf "$WORK"
 echo; [ $status = 0 ] && echo "gpu_check: all steps ran" || echo "gpu_check: some steps FAILED"

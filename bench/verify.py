@@ -12,7 +12,7 @@ same run) it corresponds to, and the fallback (if the fast path did not apply).
 batch statistics: one backward pass per image (16 vmapped cotangents), so it is bound to do
 about 16x the reference's backward work; ``running`` mode gets all 16 from one backward pass.
 
-    .venv/bin/python bench/verify.py [--repeats 3] [--threads 2] [--modes batch,running]
+    .venv/bin/python bench/verify.py [--repeats 3] [--threads 2] [--modes batch,running] [--device cuda]
 """
 
 from __future__ import annotations
@@ -31,13 +31,20 @@ ARCHS = ("1x64d", "26x3d", "174x3d")
 PAIRS = 8
 
 
-def gemm_gflops(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e9
 
@@ -48,10 +55,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--modes", default="batch,running")
     ap.add_argument("--archs", default=",".join(ARCHS))
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
-    peak = gemm_gflops()
+    peak = gemm_gflops(device=args.device)
     print(f"GEMM 2048^3 float32: {peak:.0f} GFLOP/s (the yardstick)")
     g = torch.Generator().manual_seed(0)
     images = torch.randn(256, 1, 28, 28, generator=g)
@@ -59,13 +67,16 @@ def main() -> None:
     print(f"\n{'mode':<8} {'arch':>7} {'ms/init':>9} {'ms/pair':>8} {'ref GFLOP':>10} {'% of GEMM':>10}  fallback")
     for mode in args.modes.split(","):
         for arch in args.archs.split(","):
-            eng = WholeModelNtk(lambda a=arch: create_model("resnext11", arch=a, dataset="mnist"), pairs, bn=mode)
+            eng = WholeModelNtk(lambda a=arch: create_model("resnext11", arch=a, dataset="mnist"), pairs, bn=mode,
+                                device=args.device)
             eng.terms(eng.model(0, 0))  # warm-up (and the independence check of running mode)
             best = float("inf")
             for t in range(args.repeats):
                 model = eng.model(0, t + 1)
+                _sync(args.device)
                 t0 = time.perf_counter()
                 eng.terms(model)
+                _sync(args.device)
                 best = min(best, time.perf_counter() - t0)
             ref = 3 * forward_flops("resnext11", arch, "mnist") * 2 * PAIRS
             frac = ref / best / 1e9 / peak
