@@ -195,3 +195,12 @@ def test_initializations_sharded_over_ranks_give_the_same_terms(tmp_path):
     torch.multiprocessing.spawn(_shard_worker, args=(2, port, out), nprocs=2, join=True)
     for rank in range(2):
         torch.testing.assert_close(torch.load(f"{out}.{rank}"), single, rtol=1e-5, atol=0)
+
+
+def test_rank_agreement_exact_permutation_p():
+    from collegial.search.verify import rank_agreement
+
+    rho, p = rank_agreement([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert rho == pytest.approx(1.0) and p == pytest.approx(2 / 120)  # the identity and its reverse
+    rho, p = rank_agreement([1, 2, 3, 4], [2, 1, 4, 3])
+    assert rho == pytest.approx(0.6) and 0 < p <= 1

@@ -354,6 +354,7 @@ class VerifyResult:
             "pair_indices": self.pair_indices,
             "probe": self.probe,
             "resolved": self.resolved,
+            "predictors": predictor_table(self),
             "notes": list(self.notes),
         }
 
@@ -404,6 +405,58 @@ def resolve_measured(res: Any, result: VerifyResult) -> dict[str, Any]:
         "baseline": {"arch": base.arch, "v": base.v, "stderr": base.stderr},
         "candidates": len(result.rows),
     }
+
+
+# ------------------------------------------------------------------------------ predictors
+#: Exact permutation p-values up to this many architectures (8! = 40320 orderings), else 20000
+#: random permutations (seeded).
+EXACT_PERMUTATIONS = 8
+
+
+def rank_agreement(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman's rho of ``x`` and ``y`` and its two-sided permutation p-value (exact: every
+    ordering of ``y`` up to :data:`EXACT_PERMUTATIONS` points; else 20000 seeded permutations)."""
+    import itertools
+
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+
+    def rho(b: np.ndarray) -> float:
+        return float(np.corrcoef(rx, b)[0, 1])
+
+    obs = rho(ry)
+    if len(rx) <= EXACT_PERMUTATIONS:
+        perms: Any = (np.array(p) for p in itertools.permutations(ry))
+        total = math.factorial(len(rx))
+    else:
+        rng = np.random.default_rng(0)
+        total = 20000
+        perms = (rng.permutation(ry) for _ in range(total))
+    hits = sum(abs(rho(b)) >= abs(obs) - 1e-12 for b in perms)
+    return obs, hits / total
+
+
+def predictor_table(result: VerifyResult) -> list[dict[str, Any]]:
+    """How well each predictor orders the measured whole-model variances: the block's
+    prediction (agreement: rho > 0) and the naive ones, width n, multiplicity m and parameters
+    (the CE story expects rho < 0 for each), as Spearman's rho with measured ``v`` and its exact
+    permutation p-value (>= 4 architectures)."""
+    rows = [r for r in result.rows]
+    if len(rows) < 4:
+        return []
+    v = [r.v for r in rows]
+    preds: dict[str, list[float]] = {}
+    if all(r.predicted is not None for r in rows):
+        preds["block prediction V1(n)/m"] = [float(r.predicted) for r in rows]  # type: ignore[arg-type]
+    preds["width n"] = [float(r.n) for r in rows]
+    preds["multiplicity m"] = [float(r.m) for r in rows]
+    preds["parameters"] = [float(r.params) for r in rows]
+    out = []
+    for name, x in preds.items():
+        rho, p = rank_agreement(x, v)
+        out.append({"predictor": name, "spearman": rho, "p_value": p, "n": len(rows)})
+    return out
 
 
 # ------------------------------------------------------------------------------ reports
@@ -460,6 +513,11 @@ def format_verify(result: VerifyResult) -> str:
             got = rv.get(which)
             lines.append(f"re-solved on the measured values ({rv['candidates']} candidates): {which} "
                          + ("none" if got is None else f"{got['arch']} (v {_pm(got['v'], got['stderr'])})"))
+    table = predictor_table(result)
+    if table:
+        lines += ["", f"which predictor orders the measured variances (Spearman rho over {table[0]['n']} architectures, "
+                  "two-sided permutation p):"]
+        lines += [f"  {t['predictor']:<32} rho = {t['spearman']:+.2f}   p = {t['p_value']:.3g}" for t in table]
     lines += ["", "share of E[K] / share of Var[K] (covariances included) by parameter group:"]
     lines += _share_table(result.rows)
     return "\n".join(lines)
@@ -492,6 +550,11 @@ def markdown(result: VerifyResult, command: str = "") -> str:
         ratio = r.ratio
         lines.append(f"| {r.arch} | {r.role} | {r.params:,} | {_pm(r.v, r.stderr)} | {_pm(r.predicted, r.predicted_se)} | "
                      f"{_pm(*ratio) if ratio else '-'} | {r.mean_k:.4g} |")
+    table = predictor_table(result)
+    if table:
+        lines += ["", f"Which predictor orders the measured variances ({table[0]['n']} architectures; Spearman rho, "
+                  "two-sided permutation p):", "", "| predictor | rho | p |", "|---|---|---|"]
+        lines += [f"| {t['predictor']} | {t['spearman']:+.2f} | {t['p_value']:.3g} |" for t in table]
     lines += ["", "Share of E[K] / share of Var[K] by parameter group:", "",
               "| group | " + " | ".join(r.arch for r in result.rows) + " |",
               "|---|" + "---|" * len(result.rows)]
