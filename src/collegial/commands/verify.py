@@ -32,7 +32,7 @@ def add_verify_arguments(p: argparse.ArgumentParser | Any, *, prefix: str = "") 
                    help=f"pairs of real training images (default {DEFAULT_PAIRS})")
     p.add_argument(f"--{prefix}trials", type=int, default=DEFAULT_TRIALS,
                    help=f"initializations per architecture, each measured on every pair (default {DEFAULT_TRIALS}: "
-                   "~5%% relative Monte Carlo s.e. at the resnext11 defaults; docs/verify.md)")
+                   "7-12%% relative Monte Carlo s.e. on resnext11 and MNIST, docs/verify.md; ~5%% takes 256)")
     p.add_argument(f"--{prefix}bn", choices=WHOLE_BN_MODES, default="batch",
                    help="BatchNorm: batch (default; the statistics of the probe batch of 2P pair images, as the "
                    "first training step computes) or running (the initial running statistics)")

@@ -46,8 +46,9 @@ from collegial.models.costs import model_costs
 from collegial.ntk.variance import Moments, normalized_variance, pool_estimates
 from collegial.ntk.whole import WHOLE_BN_MODES, Pairs, WholeMethod, WholeModelNtk, draw_pairs
 
-#: Default initializations per pair: with 8 pairs, ~5% relative Monte Carlo standard error of
-#: ``v`` at the resnext11 defaults (docs/verify.md; the pairs' own spread comes on top).
+#: Default initializations (each measured on every pair): with 8 pairs, 7-12% relative Monte
+#: Carlo standard error of ``v`` on the resnext11 MNIST architectures of docs/verify.md (10% at
+#: 1x64d); ~5% would take T = 256, 4x the time. The pairs' own spread comes on top.
 DEFAULT_TRIALS = 64
 DEFAULT_PAIRS = 8
 PAIR_KINDS = ("any", "same", "different")
