@@ -45,7 +45,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
@@ -56,7 +55,7 @@ from collegial.ntk._bn import batchnorm_mode, batchnorm_modules
 from collegial.ntk.generic import _seeded
 from collegial.ntk.structured import StructuredUnsupported, check_coverage, find_taps
 
-WholeBatchNorm = str  # "batch" | "running"
+#: BatchNorm of the whole model: the probe batch's statistics, or the running statistics.
 WHOLE_BN_MODES: tuple[str, ...] = ("batch", "running")
 _TAG = 0xB0D1
 
