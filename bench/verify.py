@@ -26,27 +26,14 @@ import torch
 from collegial.models import create_model
 from collegial.models.costs import forward_flops
 from collegial.ntk.whole import WholeModelNtk, draw_pairs
+from train_step import matmul_peak, sync  # the same yardstick as the training-step bench (bench/ on sys.path)
 
 ARCHS = ("1x64d", "26x3d", "174x3d")
 PAIRS = 8
 
 
 def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
+    sync(torch.device(device))
 
 
 def main() -> None:
@@ -59,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
-    peak = gemm_gflops(device=args.device)
+    peak = matmul_peak(torch.device(args.device)) / 1e9
     print(f"GEMM 2048^3 float32: {peak:.0f} GFLOP/s (the yardstick)")
     g = torch.Generator().manual_seed(0)
     images = torch.randn(256, 1, 28, 28, generator=g)
