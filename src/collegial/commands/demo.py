@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verify-trials", type=int, default=d.verify_trials,
                    help=f"whole-model initializations per architecture in the check (default {d.verify_trials})")
     p.add_argument("--no-train", action="store_true", help="skip the training comparison")
+    p.add_argument("--train-primal", action="store_true",
+                   help="also train the primal (resnext11 297x2d: over 10 min on 2 cores; skipped by default)")
     p.set_defaults(func=run)
 
 
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         family_trials=args.family_trials,
         verify_trials=args.verify_trials,
         train=not args.no_train,
+        train_primal=args.train_primal,
     )
     run_demo(cfg)
     print(f"demo report: {Path(cfg.out) / 'report.md'}")

@@ -129,7 +129,7 @@ class Measured:
         return d
 
 
-def load_pairs(images: Tensor, labels: Tensor | None, family: str, dataset: str, settings: VerifySettings,
+def load_pairs(images: Tensor, labels: Tensor | None, dataset: str, settings: VerifySettings,
                ) -> tuple[Pairs, list[tuple[int, int]]]:
     """The settings' pairs of ``images`` ``(N, C, H, W)`` (standardized training images) with a
     unit readout over the model's outputs each."""
@@ -156,7 +156,6 @@ def measure_terms(family: str, arch: str, dataset: str, pairs: Pairs, settings: 
     from ``(seed, t)``; under torchrun each rank computes every world-size-th trial), the group
     names, the collegial groups, and why the fast path fell back (None if it did not)."""
     validate_arch(family, arch)
-    create_model(family, arch=arch, dataset=dataset, **settings.model_args)  # a bad model argument: one line, now
     engine = WholeModelNtk(lambda: create_model(family, arch=arch, dataset=dataset, **settings.model_args), pairs,
                            bn=settings.bn, method=settings.method, device=device)
     from collegial.distributed import rank_and_world
@@ -230,7 +229,7 @@ def measure(family: str, archs: Sequence[str], images: Tensor, labels: Tensor | 
         raise UserError(f"family {family!r} has no (m, n) architectures to verify")
     for a in archs:
         validate_arch(family, a)
-    pairs, idx = load_pairs(images, labels, family, settings.dataset, settings)
+    pairs, idx = load_pairs(images, labels, settings.dataset, settings)
     bar = None
     if progress:
         from tqdm import tqdm
