@@ -211,7 +211,7 @@ def _training_section(cfg: DemoConfig, out: Path, curve: VarianceCurve, summary:
     plot_both(res, out, prefix=f"{cfg.dataset}-")
     text, _ = _search_section(res, f"{cfg.family} on {cfg.dataset}, baseline {cfg.baseline}", {})
     report = [f"## 3. On shipped data: {cfg.family} on {cfg.dataset}", "",
-              f"Algorithm 1 on {cfg.family}'s own probe block ({curve.fit.probe_label()}, T={cfg.family_trials}); "
+              f"Algorithm 1 on {cfg.family}'s own probe block ({curve.fit.probe_label()}); "
               "the same search picks the primal (least variance at the baseline's parameters) and "
               "the dual (fewest parameters at the baseline's variance):", "", text, "",
               f"![primal]({cfg.dataset}-primal.png) ![dual]({cfg.dataset}-dual.png)", ""]
