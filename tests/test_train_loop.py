@@ -219,12 +219,13 @@ def test_overwrite_validates_before_deleting(tmp_path, data):
 def test_ctrl_c_checkpoints_mid_epoch_and_resume_is_bit_exact(tmp_path, data, monkeypatch):
     rec = _recipe(epochs=2)
     full = train(_cfg(tmp_path / "full"), rec, data)
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     monkeypatch.setattr(loop, "F", _FakeF(at=4, action="sigint"))
     stopped = train(_cfg(tmp_path / "run"), rec, data)
     assert stopped.stopped == "SIGINT"
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert (ckpt["epoch"], ckpt["batch"]) == (0, 4)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler restored
     monkeypatch.setattr(loop, "F", F)
     train(_cfg(tmp_path / "run", resume=True), rec, data)
     _assert_same_weights(
