@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = sub.add_parser(
         "demo",
-        help="end-to-end demo: Algorithm 1, the search, and a real training comparison (CPU, ~10 min)",
+        help="end-to-end demo: Algorithm 1, the search, the whole-model check and a training comparison (CPU, ~6 min)",
         description="Algorithm 1 at its defaults, the primal/dual search for ResNeXt-29 on CIFAR-10 "
         "against the paper's optima, and, for a small ResNeXt on MNIST, its own curve, the search's "
         "baseline, primal and dual checked on the whole network (collegial verify) and trained. Writes OUT/report.md with every table and figure.",

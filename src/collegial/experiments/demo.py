@@ -1,4 +1,4 @@
-"""The end-to-end demo (``collegial demo``, run by ``make demo``), on the CPU in about 10 minutes:
+"""The end-to-end demo (``collegial demo``, run by ``make demo``), on the CPU in about 6 minutes (2 cores):
 
 1. Algorithm 1 at its defaults: the NTK variance curve v(n) of the ResNeXt probe block (post-ReLU
    input pairs), its models and their goodness of fit.
