@@ -204,3 +204,14 @@ def test_rank_agreement_exact_permutation_p():
     assert rho == pytest.approx(1.0) and p == pytest.approx(2 / 120)  # the identity and its reverse
     rho, p = rank_agreement([1, 2, 3, 4], [2, 1, 4, 3])
     assert rho == pytest.approx(0.6) and 0 < p <= 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "resnext29", "--dataset", "cifar10", "--baseline", "1x128d", "--verify", "--no-m-check"],
+    ["verify", "resnext29", "2x4d", "--dataset", "cifar10"],
+])
+def test_missing_images_are_refused_before_any_work(argv, capsys, tmp_path):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data-dir" in err[0], err
+    assert not (tmp_path / "cache" / "alpha").exists()  # Algorithm 1 never started

@@ -143,10 +143,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
     if fam.probe is None and args.alpha_file is None:
         raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file measured for it")
-    if args.verify:  # the whole-model options, before any long work
-        from collegial.commands.verify import settings_from_args
+    pair_images = None
+    if args.verify:  # the whole-model options and the images, before any long work
+        from collegial.commands.verify import load_pair_images, settings_from_args
 
         settings_from_args(args, dataset, args.seed, prefix="verify-")
+        pair_images = load_pair_images(dataset, args.data_dir)
     inputs = probe_inputs(args) if args.alpha_file is None else None
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     if args.alpha_file is None:
@@ -175,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     )
     res.notes = list(curve.notes)  # the curve's own first (an allowed probe mismatch)
     mc = _m_check(args, res, curve, dataset)
-    ver = _verify(args, res, curve, dataset) if args.verify else None
+    ver = _verify(args, res, curve, dataset, pair_images) if pair_images is not None else None
     obj = res.to_dict()
     obj["provenance"] = provenance(args.seed)
     table = format_table(res, all_ties=args.all_ties)
@@ -210,15 +212,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str) -> Any:
+def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str, pair_images: tuple[Any, Any]) -> Any:
     """``--verify``: the whole model measured at the candidates of
     :func:`~collegial.search.verify.candidates_to_verify`, re-solved on the measured values; the
     headline and the re-solved answers become the answer's first lines."""
-    from collegial.commands.verify import load_pair_images, measure_device, settings_from_args
+    from collegial.commands.verify import measure_device, settings_from_args
     from collegial.search.verify import candidates_to_verify, headline, measure, resolve_measured
 
     settings = settings_from_args(args, dataset, args.seed, prefix="verify-")
-    images, labels = load_pair_images(dataset, args.data_dir)
+    images, labels = pair_images
     roles = candidates_to_verify(res)
     print(f"collegial search: verifying on the whole model: {', '.join(roles)} "
           f"({settings.pairs} pairs x {settings.trials} initializations each)", file=sys.stderr)
