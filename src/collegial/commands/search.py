@@ -143,12 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
     if fam.probe is None and args.alpha_file is None:
         raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file measured for it")
-    pair_images = None
-    if args.verify:  # the whole-model options and the images, before any long work
-        from collegial.commands.verify import load_pair_images, settings_from_args
-
-        settings_from_args(args, dataset, args.seed, prefix="verify-")
-        pair_images = load_pair_images(dataset, args.data_dir)
+    pair_images = _verify_inputs(args, dataset)  # before any long work
     inputs = probe_inputs(args) if args.alpha_file is None else None
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     if args.alpha_file is None:
@@ -210,6 +205,16 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and not args.json:
         print(f"wrote {', '.join(obj['files'])}")
     return 0
+
+
+def _verify_inputs(args: argparse.Namespace, dataset: str) -> tuple[Any, Any] | None:
+    """``--verify``'s options checked and its pair images loaded (None without ``--verify``)."""
+    if not args.verify:
+        return None
+    from collegial.commands.verify import load_pair_images, settings_from_args
+
+    settings_from_args(args, dataset, args.seed, prefix="verify-")
+    return load_pair_images(dataset, args.data_dir)
 
 
 def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str, pair_images: tuple[Any, Any]) -> Any:
