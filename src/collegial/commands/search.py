@@ -222,18 +222,14 @@ def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str, pair_i
     :func:`~collegial.search.verify.candidates_to_verify`, re-solved on the measured values; the
     headline and the re-solved answers become the answer's first lines."""
     from collegial.commands.verify import measure_device, settings_from_args
-    from collegial.search.verify import candidates_to_verify, headline, measure, resolve_measured
+    from collegial.search.verify import candidates_to_verify, curve_prediction, headline, measure, resolve_measured
 
     settings = settings_from_args(args, dataset, args.seed, prefix="verify-")
     images, labels = pair_images
     roles = candidates_to_verify(res)
     print(f"collegial search: verifying on the whole model: {', '.join(roles)} "
           f"({settings.pairs} pairs x {settings.trials} initializations each)", file=sys.stderr)
-
-    def predict(m: int, n: int) -> tuple[float, float]:
-        return float(curve(n)[0]) / m, float(curve.stderr(n)[0]) / m
-
-    ver = measure(args.family, list(roles), images, labels, settings, predict=predict, roles=roles,
+    ver = measure(args.family, list(roles), images, labels, settings, predict=curve_prediction(curve), roles=roles,
                   progress=not args.json, device=measure_device(None))
     ver.probe = curve.source
     ver.resolved = resolve_measured(res, ver)

@@ -127,16 +127,10 @@ def load_pair_images(dataset: str, data_dir: str | None) -> tuple[Any, Any]:
 def predictor(family: str, alpha_file: str | None, seed: int, *, progress: bool) -> tuple[Any, str]:
     """``predict(m, n) -> (V1(n)/m, s.e.)`` from the family's probe curve, and its source."""
     from collegial.search.variance import load_curve
+    from collegial.search.verify import curve_prediction
 
     curve = load_curve(alpha_file, family=family, seed=seed, progress=progress)
-
-    def predict(m: int, n: int) -> tuple[float | None, float | None]:
-        lo, hi = curve.domain
-        if not lo <= n <= hi:
-            return None, None
-        return float(curve(n)[0]) / m, float(curve.stderr(n)[0]) / m
-
-    return predict, f"{curve.fit.family} probe, {curve.model} model ({curve.source})"
+    return curve_prediction(curve), f"{curve.fit.family} probe, {curve.model} model ({curve.source})"
 
 
 @flag_names(FLAGS)

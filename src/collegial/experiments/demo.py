@@ -177,7 +177,8 @@ def _family_curve(cfg: DemoConfig, out: Path) -> VarianceCurve:
 def _verify_section(cfg: DemoConfig, res: SearchResult, curve: VarianceCurve, out: Path,
                     summary: dict[str, Any]) -> list[str]:
     """The search's baseline, primal and dual measured on the whole network (``collegial verify``)."""
-    from collegial.search.verify import VerifySettings, format_verify, headline, measure, plot_verify
+    from collegial.search.verify import (VerifySettings, curve_prediction, format_verify, headline, measure,
+                                         plot_verify)
     from collegial.train.data import standardized_train_images
 
     roles = {}
@@ -187,11 +188,7 @@ def _verify_section(cfg: DemoConfig, res: SearchResult, curve: VarianceCurve, ou
          f"({cfg.verify_pairs} MNIST pairs x {cfg.verify_trials} initializations each)")
     images, labels = standardized_train_images(cfg.dataset, 10_000)
     settings = VerifySettings(cfg.dataset, pairs=cfg.verify_pairs, trials=cfg.verify_trials, seed=cfg.seed)
-
-    def predict(m: int, n: int) -> tuple[float, float]:
-        return float(curve(n)[0]) / m, float(curve.stderr(n)[0]) / m
-
-    ver = measure(cfg.family, list(roles), images, labels, settings, predict=predict, roles=roles,
+    ver = measure(cfg.family, list(roles), images, labels, settings, predict=curve_prediction(curve), roles=roles,
                   progress=cfg.progress)
     plot_verify(ver, out / "verify.png")
     summary["verify"] = ver.to_dict()

@@ -33,6 +33,7 @@ outside them makes the model :class:`StructuredUnsupported`, never a silently sm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -236,6 +237,36 @@ def _layer_terms(
     return (a_all, g_all, scale), vecs
 
 
+def traced_forward(taps: list[_Tap], forward: Callable[[], Tensor]) -> Tensor:
+    """``forward()`` with grad enabled, each tap recording its calls ``(input, input version,
+    output)`` in ``tap.calls`` (the output the model continues with is a clone, so a later
+    in-place op such as ``ReLU(inplace=True)`` cannot touch the recorded one);
+    :class:`StructuredUnsupported` when a recorded input was modified in place afterwards."""
+    handles = []
+    for tap in taps:
+        tap.calls = []
+
+        def hook(mod: nn.Module, args: tuple, out: Tensor, tap: _Tap = tap) -> Tensor:
+            inp = args[0]
+            tap.calls.append((inp, inp._version, out))
+            return out.clone()
+
+        handles.append(tap.module.register_forward_hook(hook))
+    try:
+        with torch.enable_grad():
+            y = forward()
+    finally:
+        for h in handles:
+            h.remove()
+    for tap in taps:
+        for inp, version, _ in tap.calls:
+            if inp._version != version:
+                raise StructuredUnsupported(
+                    f"the input of a {type(tap.module).__name__} was modified in place"
+                )
+    return y
+
+
 def side_features(
     model: nn.Module,
     taps: list[_Tap],
@@ -248,30 +279,9 @@ def side_features(
     outputs small enough that one group's signals at the supported layers hold at most about
     ``block_elements`` elements)."""
     n = x.shape[0]
-    handles = []
-    for tap in taps:
-        tap.calls = []
-
-        def hook(mod: nn.Module, args: tuple, out: Tensor, tap: _Tap = tap) -> Tensor:
-            inp = args[0]
-            tap.calls.append((inp, inp._version, out))
-            return out.clone()  # later in-place ops (ReLU(inplace=True)) must not touch `out`
-
-        handles.append(tap.module.register_forward_hook(hook))
-    try:
-        with torch.enable_grad():
-            y = model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    y = traced_forward(taps, lambda: model(x))
     y = y.reshape(n, -1)
     k = y.shape[1]
-    for tap in taps:
-        for inp, version, _ in tap.calls:
-            if inp._version != version:
-                raise StructuredUnsupported(
-                    f"the input of a {type(tap.module).__name__} was modified in place"
-                )
     outs = [out for tap in taps for _, _, out in tap.calls]
     grads: list[Tensor] = []
     if CHECK_COVERAGE:  # before the signals: their k == 1 pass frees the graph

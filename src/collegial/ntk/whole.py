@@ -53,7 +53,7 @@ from collegial.models import BlockDiagonalLinear, CollegialMLP
 from collegial.models.resnext import Bottleneck, ResNeXt
 from collegial.ntk._bn import batchnorm_mode, batchnorm_modules
 from collegial.ntk.generic import _seeded
-from collegial.ntk.structured import StructuredUnsupported, check_coverage, find_taps
+from collegial.ntk.structured import StructuredUnsupported, check_coverage, find_taps, traced_forward
 
 #: BatchNorm of the whole model: the probe batch's statistics, or the running statistics.
 WHOLE_BN_MODES: tuple[str, ...] = ("batch", "running")
@@ -295,25 +295,8 @@ class WholeModelNtk:
     def _rows_taps(self, model: nn.Module) -> dict[str, Tensor]:
         taps, rest = find_taps(model)
         names = {id(p): k for k, p in model.named_parameters()}
-        handles = []
-        for tap in taps:
-            tap.calls = []
-
-            def hook(mod: nn.Module, args: tuple, out: Tensor, tap: object = tap) -> Tensor:
-                tap.calls.append((args[0], args[0]._version, out))  # type: ignore[attr-defined]
-                return out.clone()  # a later in-place op (ReLU(inplace=True)) must not touch `out`
-
-            handles.append(tap.module.register_forward_hook(hook))
-        try:
-            with batchnorm_mode(model, self._mode()), torch.enable_grad():
-                y = self._f(model, self.x, self.r)
-        finally:
-            for h in handles:
-                h.remove()
-        for tap in taps:
-            for inp, version, _ in tap.calls:
-                if inp._version != version:
-                    raise StructuredUnsupported(f"the input of a {type(tap.module).__name__} was modified in place")
+        with batchnorm_mode(model, self._mode()):
+            y = traced_forward(taps, lambda: self._f(model, self.x, self.r))
         check_coverage(y, taps)
         outs = [out for tap in taps for _, _, out in tap.calls]
         n = y.shape[0]

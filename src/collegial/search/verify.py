@@ -218,7 +218,7 @@ def _mn(arch: str) -> tuple[int, int]:
 
 
 def measure(family: str, archs: Sequence[str], images: Tensor, labels: Tensor | None, settings: VerifySettings,
-            *, predict: Callable[[int, int], tuple[float, float]] | None = None, roles: dict[str, str] | None = None,
+            *, predict: Callable[[int, int], tuple[float | None, float | None]] | None = None, roles: dict[str, str] | None = None,
             progress: bool = False, device: str = "cpu") -> VerifyResult:
     """Measure every architecture of ``archs`` (``MxNd`` of ``family``) on the same pairs;
     ``predict(m, n)`` gives the block's prediction and its s.e.; ``roles`` labels archs;
@@ -405,6 +405,19 @@ def resolve_measured(res: Any, result: VerifyResult) -> dict[str, Any]:
         "baseline": {"arch": base.arch, "v": base.v, "stderr": base.stderr},
         "candidates": len(result.rows),
     }
+
+
+def curve_prediction(curve: Any) -> Callable[[int, int], tuple[float | None, float | None]]:
+    """``predict(m, n) -> (V1(n)/m, its bootstrap s.e.)`` of a
+    :class:`~collegial.search.variance.VarianceCurve`; ``(None, None)`` outside its widths."""
+
+    def predict(m: int, n: int) -> tuple[float | None, float | None]:
+        lo, hi = curve.domain
+        if not lo <= n <= hi:
+            return None, None
+        return float(curve(n)[0]) / m, float(curve.stderr(n)[0]) / m
+
+    return predict
 
 
 # ------------------------------------------------------------------------------ predictors
