@@ -100,10 +100,12 @@ def test_alpha_json_is_written_atomically(tmp_path, monkeypatch):
     fit.to_json(path)
     good = path.read_text()
 
-    def full_disk(self, *a, **k):
+    def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(type(path), "write_text", full_disk)
+    import collegial.io
+
+    monkeypatch.setattr(collegial.io.os, "fsync", full_disk)  # every file goes through collegial.io
     with pytest.raises(UserError, match="No space left"):
         fit.to_json(path, overwrite=True)
     monkeypatch.undo()

@@ -16,13 +16,13 @@ lists of integers, the model/preset argument, and JSON-or-table output.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from collegial.errors import UserError
+from collegial.io import strict_json, write_json_atomic
 
 #: The flag that allows replacing existing results; ``--force`` is accepted as a hidden alias.
 OVERWRITE_FLAG = "--overwrite"
@@ -91,21 +91,14 @@ def int_list_arg(text: str) -> tuple[int, ...]:
     return values
 
 
-def strict_json(obj: Any, *, indent: int | None = None) -> str:
-    """``obj`` as strict JSON (NaN/inf -> null, numpy numbers -> Python): one line, or indented."""
-    from collegial.ntk.curve import finite_json
-
-    return json.dumps(finite_json(obj), indent=indent)
-
-
 def emit(obj: Any, text: str, *, as_json: bool) -> None:
     """Print ``obj`` as one JSON object (``--json``) or ``text`` (the human table) on stdout."""
     print(strict_json(obj) if as_json else text)
 
 
 def write_json(path: Path, obj: Any, *, indent: int = 1) -> None:
-    """Write ``obj`` to ``path`` as indented strict JSON and a final newline."""
-    path.write_text(strict_json(obj, indent=indent) + "\n")
+    """Write ``obj`` to ``path`` as indented strict JSON and a final newline, atomically."""
+    write_json_atomic(path, obj, indent)
 
 
 def preset_model(name: str, arch: str | None, dataset: str | None) -> tuple[str, str, str] | None:

@@ -3,6 +3,8 @@ cost figures against ours (:mod:`collegial.experiments.search_repro`)."""
 
 from __future__ import annotations
 
+from collegial.io import write_text_atomic
+
 import argparse
 import sys
 from collections.abc import Sequence
@@ -43,7 +45,7 @@ def write_files(
     d = prepare_out(out, [*files, *(name for name, *_ in plots)], overwrite=overwrite)
     written = []
     for name, text in files.items():
-        (d / name).write_text(text)
+        write_text_atomic(d / name, text)
         written.append(str(d / name))
     if plots:
         from collegial.search.plots import plot_dual, plot_primal

@@ -12,6 +12,8 @@ the answers' own (m, n) and, where it departs, said on the answer's first line a
 
 from __future__ import annotations
 
+from collegial.io import write_text_atomic
+
 import argparse
 import sys
 from typing import Any
@@ -198,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
             md += "\n\n" + markdown(ver)
             if plot_verify(ver, out / "verify.png"):
                 files.append(str(out / "verify.png"))
-        (out / "search.md").write_text(md + "\n")
+        write_text_atomic(out / "search.md", md + "\n")
         plot_both(res, out)
         obj["files"] = files
     emit(obj, table, as_json=args.json)

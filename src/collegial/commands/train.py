@@ -35,7 +35,7 @@ from collegial.errors import UserError, flag_names
 from collegial.models import DATASETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
 from collegial.stats import mean_se
-from collegial.train.checkpoint import write_text_atomic
+from collegial.io import write_json_atomic
 from collegial.train.data import load_dataset
 from collegial.train.distributed import setup, teardown
 from collegial.train.loop import RunConfig, RunResult, check_out_dir, train
@@ -281,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         summary: dict[str, Any] | None = None
         if len(seeds) > 1:
             summary = _summary(family, arch, dataset, seeds, results, table, args.seed)
-            write_text_atomic(json.dumps(summary, indent=2) + "\n", base / "summary.json")
+            write_json_atomic(base / "summary.json", summary, indent=2)
         if args.json and summary is None:  # one seed: the run's own result.json
             summary = json.loads((outs[0] / "result.json").read_text())
         emit(summary, table, as_json=args.json)

@@ -16,6 +16,8 @@ Everything lands in ``OUT/report.md`` (tables and figures). An existing ``OUT`` 
 
 from __future__ import annotations
 
+from collegial.io import write_json_atomic, write_text_atomic
+
 import json
 import sys
 import time
@@ -121,8 +123,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     summary["seconds"] = time.time() - t0
     summary["provenance"] = provenance(cfg.seed)
     report.append(f"Total demo time: {summary['seconds']:.0f} s.")
-    (out / "report.md").write_text("\n".join(report) + "\n")
-    (out / "demo.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    write_text_atomic(out / "report.md", "\n".join(report) + "\n")
+    write_json_atomic(out / "demo.json", json.loads(json.dumps(summary, default=str)))
     return summary
 
 

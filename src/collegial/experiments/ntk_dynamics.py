@@ -39,8 +39,9 @@ API: :func:`run_ntk_dynamics` (config -> JSON-able dict), :func:`write_outputs`,
 
 from __future__ import annotations
 
+from collegial.io import save_figure, write_json_atomic
+
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -570,8 +571,7 @@ def plot_ntk_dynamics(result: dict[str, Any], path: str | Path) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_outputs(result: dict[str, Any], out: str | Path) -> list[str]:
@@ -579,7 +579,7 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> list[str]:
     needed; the command checks it first and refuses to overwrite); return their paths."""
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "ntk_dynamics.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json_atomic(d / "ntk_dynamics.json", result)
     plot_ntk_dynamics(result, d / "ntk_dynamics.png")
     return [str(d / name) for name in OUTPUT_FILES]
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from collegial.choices import check_choice
 from collegial.errors import UserError
+from collegial.io import save_figure, strict_json, write_text_atomic
 from collegial.ntk.inputs import inputs_label
 from collegial.provenance import provenance as _provenance
 
@@ -429,7 +430,7 @@ class AlphaFit:
     def to_json(self, path: str | os.PathLike[str] | None = None, *, overwrite: bool = False) -> str:
         """The JSON text (strict: NaN/inf as null); also written to the file ``path`` when
         given (an existing file raises :class:`UserError` unless ``overwrite``)."""
-        text = json.dumps(finite_json(self.to_dict()), indent=2)
+        text = strict_json(self.to_dict(), indent=2)
         if path is not None:
             p = Path(path)
             if p.is_dir():
@@ -437,13 +438,9 @@ class AlphaFit:
             if p.exists() and not overwrite:
                 raise UserError(f"{p} exists; refusing to overwrite (pass `overwrite=True`)")
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")  # atomic: never a half-written file
-            try:
-                tmp.write_text(text + "\n")
-                tmp.replace(p)
-            except OSError as e:
-                tmp.unlink(missing_ok=True)
-                raise UserError(f"cannot write {p}: {e.strerror}") from None
+            # atomic; without `overwrite` also exclusive: of two runs racing for one file, the
+            # second fails instead of silently replacing the first's
+            write_text_atomic(p, text + "\n", exclusive=not overwrite)
         return text
 
     @classmethod
@@ -546,7 +543,7 @@ class AlphaFit:
                 if t.exists():
                     raise UserError(f"{t} exists; refusing to overwrite (pass `overwrite=True`)")
         d.mkdir(parents=True, exist_ok=True)
-        self.to_json(target, overwrite=True)
+        self.to_json(target, overwrite=overwrite)  # exclusive unless `overwrite`: no silent race
         if plot:
             plot_alpha(self, target.with_suffix(".png"))
         return target
@@ -584,20 +581,6 @@ def _validate_table(widths: Sequence[Any], variance: Sequence[Any], stderr: Sequ
         raise UserError(f"{where}: 'stderr' entries must lie in [0, {MAX_VALUE:g}]")
     if np.any(np.asarray(stderr, dtype=float) > MAX_REL_STDERR * np.asarray(variance, dtype=float)):
         raise UserError(f"{where}: a standard error above {MAX_REL_STDERR:g} times its variance is no estimate")
-
-
-def finite_json(obj: Any) -> Any:
-    """NaN/inf -> None (strict JSON), numpy scalars -> Python numbers, recursively."""
-    if isinstance(obj, (float, np.floating)):
-        x = float(obj)
-        return x if math.isfinite(x) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    return obj
 
 
 def synthetic_fit(
@@ -641,5 +624,4 @@ def plot_alpha(fit: AlphaFit, path: str | os.PathLike[str]) -> None:
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collegial.io import save_figure
 from collegial.search.solve import Candidate, SearchResult
 
 
@@ -79,8 +80,7 @@ def _plot(res: SearchResult, which: str, path: Path) -> Path:
     ax.legend(fontsize=7)
     ax.text(0.01, 0.01, res.variance_desc, transform=ax.transAxes, fontsize=6, color="0.4")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -15,7 +15,6 @@ Everything in it is tensors, numbers, strings, lists and dicts, so the safe load
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -24,52 +23,17 @@ from typing import Any
 import torch
 
 from collegial.errors import UserError
+from collegial.io import atomic_file
 
-__all__ = ["save_atomic", "load_checkpoint", "rng_state", "set_rng_state", "write_text_atomic"]
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+__all__ = ["save_atomic", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj)`` to a temporary file beside ``path``, fsync, then rename over ``path``:
-    a reader (or a crash at any moment) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # a full disk surfaces as torch's "unexpected pos"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot write {path} ({first}); is the disk full? the previous checkpoint is kept") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def write_text_atomic(text: str, path: str | Path) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``torch.save(obj)`` to a temporary file beside ``path``, fsync, then rename over ``path``
+    (:func:`collegial.io.atomic_file`): a reader (or a crash at any moment) sees the old file or
+    the new one, never half of one."""
+    with atomic_file(path, binary=True) as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -21,11 +21,8 @@ kill + resume.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -43,6 +40,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from collegial.errors import UserError
+from collegial.io import TMP_GLOB, folder_lock, strict_json, write_json_atomic, write_text_atomic
 from collegial.provenance import provenance
 from collegial.models import create_model, get_dataset_spec
 from collegial.models.costs import format_flops, format_params, train_flops_per_image
@@ -51,7 +49,6 @@ from collegial.train.checkpoint import (
     rng_state,
     save_atomic,
     set_rng_state,
-    write_text_atomic,
 )
 from collegial.train.data import DeviceLoader, ImageData, normalization_stats
 from collegial.train.distributed import Dist, all_reduce_sum, barrier, setup, wrap_ddp
@@ -198,27 +195,13 @@ def data_fingerprint(data: ImageData) -> dict[str, Any]:
 
 @contextmanager
 def _run_lock(out: Path, info: Dist) -> Iterator[None]:
-    """An exclusive lock on the run folder (rank 0): a second run on the same ``out`` stops with
-    one line naming the first one's pid."""
+    """An exclusive lock on the run folder (rank 0, :func:`collegial.io.folder_lock`): a second
+    run on the same ``out`` stops with one line naming the first one's pid."""
     if not info.is_main:
         yield
         return
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise UserError(f"cannot use `out={out}`: {e.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise UserError(f"{out} is in use by another run (pid {pid}); wait for it or use another `out`") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    with folder_lock(out, "run"):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _check_resumable(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -301,10 +284,10 @@ def _start_out(out: Path, stale: list[str], info: Dist, files: dict[str, str]) -
         out.mkdir(parents=True, exist_ok=True)
         for f in stale:
             (out / f).unlink(missing_ok=True)
-        for tmp in out.glob(".*.tmp-*"):  # left by killed writes; we hold the folder's lock
+        for tmp in out.glob(TMP_GLOB):  # left by killed writes; we hold the folder's lock
             tmp.unlink(missing_ok=True)
         for name, text in files.items():
-            write_text_atomic(text, out / name)
+            write_text_atomic(out / name, text)
     barrier(info)
 
 
@@ -430,8 +413,8 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
         run = _build(cfg, recipe, data, ckpt, info, device, log, stop)
         # every setting has been validated: only now start over (delete the old run) or go on
         _start_out(out, stale, info, {
-            "config.json": json.dumps({**run.config, "provenance": provenance(cfg.seed)}, indent=2) + "\n",
-            "metrics.jsonl": "".join(json.dumps(r) + "\n" for r in run.history),
+            "config.json": strict_json({**run.config, "provenance": provenance(cfg.seed)}, indent=2) + "\n",
+            "metrics.jsonl": _metrics_text(run.history),
         })
         _announce(run, data)
         run.net.train()
@@ -723,9 +706,8 @@ def _finish_epoch(run: _Run, epoch: int, sums: _EpochSums) -> bool:
     run.start_batch = 0
     run.partial = dict(_NO_PARTIAL)
     _checkpoint(run, epoch + 1, 0, run.partial)
-    if run.info.is_main:
-        with open(run.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+    if run.info.is_main:  # rewritten whole (atomically): a full disk cannot leave half a line
+        write_text_atomic(run.out / "metrics.jsonl", _metrics_text(run.history))
     _log_epoch(run, record)
     if epoch + 1 < run.recipe.epochs and _any_rank(run.stop.requested, run.info, run.device):
         run.log(
@@ -770,6 +752,11 @@ def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
     )
 
 
+def _metrics_text(history: list[dict[str, Any]]) -> str:
+    """``metrics.jsonl``: one strict JSON line per finished epoch."""
+    return "".join(strict_json(r) + "\n" for r in history)
+
+
 def _checkpoint(run: _Run, epoch: int, batch: int, part: dict[str, float]) -> None:
     """Write ``out/last.pt`` atomically (rank 0): model, optimizer, schedule and RNG states,
     the position ``(epoch, batch)``, the epoch's partial sums, the history and the config."""
@@ -811,25 +798,22 @@ def _write_result(run: _Run) -> RunResult:
     """The finished run's result; rank 0 writes it to ``out/result.json``."""
     cfg, res = run.cfg, _result(run)
     if run.info.is_main:
-        write_text_atomic(
-            json.dumps(
-                {
-                    "family": cfg.family,
-                    "arch": cfg.arch,
-                    "dataset": cfg.dataset,
-                    "seed": cfg.seed,
-                    "params": run.params,
-                    "epochs": res.epochs,
-                    "test_top1_err": res.test_top1_err,
-                    "test_top5_err": res.test_top5_err,
-                    "test_loss": res.test_loss,
-                    "provenance": provenance(cfg.seed),
-                },
-                indent=2,
-            )
-            + "\n",
-            run.out / "result.json",
-        )
+        write_json_atomic(run.out / "result.json", {
+            "family": cfg.family,
+            "arch": cfg.arch,
+            "dataset": cfg.dataset,
+            "seed": cfg.seed,
+            "params": run.params,
+            "epochs": res.epochs,
+            "test_top1_err": res.test_top1_err,
+            "test_top5_err": res.test_top5_err,
+            "test_loss": res.test_loss,
+            # what produced it, so that a reader (figure1) can check a reused result is its own
+            "recipe": run.config.get("recipe"),
+            "data": run.config.get("data"),
+            "model_kwargs": run.config.get("model_kwargs"),
+            "provenance": provenance(cfg.seed),
+        }, indent=2)
     barrier(run.info)
     return res
 
