@@ -53,3 +53,188 @@ def test_exclusive_create_and_folder_lock(tmp_path) -> None:
     with io.folder_lock(tmp_path / "d"):  # released
         pass
     assert io.strict_json({"x": math.inf, "y": [math.nan]}) == '{"x": null, "y": [null]}'
+
+
+# ------------------------------------------------------------------------- figure1 sweeps
+
+from collegial.cli import main  # noqa: E402
+from collegial.train.data import shipped_data_available  # noqa: E402
+
+needs_fashion = pytest.mark.skipif(not shipped_data_available("fashion-mnist"),
+                                   reason="dataset-fashion-mnist not installed")
+TINY = ["--points", "2", "--seeds", "2", "--epochs", "1", "--train-limit", "128", "--test-limit", "128"]
+
+
+def _alpha(path: Path) -> Path:
+    import numpy as np
+
+    from collegial.ntk.curve import synthetic_fit
+
+    fit = synthetic_fit(lambda n: np.expm1(2.5 / n), list(range(2, 129)), rel_stderr=0.02, family="mlp")
+    return fit.save(path, plot=False, overwrite=True)
+
+
+def _sweep(out: Path, alpha: Path, *extra: str) -> list[str]:
+    return ["reproduce", "figure1", "--alpha-file", str(alpha), *TINY, "--out", str(out), "--json", *extra]
+
+
+def _state(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` (but the lock) and its bytes."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished tiny sweep (8 s): ``(folder, alpha file, figure1.json object)``; tests copy it."""
+    root = tmp_path_factory.mktemp("figure1")
+    alpha = _alpha(root / "alpha.json")
+    out = root / "sweep"
+    torch_threads = __import__("torch").get_num_threads()
+    __import__("torch").set_num_threads(1)
+    try:
+        assert main(_sweep(out, alpha)) == 0
+    finally:
+        __import__("torch").set_num_threads(torch_threads)
+    return out, alpha, json.loads((out / "figure1.json").read_text())
+
+
+@pytest.fixture
+def sweep(finished, tmp_path, capsys, one_thread):
+    import shutil
+
+    out, alpha, obj = finished
+    capsys.readouterr()
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    return copy, alpha, obj
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@needs_fashion
+def test_1_overwrite_validates_first_and_locks_the_sweep(sweep, tmp_path, capsys) -> None:
+    out, alpha, _ = sweep
+    before = _state(out)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema_version": 3, "widths": [2, 4]')
+    assert main(_sweep(out, bad, "--overwrite")) == 2
+    assert "bad.json" in _one_line(capsys)
+    assert _state(out) == before  # no run deleted, sweep.json and figure1.json untouched
+    with io.folder_lock(out, "figure1 sweep"):  # a sweep running in this folder
+        assert main(_sweep(out, alpha, "--overwrite", "--seeds", "3")) == 2
+        assert f"in use by another figure1 sweep (pid {os.getpid()})" in _one_line(capsys)
+    assert _state(out) == before
+
+
+@needs_fashion
+def test_3_foreign_figure1_outputs_are_not_overwritten(tmp_path, capsys, one_thread) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "figure1.md").write_text("my notes\n")
+    assert main(_sweep(out, _alpha(tmp_path / "alpha.json"))) == 2
+    err = _one_line(capsys)
+    assert "no sweep.json" in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["figure1.md"]
+    assert (out / "figure1.md").read_text() == "my notes\n"
+
+
+@needs_fashion
+def test_4_a_full_disk_leaves_nothing_that_blocks_the_rerun(tmp_path, capsys, monkeypatch, one_thread) -> None:
+    out = tmp_path / "out"
+    alpha = _alpha(tmp_path / "alpha.json")
+    _full_disk(monkeypatch)
+    assert main(_sweep(out, alpha)) == 2
+    assert "No space left on device" in _one_line(capsys)
+    assert not out.exists()  # no empty sweep.json, nothing at all
+    # search --out: no truncated search.json that "already exists" would then protect
+    sout = tmp_path / "search"
+    assert main(["search", "mlp", "--baseline", "1x64d", "--alpha-file", str(alpha), "--no-m-check",
+                 "--out", str(sout), "--json"]) == 2
+    assert "No space left on device" in _one_line(capsys)
+    assert not (sout / "search.json").exists()
+    monkeypatch.undo()
+    assert main(["search", "mlp", "--baseline", "1x64d", "--alpha-file", str(alpha), "--no-m-check",
+                 "--out", str(sout), "--json"]) == 0
+    assert json.loads((sout / "search.json").read_text())["family"] == "mlp"
+
+
+@needs_fashion
+def test_5_reused_results_must_be_their_runs_own(sweep, capsys) -> None:
+    out, alpha, obj = sweep
+    runs = sorted((out / "runs").glob("*/seed*"))
+    a, b = runs[0], runs[-1]
+    assert a.parent != b.parent
+    res = json.loads((a / "result.json").read_text())
+    (a / "result.json").write_text(json.dumps({**res, "test_top1_err": -500.0}))  # out of range
+    (b / "result.json").write_bytes((runs[2] / "result.json").read_bytes())  # another run's result
+    assert main(_sweep(out, alpha)) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["curves"] == obj["curves"]  # both redone, with the same numbers
+    assert json.loads((a / "result.json").read_text())["test_top1_err"] == res["test_top1_err"]
+    # a result of another recipe (2 epochs under a 1-epoch sweep) is not reused either
+    sweep_key = json.loads((out / "sweep.json").read_text())
+    (out / "sweep.json").write_text(json.dumps({**sweep_key, "epochs": 2}))
+    assert main(_sweep(out, alpha, "--epochs", "2")) == 0
+    two = json.loads(capsys.readouterr().out)
+    for run in runs:
+        assert json.loads((run / "result.json").read_text())["epochs"] == 2
+    assert two["curves"] != obj["curves"]
+
+
+@needs_fashion
+@pytest.mark.parametrize("content", ["", "{", "{}", "[1, 2]", "dir"])
+def test_10_corrupt_sweep_files_are_one_line(sweep, capsys, content) -> None:
+    out, alpha, obj = sweep
+    sweep_json = out / "sweep.json"
+    sweep_json.unlink()
+    if content == "dir":
+        sweep_json.mkdir()
+    else:
+        sweep_json.write_text(content)
+    assert main(_sweep(out, alpha)) == 2
+    err = _one_line(capsys)
+    assert "sweep.json" in err
+    if content != "dir":
+        assert "--overwrite" in err
+    if content == "{}":  # the advice works: --overwrite starts the sweep over
+        assert main(_sweep(out, alpha, "--overwrite")) == 0
+        assert json.loads(capsys.readouterr().out)["curves"] == obj["curves"]
+
+
+@needs_fashion
+def test_10_corrupt_result_files_are_redone_or_one_line(sweep, capsys) -> None:
+    out, alpha, obj = sweep
+    runs = sorted((out / "runs").glob("*/seed*"))
+    for run, text in zip(runs, ["", "{", "{}", "[1]"]):
+        (run / "result.json").write_text(text)
+    assert main(_sweep(out, alpha)) == 0
+    assert json.loads(capsys.readouterr().out)["curves"] == obj["curves"]
+    (runs[0] / "result.json").unlink()
+    (runs[0] / "result.json").mkdir()
+    assert main(_sweep(out, alpha)) == 2
+    assert "is not a file" in _one_line(capsys)
+
+
+@needs_fashion
+def test_13_a_failed_start_writes_nothing_and_the_advice_works(sweep, tmp_path, capsys) -> None:
+    _, alpha, obj = sweep
+    out = tmp_path / "fresh"
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    for wrong in (_sweep(out, bad), _sweep(out, alpha, "--train-limit", "1"),
+                  ["reproduce", "figure1", "--trials", "1", *TINY, "--out", str(out)]):
+        assert main(wrong) == 2
+        _one_line(capsys)
+        assert not out.exists()
+    # a corrupt checkpoint of an unfinished run inside a sweep: the run starts over
+    done, _, _ = sweep
+    run = sorted((done / "runs").glob("*/seed*"))[0]
+    (run / "result.json").unlink()
+    (run / "last.pt").write_bytes(b"not a checkpoint")
+    assert main(_sweep(done, alpha)) == 0
+    assert json.loads(capsys.readouterr().out)["curves"] == obj["curves"]

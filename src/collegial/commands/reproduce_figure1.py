@@ -8,7 +8,7 @@ from pathlib import Path
 
 from collegial.commands.common import emit
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
-from collegial.errors import UserError
+from collegial.errors import UserError, flag_names
 from collegial.experiments.figure1 import OUT_FILES, config_for, markdown, run_figure1
 
 
@@ -31,6 +31,7 @@ class _Target:
         p.add_argument("--quick", action="store_true", help="a tiny sweep in about a minute (checks the pipeline)")
         add_probe_arguments(p)
 
+    @flag_names({"out": "--out", "overwrite": "--overwrite"})
     def run(self, args: argparse.Namespace) -> int:
         if args.out is None:
             raise UserError("reproduce figure1 trains models: give --out DIR (a rerun continues it)")

@@ -11,15 +11,22 @@ error, with a bootstrap 95% interval that resamples each architecture's seeds; a
 dual optima's error minus the baseline's, each with a paired 95% t-interval over seeds (seed s of
 every architecture shares its data order).
 
-Resumable: every run lives in ``OUT/runs/ARCH/seedS``; a rerun with the same ``--out`` skips the
-finished runs (``result.json``) and continues an unfinished one from its ``last.pt``. The sweep's
-settings are stored in ``OUT/sweep.json``; a rerun with other settings is refused unless
-``overwrite`` (``--overwrite``, which deletes the previous runs). The command line is
+Resumable: every run lives in ``OUT/runs/ARCH/seedS``; a rerun with the same ``--out`` reuses a
+finished run's ``result.json`` only when it carries this run's family, arch, seed, data
+fingerprint and whole recipe, holds a test error in [0, 100] and agrees with its
+``metrics.jsonl`` (any other run is redone, with a note), and continues an unfinished one from its
+``last.pt`` (started over when that checkpoint cannot be continued). The sweep's settings are
+stored in ``OUT/sweep.json``; a rerun with other settings, a corrupt ``sweep.json``, or a folder
+holding figure1 outputs or runs of no sweep are refused unless ``overwrite`` (``--overwrite``:
+start over). Everything (alpha file, data, curve) is validated and the folder locked
+(:func:`collegial.io.folder_lock`) before anything in it changes; the previous runs are deleted
+last; a failed start leaves no trace. The command line is
 :mod:`collegial.commands.reproduce_figure1`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -32,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from collegial.errors import UserError
+from collegial.io import save_figure, strict_json, write_json_atomic, write_text_atomic
 from collegial.models import format_arch, get_family, validate_arch
 from collegial.provenance import provenance
 from collegial.search.solve import SearchResult, cost_table, dual_m, primal_m, search
@@ -196,65 +204,179 @@ def curve_points(res: SearchResult, curve: VarianceCurve, cfg: Figure1Config) ->
 # ---------------------------------------------------------------------------------- training
 
 
-def _train_one(cfg: Figure1Config, arch: str, seed: int, root: Path, data: Any, recipe: Any) -> float:
+def _run_identity(cfg: Figure1Config, recipe: Any, data: Any) -> dict[str, Any]:
+    """What a run's ``result.json`` must carry to be reused by this sweep (besides its arch and
+    seed): the family, the data (name, sizes, fingerprint) and the whole recipe, epochs included."""
+    from collegial.train.loop import data_fingerprint
+
+    return json.loads(strict_json({"family": cfg.family, "dataset": cfg.dataset, "epochs": recipe.epochs,
+                                   "recipe": recipe.as_dict(), "data": data_fingerprint(data),
+                                   "model_kwargs": {}}))
+
+
+def _read_json(path: Path) -> tuple[Any, str]:
+    """``path``'s JSON, or ``(None, "")`` when it does not exist, ``(None, why)`` when it is
+    unreadable; :class:`UserError` when it is a folder (or another non-file)."""
+    if not path.exists():
+        return None, ""
+    if not path.is_file():
+        raise UserError(f"{path} is not a file; remove it or use another --out")
+    try:
+        return json.loads(path.read_text()), ""
+    except (OSError, ValueError, RecursionError) as e:
+        return None, f"{path.name} is unreadable ({type(e).__name__})"
+
+
+def _reusable(d: Path, expect: dict[str, Any]) -> tuple[float | None, str]:
+    """The test error of the finished run in ``d`` when its ``result.json`` is this run's (every
+    field of ``expect`` matches), in range and agrees with ``metrics.jsonl``'s last line; else
+    ``(None, why)`` and the run is redone. :class:`UserError` if ``result.json`` is no file."""
+    r, why = _read_json(d / "result.json")
+    if r is None:
+        return None, why and f"its {why}"
+    try:
+        last = json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])
+    except (OSError, ValueError, IndexError, RecursionError):
+        return None, "its metrics.jsonl is unreadable"
+    if not isinstance(r, dict) or not isinstance(last, dict):
+        return None, "its result.json is no result"
+    diff = sorted(k for k, v in expect.items() if r.get(k) != v)
+    if diff:
+        return None, f"its result.json is another run's ({', '.join(diff)} differ)"
+    e = r.get("test_top1_err")
+    if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 100:
+        return None, f"its test error {e!r} is not a percentage"
+    if last.get("test_top1_err") != e or last.get("epoch") != expect["epochs"]:
+        return None, "its result.json disagrees with its metrics.jsonl"
+    return float(e), ""
+
+
+def _train_one(cfg: Figure1Config, arch: str, seed: int, root: Path, data: Any, recipe: Any,
+               identity: dict[str, Any], log: Any) -> float:
+    """Train (or reuse, or continue) run ``arch``/``seed``; its test error in %."""
+    from collegial.io import FolderInUse
     from collegial.train.loop import RunConfig, train
 
     d = root / "runs" / arch / f"seed{seed}"
-    done = d / "result.json"
-    if done.exists():
-        return float(json.loads(done.read_text())["test_top1_err"])
-    resume = (d / "last.pt").exists()
-    res = train(
-        RunConfig(family=cfg.family, arch=arch, dataset=cfg.dataset, out=d, seed=seed, resume=resume,
-                  overwrite=not resume, progress=False, verbose=False, device=cfg.device),
-        recipe,
-        data,
-    )
+    err, why = _reusable(d, {**identity, "arch": arch, "seed": seed})
+    if err is not None:
+        return err
+    if why:
+        log(f"[figure1] {arch} seed {seed}: redone, {why}")
+    run = RunConfig(family=cfg.family, arch=arch, dataset=cfg.dataset, out=d, seed=seed, resume=False,
+                    overwrite=True, progress=False, verbose=False, device=cfg.device)
+    if not why and (d / "last.pt").exists():
+        try:  # an unfinished run continues from its checkpoint
+            res = train(replace(run, resume=True, overwrite=False), recipe, data)
+        except FolderInUse:
+            raise
+        except UserError as e:  # nothing was changed: a checkpoint this sweep cannot continue
+            log(f"[figure1] {arch} seed {seed}: started over, {e}")
+            res = train(run, recipe, data)
+    else:
+        res = train(run, recipe, data)
     if res.stopped:
         raise UserError(f"run {d} stopped ({res.stopped}); rerun the same command to continue it")
     return float(res.test_top1_err)
 
 
-def _prepare(key: dict[str, Any], root: Path, overwrite: bool) -> None:
-    sweep = root / "sweep.json"
+def _read_sweep(sweep: Path) -> tuple[dict[str, Any] | None, str]:
+    """The settings stored in ``sweep.json`` (``None`` when there is none) and what is wrong
+    with it ("" when it is readable)."""
+    old, why = _read_json(sweep)
+    if old is None:
+        return None, why and f"{sweep.parent}/{why}"
+    if not isinstance(old, dict) or "family" not in old:
+        return None, f"{sweep} is not a figure1 sweep file"
+    old.pop("provenance", None)  # where it came from, not a setting
+    return old, ""
+
+
+def _plan(key: dict[str, Any], root: Path, overwrite: bool) -> bool:
+    """Check ``root`` against this sweep's settings, changing nothing; whether the sweep starts
+    over (its previous runs and outputs to be deleted, once everything else is validated)."""
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} exists and is not a directory")
-    if sweep.exists():
-        old = json.loads(sweep.read_text())
-        old.pop("provenance", None)  # where it came from, not a setting
-        if old != key:
-            if not overwrite:
-                diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
-                raise UserError(
-                    f"{root} holds a figure1 sweep with other settings ({', '.join(diff)}); "
-                    "use another --out, the same settings to continue it, or --overwrite to start over"
-                )
-            shutil.rmtree(root / "runs", ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
-    sweep.write_text(json.dumps({**key, "provenance": provenance(key.get("seed"))}, indent=1) + "\n")
+    old, bad = _read_sweep(root / "sweep.json")
+    if old == key:
+        return overwrite
+    if old is None and not bad:  # a fresh folder, or one holding files of no sweep
+        foreign = [n for n in (*OUT_FILES, "runs") if (root / n).exists()]
+        if foreign and not overwrite:
+            raise UserError(f"{root} holds {', '.join(foreign)} but no sweep.json (not a figure1 sweep's); "
+                            "use another --out or pass --overwrite to replace them")
+        return bool(foreign)
+    if not overwrite:
+        what = bad or ("a figure1 sweep with other settings ("
+                       + ", ".join(sorted(k for k in set(old or {}) | set(key) if (old or {}).get(k) != key.get(k)))
+                       + ")")
+        raise UserError(f"{root} holds {what}; use another --out, the same settings to continue it, "
+                        "or --overwrite to start over")
+    return True
+
+
+def _start(key: dict[str, Any], root: Path, start_over: bool) -> None:
+    """Delete the previous sweep (``start_over``), then record this one's settings."""
+    if start_over:
+        shutil.rmtree(root / "runs", ignore_errors=True)
+        for name in OUT_FILES:
+            (root / name).unlink(missing_ok=True)
+    write_json_atomic(root / "sweep.json", {**key, "provenance": provenance(key.get("seed"))})
+
+
+def _check_data(cfg: Figure1Config, data: Any, recipe: Any) -> None:
+    """The data holds a full training batch (every run would fail otherwise)."""
+    n = int(data.train_y.numel())
+    if n < recipe.batch_size:
+        raise UserError(f"--train-limit leaves {n} training images, fewer than one batch of {recipe.batch_size}")
 
 
 def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progress: bool = True,
                 inputs: Any = None) -> dict[str, Any]:
-    """Run (or continue) the sweep into ``out``; returns the ``figure1.json`` object."""
-    from collegial.search.variance import load_curve
+    """Run (or continue) the sweep into ``out``; returns the ``figure1.json`` object. Every
+    setting (the alpha file and the data included) is validated, and the sweep folder locked,
+    before anything in ``out`` changes; a failed start leaves no trace."""
+    from collegial.io import folder_lock
+    from collegial.ntk.inputs import ProbeInputs
     from collegial.train.data import load_dataset
     from collegial.train.recipes import get_recipe
 
     _check(cfg)
     recipe = get_recipe(cfg.dataset).override(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
     recipe = recipe.scaled(cfg.epochs)
-    data = load_dataset(cfg.dataset, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
-    from collegial.ntk.inputs import ProbeInputs
-
     inputs = ProbeInputs() if inputs is None else inputs
     key = {**cfg.key(), "probe_inputs": None if cfg.alpha_file else inputs.options()}
-    _prepare(key, out, overwrite)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    data = load_dataset(cfg.dataset, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+    _check_data(cfg, data, recipe)
+    created, locked = not out.exists(), (out / ".lock").exists()
+    try:
+        with folder_lock(out, "figure1 sweep", arg="out"):
+            return _sweep(cfg, out, key, overwrite, data, recipe, inputs, progress)
+    except UserError:
+        if not locked and not (out / "sweep.json").exists():  # a failed start leaves no trace
+            (out / ".lock").unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+        raise
+
+
+def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, data: Any, recipe: Any,
+           inputs: Any, progress: bool) -> dict[str, Any]:
+    """:func:`run_figure1` once the sweep folder is locked."""
+    from collegial.search.variance import load_curve
+
+    start_over = _plan(key, out, overwrite)
     t0 = time.time()
     curve = load_curve(cfg.alpha_file, cfg.variance, family=cfg.family,
                        trials=cfg.trials, seed=cfg.seed, inputs=inputs)
     res = search(cfg.family, cfg.dataset, cfg.baseline, curve, budget="params")
     curves = curve_points(res, curve, cfg)
+    identity = _run_identity(cfg, recipe, data)
+    _start(key, out, start_over)  # everything validated: only now delete and write
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
     archs = sorted({p.arch for pts in curves.values() for p in pts}, key=lambda s: (len(s), s))
     errors: dict[str, list[float]] = {}
     total = len(archs) * cfg.seeds
@@ -264,11 +386,10 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
         for s in range(cfg.seeds):
             k += 1
             t = time.time()
-            e = _train_one(cfg, arch, s, out, data, recipe)
+            e = _train_one(cfg, arch, s, out, data, recipe, identity, log)
             errors[arch].append(e)
-            if progress:
-                print(f"[figure1] {k}/{total} {cfg.family} {arch} seed {s}: {e:.2f}% test error "
-                      f"({time.time() - t:.0f} s; {time.time() - t0:.0f} s in all)", file=sys.stderr, flush=True)
+            log(f"[figure1] {k}/{total} {cfg.family} {arch} seed {s}: {e:.2f}% test error "
+                f"({time.time() - t:.0f} s; {time.time() - t0:.0f} s in all)")
     for pts in curves.values():
         for p in pts:
             p.errors = errors[p.arch]
@@ -422,14 +543,11 @@ def plot(obj: dict[str, Any], path: Path) -> None:
     c = obj["config"]
     fig.suptitle(f"{c['family']} on {c['dataset']}, baseline {c['baseline']}, {c['seeds']} seeds", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_outputs(obj: dict[str, Any], curves: dict[str, list[Point]], out: Path) -> list[Path]:
-    from collegial.ntk.curve import finite_json
-
-    (out / "figure1.json").write_text(json.dumps(finite_json(obj), indent=1) + "\n")
-    (out / "figure1.md").write_text(markdown(obj) + "\n")
+    write_json_atomic(out / "figure1.json", obj)
+    write_text_atomic(out / "figure1.md", markdown(obj) + "\n")
     plot(obj, out / "figure1.png")
     return [out / n for n in OUT_FILES]
