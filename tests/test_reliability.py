@@ -238,3 +238,31 @@ def test_13_a_failed_start_writes_nothing_and_the_advice_works(sweep, tmp_path, 
     (run / "last.pt").write_bytes(b"not a checkpoint")
     assert main(_sweep(done, alpha)) == 0
     assert json.loads(capsys.readouterr().out)["curves"] == obj["curves"]
+
+
+# ------------------------------------------------------------------------- fit-alpha
+
+SMALL_FIT = ["fit-alpha", "--trials", "32", "--widths", "2,3,4,6,8", "--channels", "8", "--m-law", "",
+             "--no-progress"]
+
+
+def test_2_two_fit_alpha_runs_on_one_out_one_fails_in_one_line(tmp_path, capsys, one_thread) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "alpha"
+    with io.folder_lock(out, "fit-alpha run"):  # a first run, still measuring
+        assert main([*SMALL_FIT, "--out", str(out)]) == 2
+        assert f"in use by another fit-alpha run (pid {os.getpid()})" in _one_line(capsys)
+    assert not (out / "alpha.json").exists()
+    # two real processes, different seeds, started together: one writes, the other fails in one line
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "collegial.cli", *SMALL_FIT, "--out", str(out)]
+    procs = [subprocess.Popen([*cmd, "--seed", str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for s in (1, 2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    err = next(e for rc, e in results if rc == 2)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    seed = json.loads((out / "alpha.json").read_text())["seed"]
+    assert seed == next(s for s, (rc, _) in zip((1, 2), results) if rc == 0)

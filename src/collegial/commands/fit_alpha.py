@@ -11,12 +11,15 @@ With ``--json`` stdout holds exactly one JSON object (the same as DIR/alpha.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import Any
 
 from collegial.commands.common import add_output_arguments, int_list, prepare_out
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.distributed import rank_and_world
 from collegial.errors import UserError, flag_names
+from collegial.io import folder_lock
 from collegial.models import get_family, list_families
 from collegial.ntk.alpha import DEFAULT_FAMILY, DEFAULT_TRIALS, DEFAULT_WIDTHS, ENGINES
 
@@ -65,21 +68,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 #: The library's argument names in its messages -> this command's flags (see flag_names).
 FLAGS = {"trials": "--trials", "bn": "--bn", "parameterization": "--param", "engine": "--engine",
-         "inputs": "--inputs", "kind": "--inputs", "overwrite": "--overwrite"}
+         "inputs": "--inputs", "kind": "--inputs", "overwrite": "--overwrite", "out": "--out"}
+
+
+OUT_FILES = ("alpha.json", "alpha.png")
 
 
 @flag_names(FLAGS)
 def run(args: argparse.Namespace) -> int:
-    from collegial.ntk.alpha import run_algorithm1
-
     widths = int_list(args.widths, "--widths")
     m_law = int_list(args.m_law, "--m-law")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if args.out is not None:  # every check on --out before the trials
-        prepare_out(args.out, ("alpha.json", "alpha.png"), overwrite=args.overwrite)
+        prepare_out(args.out, OUT_FILES, overwrite=args.overwrite)
     get_family(args.family)  # an unknown family: one line, before loading any data
     inputs = probe_inputs(args)
+    # one run per --out at a time: a second one stops here, in one line, instead of replacing
+    # the first one's alpha.json when both finish
+    locked = args.out is not None and rank_and_world()[0] == 0
+    with folder_lock(args.out, "fit-alpha run") if locked else contextlib.nullcontext():
+        if locked:  # what the first run wrote while this one waited to start
+            prepare_out(args.out, OUT_FILES, overwrite=args.overwrite)
+        return _measure_and_write(args, widths, m_law, inputs)
+
+
+def _measure_and_write(args: argparse.Namespace, widths: list[int], m_law: list[int], inputs: Any) -> int:
+    from collegial.ntk.alpha import run_algorithm1
+
     fit = run_algorithm1(
         family=args.family,
         inputs=inputs,
