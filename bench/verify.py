@@ -8,9 +8,15 @@ would cost). Prints, per architecture and mode, the best-of-R milliseconds per i
 per pair, that reference's GFLOP, the fraction of the machine's fp32 GEMM rate (measured in the
 same run) it corresponds to, and the fallback (if the fast path did not apply).
 
+A second yardstick, also measured in the same run: ``step ms``, one plain forward and backward
+of the same 16-image batch (``model(x).sum().backward()``, BatchNorm in the mode's state), i.e.
+the reference arithmetic as this backend actually runs it; ``x step`` is the engine's time over
+it. Grouped convolutions with many narrow groups run far below the GEMM rate in the backend
+itself, so for them ``x step`` says how close the engine is to what the hardware gives.
+
 ``batch`` mode (the default of ``collegial verify``) needs every image's gradient through the
-batch statistics: one backward pass per image (16 vmapped cotangents), so it is bound to do
-about 16x the reference's backward work; ``running`` mode gets all 16 from one backward pass.
+batch statistics: one backward pass per image (16 of them), so it is bound to do about 16x the
+reference's backward work; ``running`` mode gets all 16 from one backward pass.
 
     .venv/bin/python bench/verify.py [--repeats 3] [--threads 2] [--modes batch,running] [--device cuda]
 """
@@ -36,6 +42,20 @@ def _sync(device: str) -> None:
     sync(torch.device(device))
 
 
+def _step_seconds(model: torch.nn.Module, x: torch.Tensor, mode: str, device: str, repeats: int) -> float:
+    """Best-of-``repeats`` seconds of one plain forward + backward of ``x``."""
+    model.train(mode == "batch")
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first is a warm-up
+        model.zero_grad(set_to_none=True)
+        _sync(device)
+        t0 = time.perf_counter()
+        model(x).sum().backward()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -51,7 +71,8 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     images = torch.randn(256, 1, 28, 28, generator=g)
     pairs, _ = draw_pairs(images, None, PAIRS, 10, seed=0)
-    print(f"\n{'mode':<8} {'arch':>7} {'ms/init':>9} {'ms/pair':>8} {'ref GFLOP':>10} {'% of GEMM':>10}  fallback")
+    print(f"\n{'mode':<8} {'arch':>7} {'ms/init':>9} {'ms/pair':>8} {'ref GFLOP':>10} {'% of GEMM':>10} "
+          f"{'step ms':>8} {'x step':>7}  fallback")
     for mode in args.modes.split(","):
         for arch in args.archs.split(","):
             eng = WholeModelNtk(lambda a=arch: create_model("resnext11", arch=a, dataset="mnist"), pairs, bn=mode,
@@ -67,8 +88,9 @@ def main() -> None:
                 best = min(best, time.perf_counter() - t0)
             ref = 3 * forward_flops("resnext11", arch, "mnist") * 2 * PAIRS
             frac = ref / best / 1e9 / peak
+            step = _step_seconds(eng.model(0, 0), eng.x, mode, args.device, args.repeats)
             print(f"{mode:<8} {arch:>7} {best * 1e3:>9.0f} {best * 1e3 / PAIRS:>8.1f} {ref / 1e9:>10.2f} "
-                  f"{100 * frac:>9.1f}%  {eng.fallback or '-'}", flush=True)
+                  f"{100 * frac:>9.1f}% {step * 1e3:>8.0f} {best / step:>7.1f}  {eng.fallback or '-'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ def test_search_verify_tiny(tmp_path, capsys):
 
     d = synthetic_fit(lambda n: np.expm1(2.5 / n), [2, 3, 4, 6, 8, 12, 16, 32, 64, 128], rel_stderr=0.03,
                       family="resnext11").to_dict()
-    d["input_shape"] = list(get_family("resnext11").probe_input_shape)
+    shape = list(get_family("resnext11").probe_input_shape)
+    d.update(input_shape=shape, channels=shape[0], spatial=shape[1])
     alpha = tmp_path / "alpha.json"
     alpha.write_text(json.dumps(d))
     argv = ["search", "resnext11", "--baseline", "1x16d", "--n-range", "2:8", "--alpha-file", str(alpha),

@@ -20,9 +20,13 @@ BatchNorm (``bn``, :data:`WHOLE_BN_MODES`):
 batch (pair ``p`` is rows ``2p`` and ``2p + 1``). Three methods give the same rows
 (:class:`WholeMethod`; cross-checked in ``tests/test_whole.py``):
 
-* ``loop``: one ``torch.autograd.grad`` per image: the slow reference;
+* ``loop``: one ``torch.autograd.grad`` per image (``batch``: one forward of the batch, then
+  one backward per image; ``running``: each image alone): the reference, and ``auto``'s choice
+  in ``batch`` mode, where every row needs its own backward through the whole batch anyway and
+  plain backward passes (channels-last for image models) beat the vmapped ones 1.8-3x
+  (``bench/verify.py``);
 * ``jacobian``: one ``vjp`` of the batch vmapped over the ``2P`` one-hot cotangents;
-* ``taps`` (``auto``): forward hooks on ``nn.Linear``, ``nn.Conv2d``,
+* ``taps`` (``auto`` in ``running`` mode): forward hooks on ``nn.Linear``, ``nn.Conv2d``,
   :class:`~collegial.models.BlockDiagonalLinear` and BatchNorm capture each layer's input, the
   signals ``df/d(output)`` come from one backward pass (``running``: of ``sum_i f_i``, the
   samples being independent) or one backward vmapped over the ``2P`` cotangents (``batch``),
@@ -234,6 +238,8 @@ class WholeModelNtk:
     def rows(self, model: nn.Module) -> dict[str, Tensor]:
         """``{name: (2P, *shape)}``: ``df_i/dtheta`` of every trainable parameter."""
         method = self.method
+        if method == WholeMethod.AUTO and self.bn == "batch":
+            method = WholeMethod.LOOP
         if method in (WholeMethod.AUTO, WholeMethod.TAPS):
             if self.fallback is None:
                 try:
@@ -260,18 +266,25 @@ class WholeModelNtk:
         return "train" if self.bn == "batch" else "eval"
 
     def _rows_loop(self, model: nn.Module) -> dict[str, Tensor]:
+        """One ``autograd.grad`` per image: ``batch`` mode from one forward of the whole batch
+        (image models in channels-last layout, the backend's faster one for grouped
+        convolutions; ``model`` is converted in place), ``running`` mode each image alone."""
         named = {k: p for k, p in model.named_parameters() if p.requires_grad}
-        params = list(named.values())
-        per: list[list[Tensor]] = []
+        x, n = self.x, self.x.shape[0]
+        if self.bn == "batch" and x.dim() == 4:
+            model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        rows = {k: torch.zeros((n, *p.shape), dtype=p.dtype, device=p.device) for k, p in named.items()}
         with batchnorm_mode(model, self._mode()), torch.enable_grad():
-            for i in range(self.x.shape[0]):
-                if self.bn == "batch":
-                    f = self._f(model, self.x, self.r)[i]
-                else:
-                    f = self._f(model, self.x[i : i + 1], self.r[i : i + 1])[0]
-                gs = torch.autograd.grad(f, params, allow_unused=True)
-                per.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)])
-        return {k: torch.stack([row[j] for row in per]).detach() for j, k in enumerate(named)}
+            y = self._f(model, x, self.r) if self.bn == "batch" else None
+            for i in range(n):
+                f = y[i] if y is not None else self._f(model, x[i : i + 1], self.r[i : i + 1])[0]
+                keep = y is not None and i < n - 1
+                gs = torch.autograd.grad(f, list(named.values()), allow_unused=True, retain_graph=keep)
+                for row, g in zip(rows.values(), gs):
+                    if g is not None:
+                        row[i] = g
+        return rows
 
     def _rows_jacobian(self, model: nn.Module, only: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Rows of ``only`` (default: every trainable parameter) by one vmapped vjp."""
