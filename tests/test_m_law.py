@@ -9,30 +9,32 @@ import pytest
 import torch
 
 from collegial.cli import main
-from collegial.experiments.m_law import MLawConfig, layer_terms, run_m_law
+from collegial.experiments.m_law import TERMS, MLawConfig, layer_terms, run_m_law
 from collegial.ntk.alpha import monte_carlo
 from collegial.ntk.probe import ResNeXtBlockProbe
 from collegial.ntk.variance import normalized_variance
+from collegial.ntk.whole import Pairs, WholeModelNtk
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("m,n", [(1, 2), (3, 2), (2, 5)])
-def test_gram_terms_are_each_layers_gradient_inner_product(m: int, n: int) -> None:
+def test_gram_terms_are_the_whole_model_engines_group_terms(m: int, n: int) -> None:
+    """One split for both: the probe's fast per-layer terms equal the group terms that
+    ``collegial verify``'s engine computes for the same block, weights and pair."""
     probe = ResNeXtBlockProbe(16, 4, seed=1, dtype=torch.float64)
     w = probe.sample(m, n, 3, seed=7)
     terms = probe.gram_terms(w)
     assert terms.shape == (3, 3)
-    blk = probe.block(m, n)
-    layers = [blk.conv_reduce.weight, blk.conv_conv.weight, blk.conv_expand.weight]
+    pairs = Pairs(probe.x, probe.r.reshape(1, -1))
     for t in range(3):
-        probe.load(blk, w, t)
-        f = (blk(probe.x).reshape(2, -1) * probe.r).sum(-1)
-        g0 = torch.autograd.grad(f[0], layers, retain_graph=True)
-        g1 = torch.autograd.grad(f[1], layers)
-        ref = torch.stack([(u * v).sum() for u, v in zip(g0, g1)])
-        torch.testing.assert_close(terms[t], ref.detach())
+        for method in ("loop", "auto"):
+            eng = WholeModelNtk(lambda: probe.load(probe.block(m, n), w, t), pairs, bn="running",
+                                method=method, dtype=torch.float64)
+            ref, groups = eng.terms(eng.model(0, t))
+            assert tuple(groups.names) == TERMS and set(groups.collegial) == set(TERMS)
+            torch.testing.assert_close(terms[t], ref[0])
     torch.testing.assert_close(terms.sum(1), probe.k_gram(w))
 
 
@@ -56,11 +58,11 @@ def test_standard_column_is_fit_alphas_monte_carlo_and_mean_form_differs() -> No
     for r in rows:
         nv = normalized_variance(monte_carlo(probe, r.m, 2, 40, seed=3, workers=1))
         assert r.v_standard == pytest.approx(nv.v, rel=1e-6)  # float32 K, summed in float64 here
-        assert sum(r.share.values()) == pytest.approx(1.0)
+        assert sum(r.share.values()) == pytest.approx(1.0) and sum(r.share_var.values()) == pytest.approx(1.0)
     assert rows[0].v_mean_form == rows[0].v_standard and rows[0].ratio_standard == 1.0
     assert rows[2].v_mean_form != pytest.approx(rows[2].v_standard, rel=1e-3)
     # the expand layer's share of E[K] grows with m (a sum over paths, not a mean)
-    assert rows[0].share["conv_expand"] < rows[1].share["conv_expand"] < rows[2].share["conv_expand"]
+    assert rows[0].share["expand"] < rows[1].share["expand"] < rows[2].share["expand"]
     t = layer_terms(probe, 4, 2, 40, 3)
     assert t.shape == (40, 3) and t.dtype == torch.float64
 

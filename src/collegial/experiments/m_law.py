@@ -3,9 +3,13 @@
 SPEC section 1 says ``V(m, n) = V1(n) / m`` for an ensemble of m independent paths. On the probe
 block (standard parameterization: ``K`` differentiates with respect to the weights themselves)
 ``fit-alpha`` measures ``V(m, 8) / (V(1, 8) / m)`` of 0.76, 0.59, 0.45, 0.47 for m = 2..16.
-This experiment splits each trial's ``K`` into its three layers' terms (``conv_reduce``,
-``conv_conv``, ``conv_expand``, from :meth:`~collegial.ntk.probe.ResNeXtBlockProbe.gram_terms`)
-and shows the cause: with Kaiming fan-in init the expand layer's std is ``sqrt(2 / (m n))``, so
+This experiment splits each trial's ``K`` into its three layers' terms (the parameter groups
+``reduce``, ``grouped``, ``expand`` of :func:`~collegial.ntk.whole.parameter_groups`, computed for
+T = 2000 trials by the probe's fast
+:meth:`~collegial.ntk.probe.ResNeXtBlockProbe.gram_terms`, which ``tests/test_m_law.py`` checks
+against :class:`~collegial.ntk.whole.WholeModelNtk`'s group terms of the same block) and their
+shares of ``E[K]`` and ``Var[K]`` with :func:`~collegial.ntk.whole.group_shares`, the split
+``collegial verify`` prints for whole models. It shows the cause: with Kaiming fan-in init the expand layer's std is ``sqrt(2 / (m n))``, so
 the block is ``(1/sqrt(m)) sum_j F_n(theta_j)`` as SPEC section 1 requires, but the gradient with
 respect to the expand weights is not scaled by ``1/sqrt(m)``: that term of ``K`` is a SUM over the
 paths while the other two are a MEAN. Its share of ``E[K]`` grows with m and ``K`` is not the mean
@@ -35,8 +39,10 @@ from collegial.ntk.alpha import m_law_ratio, trial_chunks
 from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
 from collegial.ntk.variance import Moments, NormalizedVariance, normalized_variance
+from collegial.ntk.whole import group_shares, parameter_groups
 
-TERMS = ("conv_reduce", "conv_conv", "conv_expand")
+#: The probe block's parameter groups, in the order of ``gram_terms``' columns.
+TERMS = ("reduce", "grouped", "expand")
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class MLawConfig:
 class MLawRow:
     """One multiplicity: ``v`` and its standard error for the standard ``K`` and the
     mean-of-paths form, their ratios to ``V(1, n) / m`` (with standard errors), and each layer's
-    share of ``E[K]`` (standard form)."""
+    share of ``E[K]`` and of ``Var[K]`` (standard form; :func:`~collegial.ntk.whole.group_shares`)."""
 
     m: int
     v_standard: float
@@ -73,6 +79,7 @@ class MLawRow:
     ratio_mean_form: float
     ratio_se_mean_form: float
     share: dict[str, float]
+    share_var: dict[str, float]
 
 
 def check_config(cfg: MLawConfig) -> tuple[int, ...]:
@@ -91,8 +98,11 @@ def check_config(cfg: MLawConfig) -> tuple[int, ...]:
 
 
 def layer_terms(probe: ResNeXtBlockProbe, m: int, n: int, trials: int, seed: int) -> torch.Tensor:
-    """``(trials, 3)`` unweighted layer terms of ``K``, drawn chunk by chunk as
-    :func:`collegial.ntk.alpha.monte_carlo` draws them."""
+    """``(trials, 3)`` unweighted terms of ``K`` by parameter group (columns :data:`TERMS`),
+    drawn chunk by chunk as :func:`collegial.ntk.alpha.monte_carlo` draws them."""
+    names = tuple(parameter_groups(probe.block(m, n)).names)
+    if names != TERMS:
+        raise RuntimeError(f"the probe block's parameter groups are {names}, not {TERMS}")
     parts = [
         probe.gram_terms(probe.sample(m, n, b, chunk_seed(seed, m, n, c)))
         for c, b in trial_chunks(trials, probe.chunk_size(m, n))
@@ -105,14 +115,14 @@ def run_m_law(cfg: MLawConfig = MLawConfig(), progress: bool = False) -> list[ML
     ms = check_config(cfg)
     probe = ResNeXtBlockProbe(channels=cfg.channels, seed=cfg.seed, engine="gram", final_relu=cfg.final_relu,
                               inputs=ProbeInputs(cfg.inputs, cfg.correlation, pairs=1))
-    stats: dict[int, tuple[NormalizedVariance, NormalizedVariance, torch.Tensor]] = {}
+    stats: dict[int, tuple[NormalizedVariance, NormalizedVariance, tuple[torch.Tensor, torch.Tensor]]] = {}
     for m in ms:
         if progress:
             print(f"m = {m}, n = {cfg.width}: {cfg.trials} trials", file=sys.stderr)
         t = layer_terms(probe, m, cfg.width, cfg.trials, cfg.seed)
         standard = t.sum(1)
         mean_form = t[:, 0] + t[:, 1] + t[:, 2] / m
-        share = t.mean(0) / standard.mean()
+        share = group_shares(t.unsqueeze(1))
         stats[m] = (normalized_variance(Moments.of(standard)), normalized_variance(Moments.of(mean_form)), share)
     rows = []
     base_s, base_f, _ = stats[1]
@@ -125,7 +135,8 @@ def run_m_law(cfg: MLawConfig = MLawConfig(), progress: bool = False) -> list[ML
             m=m,
             v_standard=s.v, se_standard=s.stderr, ratio_standard=rs, ratio_se_standard=rs_se,
             v_mean_form=f.v, se_mean_form=f.stderr, ratio_mean_form=rf, ratio_se_mean_form=rf_se,
-            share={name: float(x) for name, x in zip(TERMS, share)},
+            share={name: float(x) for name, x in zip(TERMS, share[0])},
+            share_var={name: float(x) for name, x in zip(TERMS, share[1])},
         ))
     return rows
 
@@ -139,21 +150,22 @@ def markdown(rows: list[MLawRow], cfg: MLawConfig) -> str:
         f"inputs {inputs} (one pair), n = {cfg.width}, T = {cfg.trials}, seed {cfg.seed}; "
         "ratio = V(m, n) / (V(1, n) / m)",
         "",
-        "| m | V standard | ratio | V mean-of-paths form | ratio | expand share of E[K] |",
-        "|---|---|---|---|---|---|",
+        "| m | V standard | ratio | V mean-of-paths form | ratio | expand share of E[K] | of Var[K] |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.m} | {r.v_standard:.4g} ± {r.se_standard:.2g} | {r.ratio_standard:.2f} ± {r.ratio_se_standard:.2f} "
             f"| {r.v_mean_form:.4g} ± {r.se_mean_form:.2g} | {r.ratio_mean_form:.2f} ± {r.ratio_se_mean_form:.2f} "
-            f"| {r.share['conv_expand']:.2f} |"
+            f"| {r.share['expand']:.2f} | {r.share_var['expand']:.2f} |"
         )
     last = rows[-1]
     lines += [
         "",
         "Standard form: K as fit-alpha measures it. Mean-of-paths form: the expand term divided by m,",
         "i.e. K^e = (1/m) sum_j K_j, the ensemble NTK of the 1/m law. The expand term's share of E[K] goes from "
-        f"{rows[0].share['conv_expand']:.2f} (m = 1) to {last.share['conv_expand']:.2f} (m = {last.m}): "
+        f"{rows[0].share['expand']:.2f} (m = 1) to {last.share['expand']:.2f} (m = {last.m}), of Var[K] from "
+        f"{rows[0].share_var['expand']:.2f} to {last.share_var['expand']:.2f}: "
         "in the standard parameterization it is a sum over paths, not a mean.",
     ]
     return "\n".join(lines)

@@ -99,8 +99,10 @@ def parameter_groups(model: nn.Module) -> Groups:
     Every BatchNorm affine parameter is in ``batchnorm``. A :class:`ResNeXt`: ``stem``;
     ``stageS.reduce`` / ``stageS.grouped`` / ``stageS.expand`` (the collegial layers of stage S:
     the 1x1 reduce, the grouped 3x3 and the 1x1 expand convolutions), ``stageS.shortcut``
-    (projections); ``head``. A :class:`CollegialMLP`: ``layer1..layerL`` (all collegial). Any
-    other model: its top-level child modules (``BlockDiagonalLinear`` ones collegial).
+    (projections); ``head``. One :class:`Bottleneck` (Algorithm 1's probe block): ``reduce`` /
+    ``grouped`` / ``expand`` (collegial) and ``shortcut``. A :class:`CollegialMLP`:
+    ``layer1..layerL`` (all collegial). Any other model: its top-level child modules
+    (``BlockDiagonalLinear`` ones collegial).
     """
     of: dict[str, str] = {}
     collegial: set[str] = set()
@@ -123,6 +125,10 @@ def parameter_groups(model: nn.Module) -> Groups:
                     collegial.add(group)
             else:
                 group = {"stem": "stem", "classifier": "head"}.get(parts[0], parts[0])
+        elif isinstance(model, Bottleneck):
+            group = _BOTTLENECK_PARTS.get(parts[0], parts[0])
+            if parts[0] in _BOTTLENECK_PARTS:
+                collegial.add(group)
         elif isinstance(model, CollegialMLP) and parts[0] == "layers":
             group = f"layer{int(parts[1]) + 1}"
             collegial.add(group)
@@ -134,6 +140,22 @@ def parameter_groups(model: nn.Module) -> Groups:
         of[name] = group
     names = list(dict.fromkeys(of.values()))
     return Groups(of, names, frozenset(collegial))
+
+
+def group_shares(terms: Tensor) -> tuple[Tensor, Tensor]:
+    """Each group's share of ``E[K]`` and of ``Var[K]`` from group terms ``(T, P, G)`` (``T``
+    initializations, ``P`` pairs, ``G`` groups; ``K = terms.sum(2)``), each averaged over the
+    pairs: ``(G,)`` and ``(G,)`` float64.
+
+    Share of ``E[K]``: ``E[K_g] / E[K]``; of ``Var[K]``: ``Cov(K_g, K) / Var[K]`` (covariances
+    between groups included, so both sum to 1 over the groups). The one split used by
+    ``collegial verify`` (whole models) and ``reproduce m-law`` (the probe block)."""
+    t = terms.to(torch.float64)
+    k = t.sum(2)  # (T, P)
+    mean = (t.mean(0) / k.mean(0).unsqueeze(1)).mean(0)
+    kc = (k - k.mean(0)).unsqueeze(2)
+    cov = ((t - t.mean(0)) * kc).sum(0) / (t.shape[0] - 1)  # (P, G)
+    return mean, (cov / k.var(0).unsqueeze(1)).mean(0)
 
 
 # ------------------------------------------------------------------------------ pairs

@@ -44,7 +44,7 @@ from collegial.errors import UserError
 from collegial.models import create_model, get_family, validate_arch
 from collegial.models.costs import model_costs
 from collegial.ntk.variance import Moments, normalized_variance, pool_estimates
-from collegial.ntk.whole import WHOLE_BN_MODES, Pairs, WholeMethod, WholeModelNtk, draw_pairs
+from collegial.ntk.whole import WHOLE_BN_MODES, Pairs, WholeMethod, WholeModelNtk, draw_pairs, group_shares
 
 #: Default initializations (each measured on every pair): with 8 pairs, 7-12% relative Monte
 #: Carlo standard error of ``v`` on the resnext11 MNIST architectures of docs/verify.md (10% at
@@ -191,15 +191,10 @@ def summarize(arch: str, terms: Tensor, names: list[str], collegial: list[str], 
     per = {p: normalized_variance(Moments.of(k[:, p])) for p in keep}
     v, se = pool_estimates([e.v for e in per.values()], [e.stderr for e in per.values()])
     mc = math.sqrt(sum(e.stderr**2 for e in per.values())) / len(per)
-    kk, tt = k[:, keep], terms[:, keep]
-    kc = kk - kk.mean(0)
-    share_mean: dict[str, float] = {}
-    share_var: dict[str, float] = {}
-    for j, g in enumerate(names):
-        tg = tt[:, :, j]
-        share_mean[g] = float((tg.mean(0) / kk.mean(0)).mean())
-        cov = ((tg - tg.mean(0)) * kc).sum(0) / (kk.shape[0] - 1)
-        share_var[g] = float((cov / kk.var(0)).mean())
+    kk = k[:, keep]
+    mean_sh, var_sh = group_shares(terms[:, keep])
+    share_mean = {g: float(x) for g, x in zip(names, mean_sh)}
+    share_var = {g: float(x) for g, x in zip(names, var_sh)}
     dropped = [p for p in range(k.shape[1]) if p not in per]
     note = (f"{arch}: pair(s) {', '.join(map(str, dropped))} left out: E[K] <= 0 over the {k.shape[0]} "
             "initializations (Var[K]/E[K]^2 undefined)") if dropped else ""
