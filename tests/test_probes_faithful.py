@@ -131,6 +131,8 @@ def test_mlp_fit_records_its_declared_input():
 def _fit_file(tmp_path, name, **fields):
     obj = synthetic_fit(lambda w: 2.0 / w, [2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128], rel_stderr=0.03,
                         family=fields.pop("family", "resnext29")).to_dict()
+    if fields.get("engine", "synthetic") != "synthetic":  # a measured table names real inputs
+        obj |= {"inputs": "relu", "correlation": 0.6}
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(obj | fields))
     return path

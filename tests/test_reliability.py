@@ -266,3 +266,63 @@ def test_2_two_fit_alpha_runs_on_one_out_one_fails_in_one_line(tmp_path, capsys,
     assert err.count("\n") == 1 and "Traceback" not in err, err
     seed = json.loads((out / "alpha.json").read_text())["seed"]
     assert seed == next(s for s, (rc, _) in zip((1, 2), results) if rc == 0)
+
+
+# ------------------------------------------------------------------------- search and alpha files
+
+MLP_FIT = ["fit-alpha", "--family", "mlp", "--trials", "32", "--widths", "2,3,4,6,8", "--m-law", "", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def mlp_alpha(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlp_alpha")
+    assert main([*MLP_FIT, "--out", str(out), "--json"]) == 0
+    return out / "alpha.json"
+
+
+def _search(alpha: Path, *extra: str) -> list[str]:
+    return ["search", "mlp", "--baseline", "1x8d", "--alpha-file", str(alpha), "--no-m-check", "--json", *extra]
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ({"channels": 32}, "disagree with 'input_shape'"),  # another block's channels
+    ({"input_shape": [32], "channels": 32}, "measured on inputs of shape 32"),
+    ({"inputs": "bogus"}, "'inputs' must be one of"),
+    ({"correlation": "abc"}, "'correlation' must be a number"),
+    ({"stderr": "zero"}, "must be positive"),
+    ({"bn": "sometimes"}, "'bn' must be one of"),
+])
+def test_6_search_checks_the_alpha_files_probe(mlp_alpha, tmp_path, capsys, edit, needle) -> None:
+    d = json.loads(mlp_alpha.read_text())
+    if edit == {"stderr": "zero"}:
+        edit = {"stderr": [0.0] * len(d["stderr"])}
+    bad = tmp_path / "alpha.json"
+    bad.write_text(json.dumps({**d, **edit}))
+    capsys.readouterr()
+    assert main(_search(bad)) == 2
+    assert needle in _one_line(capsys)
+
+
+def test_6_search_records_the_alpha_files_origin(mlp_alpha, capsys) -> None:
+    import hashlib
+
+    capsys.readouterr()
+    assert main(_search(mlp_alpha)) == 0
+    obj = json.loads(capsys.readouterr().out)
+    src = obj["alpha_file"]
+    assert src["path"] == str(mlp_alpha)
+    assert src["sha256"] == hashlib.sha256(mlp_alpha.read_bytes()).hexdigest()
+    assert src["provenance"] == json.loads(mlp_alpha.read_text())["provenance"]
+    assert src["provenance"]["timestamp"]
+
+
+def test_10_absurd_alpha_files_are_one_line(mlp_alpha, tmp_path, capsys) -> None:
+    text = mlp_alpha.read_text()
+    d = json.loads(text)
+    bad = tmp_path / "alpha.json"
+    for raw in (text.replace(f'"trials": {d["trials"]}', '"trials": ' + "9" * 5000),
+                json.dumps({**d, "trials": 10**30})):
+        bad.write_text(raw)
+        assert main(_search(bad)) == 2
+        err = _one_line(capsys)
+        assert "trials" in err or "digits" in err, err

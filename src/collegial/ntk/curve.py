@@ -43,7 +43,9 @@ import numpy as np
 from collegial.choices import check_choice
 from collegial.errors import UserError
 from collegial.io import save_figure, strict_json, write_text_atomic
-from collegial.ntk.inputs import inputs_label
+from collegial.models.layers import PARAMETERIZATIONS
+from collegial.ntk._bn import PROBE_BN_MODES
+from collegial.ntk.inputs import INPUT_KINDS, inputs_label
 from collegial.provenance import provenance as _provenance
 
 #: 3: ``family`` names the model family whose declared probe was measured (``resnext29``, not
@@ -61,6 +63,8 @@ MAX_WIDTH = 4096
 #: already far outside anything a probe produces).
 MAX_VALUE = 1e12
 MAX_REL_STDERR = 100.0
+#: More Monte Carlo trials than any run could make (a guard against absurd files).
+MAX_TRIALS = 10**9
 REGENERATE = "regenerate it with 'collegial fit-alpha --json --out DIR'"
 
 _N_PARAMS = {"prop1": 1, "fit2": 3, "smooth": 4}
@@ -343,6 +347,27 @@ class AlphaFit:
             raise UserError(f"alpha fit: 'input_shape' must be a list of positive integers, got {self.input_shape!r}")
         if not isinstance(self.provenance, dict):
             raise UserError(f"alpha fit: 'provenance' must be a JSON object, got {self.provenance!r}")
+        self._check_probe_fields()
+
+    def _check_probe_fields(self) -> None:
+        """The probe's description is one a probe could have: known inputs, BatchNorm mode and
+        parameterization, a correlation in [-1, 1], a plausible trial count, and channels and
+        spatial size that agree with ``input_shape``."""
+        if self.trials > MAX_TRIALS:
+            raise UserError(f"alpha fit: 'trials' {self.trials} exceeds {MAX_TRIALS:g}")
+        kinds = (*INPUT_KINDS, "synthetic") if self.engine == "synthetic" else INPUT_KINDS  # synthetic_fit's table
+        for name, choices in (("inputs", kinds), ("bn", PROBE_BN_MODES), ("parameterization", PARAMETERIZATIONS)):
+            if getattr(self, name) not in choices:
+                raise UserError(f"alpha fit: '{name}' must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        c = self.correlation
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not -1 <= c <= 1):
+            raise UserError(f"alpha fit: 'correlation' must be a number in [-1, 1] or null, got {c!r}")
+        if self.inputs == "relu" and c is None:
+            raise UserError("alpha fit: relu inputs need a 'correlation'")
+        shape = self.input_shape
+        if shape and (shape[0] != self.channels or (self.spatial and shape[1:] != [self.spatial] * 2)):
+            raise UserError(f"alpha fit: 'channels' {self.channels} and 'spatial' {self.spatial} disagree with "
+                            f"'input_shape' {shape}")
 
     # ---- models
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -464,6 +489,7 @@ class AlphaFit:
         missing = {"family", "channels", "bn", "seed", "trials", "widths", "variance", "stderr"} - set(d)
         if missing:
             raise UserError(f"{where}: missing {', '.join(sorted(missing))}; {REGENERATE}")
+        _check_measured_stderr(d, where)
         try:
             kw = {k: v for k, v in d.items() if k in known}
             kw["m_law"] = [MLawPoint(**p) for p in d.get("m_law") or []]
@@ -554,8 +580,22 @@ def _loads(text: str, where: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{where} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise UserError(f"{where} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
     except RecursionError:
         raise UserError(f"{where} is nested too deeply to be an alpha file") from None
+
+
+def _check_measured_stderr(d: dict[str, Any], where: str) -> None:
+    """A measured table's standard errors are all positive: a 0 would silently turn the
+    weighted fits into unweighted ones. Only a synthetic table (``engine`` "synthetic", every
+    error 0) is exact."""
+    se = d.get("stderr")
+    if not isinstance(se, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in se):
+        return  # the table's own validation names the problem
+    exact = d.get("engine") == "synthetic" and all(x == 0 for x in se)
+    if not exact and any(x <= 0 for x in se):
+        raise UserError(f"{where}: every 'stderr' entry of a measured table must be positive (a 0 is no estimate)")
 
 
 def _validate_table(widths: Sequence[Any], variance: Sequence[Any], stderr: Sequence[Any], where: str) -> None:

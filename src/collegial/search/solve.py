@@ -258,6 +258,8 @@ class SearchResult:
     probe_options: dict[str, Any] = field(default_factory=dict)
     #: Lines printed before the answer (e.g. where a check finds the 1/m law does not hold).
     notes: list[str] = field(default_factory=list)
+    #: The alpha file used: path, SHA-256 of its bytes, its own provenance (VarianceCurve.origin).
+    alpha_file: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -280,6 +282,7 @@ class SearchResult:
             "variance_curve": self.variance_desc,
             "alpha": self.alpha,
             "alpha_source": self.alpha_source,
+            "alpha_file": self.alpha_file,
             "ties": {"rule": self.ties, "level": self.level, "draws": self.draws},
             "notes": list(self.notes),
         }
@@ -406,6 +409,7 @@ def search(
         by_model=by_model(curve, grid.n, grid.a[budget], grid.b[budget], grid.ib, m_b, cap, rounding),
         probe=curve.fit.probe_label(),
         probe_options=curve.fit.probe_options(),
+        alpha_file=dict(curve.origin),
     )
 
 

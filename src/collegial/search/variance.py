@@ -56,6 +56,8 @@ class VarianceCurve:
     source: str = "<memory>"
     #: What the answer's first line must say about this curve (e.g. a probe it was not measured by).
     notes: list[str] = field(default_factory=list)
+    #: The alpha file itself: its path, the SHA-256 of its bytes and its own provenance.
+    origin: dict[str, Any] = field(default_factory=dict)
     requested: str = field(init=False)
     _params: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -98,7 +100,7 @@ class VarianceCurve:
 
     def with_model(self, model: str) -> VarianceCurve:
         """The same fit in another model (same draws count and seed)."""
-        return VarianceCurve(self.fit, model, self.draws_count, self.seed, self.source, list(self.notes))
+        return VarianceCurve(self.fit, model, self.draws_count, self.seed, self.source, list(self.notes), dict(self.origin))
 
 
 def synthetic_curve(v_of_n: Any, widths: Any, *, model: str = "prop1", rel_stderr: float = 0.0,
@@ -240,6 +242,7 @@ def load_curve(
     if alpha_file is not None:
         fit = AlphaFit.from_json(alpha_file)
         source = str(alpha_file)
+        origin = file_origin(alpha_file, fit)
         note = check_probe(fit, family, f"alpha file {source!r}", allow_mismatch=allow_probe_mismatch)
         notes += [note] if note else []
     else:
@@ -249,4 +252,19 @@ def load_curve(
             raise UserError(f"need at least 2 Monte Carlo trials per width, got {trials}")
         fit, source = alpha_on_the_fly(family=family, trials=trials, seed=seed, inputs=inputs,
                                        progress=progress)
-    return VarianceCurve(fit, model, draws, seed, source, notes)
+        origin = {"path": None, "sha256": None, "provenance": fit.provenance}
+    return VarianceCurve(fit, model, draws, seed, source, notes, origin)
+
+
+def file_origin(alpha_file: str | os.PathLike[str], fit: AlphaFit) -> dict[str, Any]:
+    """Which alpha file a result used: its path, the SHA-256 of its bytes (None for JSON text)
+    and the provenance it records (the command, commit and time that made it)."""
+    p = Path(alpha_file)
+    if str(alpha_file).lstrip().startswith("{"):
+        return {"path": None, "sha256": hashlib.sha256(str(alpha_file).encode()).hexdigest(), "provenance": fit.provenance}
+    p = p / "alpha.json" if p.is_dir() else p
+    try:
+        digest: str | None = hashlib.sha256(p.read_bytes()).hexdigest()
+    except OSError:  # pragma: no cover - it was just read
+        digest = None
+    return {"path": str(p), "sha256": digest, "provenance": fit.provenance}
