@@ -326,3 +326,52 @@ def test_10_absurd_alpha_files_are_one_line(mlp_alpha, tmp_path, capsys) -> None
         assert main(_search(bad)) == 2
         err = _one_line(capsys)
         assert "trials" in err or "digits" in err, err
+
+
+# ------------------------------------------------------------------------- plugins
+
+NOISY_PLUGIN = '''
+print("hello from the plugin")
+from torch import nn
+from collegial.models import parse_arch, register_model
+
+
+@register_model("noisyfam", default_dataset="mnist")
+def noisyfam(arch, *, num_classes, in_channels, resolution):
+    print("building", arch)
+    m, n = parse_arch(arch)
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * resolution ** 2, m * n), nn.ReLU(),
+                         nn.Linear(m * n, num_classes))
+'''
+
+
+def test_8_plugin_prints_do_not_break_json(tmp_path, capsys, family_registry) -> None:
+    plugin = tmp_path / "noisy_plugin.py"
+    plugin.write_text(NOISY_PLUGIN)
+    try:
+        for argv in (["count", "mlp", "1x8d", "--json"], ["count", "noisyfam", "2x4d", "--json"]):
+            capsys.readouterr()
+            assert main(["--import", str(plugin), *argv]) == 0
+            out, err = capsys.readouterr()
+            json.loads(out)  # exactly one JSON object
+            assert "hello from the plugin" in err or "building" in err
+        assert main(["--import", str(plugin), "count", "noisyfam", "2x4d"]) == 0  # without --json: as printed
+    finally:
+        import sys
+
+        sys.modules.pop("noisy_plugin", None)
+
+
+def test_9_import_does_not_put_the_working_folder_first(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "colorsys.py").write_text("open('SHADOWED', 'w').close()\n")  # a stdlib module's name
+    (tmp_path / "myplug.py").write_text("import colorsys\nassert hasattr(colorsys, 'rgb_to_hsv')\n")
+    script = Path(sys.executable).parent / "collegial"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-I", "-m", "collegial.cli"]
+    r = subprocess.run([*cmd, "--import", "myplug", "count", "mlp", "1x8d", "--json"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "SHADOWED").exists()
+    json.loads(r.stdout)

@@ -12,6 +12,7 @@ so every subcommand, its ``--help`` included, sees their families
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -77,18 +78,24 @@ def load_plugins(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from collegial.commands.common import stdout_for_the_tool_only
+
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        load_plugins(argv)
+        with stdout_for_the_tool_only():  # a plugin's prints never reach stdout
+            load_plugins(argv)
+            parser = build_parser()
     except UserError as e:
         print(f"collegial: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("collegial: interrupted", file=sys.stderr)
         return 130
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        # with --json stdout holds exactly the command's one JSON object, whatever a plugin prints
+        with stdout_for_the_tool_only() if getattr(args, "json", False) else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except UserError as e:
         # a library argument still in backquotes that is also one of this command's options
         # (``n_range`` -> ``--n-range``); commands map the others themselves (flag_names)

@@ -16,10 +16,12 @@ lists of integers, the model/preset argument, and JSON-or-table output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from collegial.errors import UserError
 from collegial.io import strict_json, write_json_atomic
@@ -91,9 +93,32 @@ def int_list_arg(text: str) -> tuple[int, ...]:
     return values
 
 
+#: The process's stdout while :func:`stdout_for_the_tool_only` sends everything else to stderr.
+_TOOL_STDOUT: list[TextIO] = []
+
+
+def tool_stdout() -> TextIO:
+    """Where the tool's own output goes: the real stdout, also while
+    :func:`stdout_for_the_tool_only` holds ``sys.stdout``."""
+    return _TOOL_STDOUT[-1] if _TOOL_STDOUT else sys.stdout
+
+
+@contextlib.contextmanager
+def stdout_for_the_tool_only() -> Iterator[None]:
+    """While it runs, whatever prints to ``sys.stdout`` (a plugin, a model factory, a library)
+    goes to stderr; the tool prints its own output through :func:`tool_stdout` (:func:`emit`),
+    so ``--json`` keeps exactly one JSON object on stdout."""
+    _TOOL_STDOUT.append(tool_stdout())
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _TOOL_STDOUT.pop()
+
+
 def emit(obj: Any, text: str, *, as_json: bool) -> None:
     """Print ``obj`` as one JSON object (``--json``) or ``text`` (the human table) on stdout."""
-    print(strict_json(obj) if as_json else text)
+    print(strict_json(obj) if as_json else text, file=tool_stdout())
 
 
 def write_json(path: Path, obj: Any, *, indent: int = 1) -> None:

@@ -15,7 +15,7 @@ import contextlib
 import sys
 from typing import Any
 
-from collegial.commands.common import add_output_arguments, int_list, prepare_out
+from collegial.commands.common import add_output_arguments, int_list, prepare_out, tool_stdout
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.distributed import rank_and_world
 from collegial.errors import UserError, flag_names
@@ -120,8 +120,5 @@ def _measure_and_write(args: argparse.Namespace, widths: list[int], m_law: list[
         path = fit.save(args.out, overwrite=args.overwrite)
         if not args.json:
             print(f"wrote {path} and {path.with_suffix('.png')}", file=sys.stderr)
-    if args.json:
-        print(fit.to_json())
-    else:
-        print(fit.table())
+    print(fit.to_json() if args.json else fit.table(), file=tool_stdout())
     return 0

@@ -7,7 +7,7 @@ import argparse
 import shlex
 import sys
 
-from collegial.commands.common import emit
+from collegial.commands.common import emit, tool_stdout
 from collegial.experiments.paper_tables import (
     DATA_MARKERS,
     TABLE1,
@@ -56,7 +56,7 @@ class _TableTarget:
                 print(f"collegial reproduce {self.table.name}: row {row.label} failed (exit {rc})",
                       file=sys.stderr)
                 return rc
-        print(text)
+        print(text, file=tool_stdout())
         return 0
 
 

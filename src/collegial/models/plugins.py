@@ -5,8 +5,9 @@ A plugin is a module that registers families with :func:`collegial.models.regist
 it is imported. Two ways in:
 
 * ``collegial --import MODULE`` (repeatable) imports ``MODULE`` before the subcommand runs:
-  a dotted module name (looked up on ``sys.path`` and in the current directory, as
-  ``python -m`` does) or the path of a ``.py`` file. :func:`import_plugin` does the same from
+  a dotted module name (looked up on ``sys.path``, then in the current directory, which is
+  appended to ``sys.path`` while importing it, never put ahead of installed packages) or the
+  path of a ``.py`` file. :func:`import_plugin` does the same from
   Python.
 * an installed package declares, in its ``pyproject.toml``::
 
@@ -76,15 +77,27 @@ def import_plugin(spec: str) -> ModuleType:
                 raise
             _IMPORTED[name] = spec
             return module
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())  # as `python -m` does: modules beside the user
-        module = importlib.import_module(spec)
+        module = _import_beside_the_user(spec)
         _IMPORTED[module.__name__] = spec
         return module
     except UserError:
         raise
     except (Exception, SystemExit) as e:
         raise _failure(f"--import {spec}", e) from None
+
+
+def _import_beside_the_user(name: str) -> ModuleType:
+    """Import the module ``name``, also looking in the working folder, but after the installed
+    packages (a ``scipy.py`` there must not replace scipy), and only while importing it."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def import_hint(module: str) -> str:
