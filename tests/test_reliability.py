@@ -375,3 +375,35 @@ def test_9_import_does_not_put_the_working_folder_first(tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "SHADOWED").exists()
     json.loads(r.stdout)
+
+
+# ------------------------------------------------------------------------- train --resume
+
+TRAIN = ["train", "mlp", "1x8d", "--epochs", "1", "--train-limit", "256", "--test-limit", "128",
+         "--batch-size", "64", "--lr", "0.02", "--no-progress"]
+
+
+def test_12_resume_restores_the_runs_settings(tmp_path, capsys, one_thread) -> None:
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out), "--json"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    capsys.readouterr()
+    # --resume alone: the run as it was (1 epoch, its lr, batch and data), not the recipe's 10 epochs
+    assert main(["train", "--out", str(out), "--resume", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["epochs"] == 1
+    assert "resuming" in cap.err and "the start of epoch 2 (1 of 1 epochs done)" in cap.err
+    assert json.loads((out / "config.json").read_text())["recipe"] == config["recipe"]
+    # a flag given again must match, else one line naming the difference; nothing changes
+    before = _state(out)
+    for extra, needle in ((["--lr", "0.5"], "--lr 0.5 (it has 0.02)"), (["--amp"], "--amp (it ran without)"),
+                          (["--seed", "3"], "--seed 3 (it has 0)")):
+        assert main(["train", "--out", str(out), "--resume", *extra]) == 2
+        assert needle in _one_line(capsys)
+    assert main(["train", "mlp", "2x8d", "--out", str(out), "--resume"]) == 2
+    assert "arch '2x8d' (it has '1x8d')" in _one_line(capsys)
+    assert _state(out) == before
+    # only --epochs may change: the run trains one epoch more with everything else restored
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
+    assert json.loads((out / "config.json").read_text())["recipe"] == {**config["recipe"], "epochs": 2}

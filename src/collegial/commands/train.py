@@ -13,8 +13,10 @@ summary written to ``result.json``, or ``summary.json`` for several seeds). Seve
 Exit codes: 0 done; 2 a usage/data error or a non-finite loss (one line on stderr; the last good
 checkpoint is kept); 143 stopped by SIGTERM, 130 by Ctrl-C (SIGINT), each after writing a
 checkpoint of the exact position (continue with ``--resume``; a second Ctrl-C stops at once).
-``--resume`` refuses a folder whose ``last.pt`` is missing or unreadable next to other run files
-(nothing is deleted); ``--overwrite`` deletes the previous run only once every setting is valid.
+``--out DIR --resume`` alone continues DIR's run with every setting of its ``config.json``; a
+flag given again must match it (only ``--epochs`` may change), else one line names the
+difference (:mod:`collegial.commands.resume_settings`). ``--resume`` refuses a folder whose
+``last.pt`` is missing or unreadable next to other run files (nothing is deleted); ``--overwrite`` deletes the previous run only once every setting is valid.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 
 from collegial.commands.common import add_overwrite_argument, emit, preset_model
 from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
+from collegial.commands.resume_settings import check_model, restore, stored_recipe, stored_run
 from collegial.errors import UserError, flag_names
 from collegial.models import DATASETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
@@ -53,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "family", help=f"model family ({', '.join(list_families())}) or a preset name"
+        "family", nargs="?",
+        help=f"model family ({', '.join(list_families())}) or a preset name; "
+        "omitted with --out DIR --resume: DIR's run continues with all its settings",
     )
     p.add_argument("arch", nargs="?", help="MxNd (e.g. 37x10d) or DEPTH-K for wrn")
     p.add_argument("--dataset", default=None,
@@ -66,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --epochs, rescale the recipe's milestones to the new length",
     )
-    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="first seed (default 0; with --resume the run's)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
     p.add_argument(
         "--out",
@@ -74,7 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run directory (default runs/DATASET-FAMILY-ARCH[-sSEED]); "
         "with --seeds K > 1, one DIR/seedS per seed",
     )
-    p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from DIR/last.pt with every setting of DIR/config.json (flags given "
+                   "again must match it; only --epochs may change)")
     add_overwrite_argument(p, "start over, deleting DIR's previous results")
     p.add_argument(
         "--device",
@@ -165,6 +172,8 @@ def results_table(family: str, arch: str, results: list[RunResult], seeds: list[
 
 def _resolve_model(args: argparse.Namespace) -> tuple[str, str, str]:
     family, arch, dataset = args.family, args.arch, args.dataset
+    if family is None:
+        raise UserError("train needs FAMILY ARCH (or a preset name), or --out DIR --resume to continue DIR's run")
     preset = preset_model(family, arch, dataset)
     if preset is not None:
         return preset
@@ -192,10 +201,12 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError("--resume and --overwrite contradict each other; pick one")
 
 
-def _recipe(args: argparse.Namespace, dataset: str) -> Recipe:
-    """The dataset's recipe with the command line's overrides."""
-    recipe = get_recipe(dataset)
+def _recipe(args: argparse.Namespace, dataset: str, stored: tuple[Path, dict[str, Any]] | None = None) -> Recipe:
+    """The dataset's recipe with the command line's overrides (with ``--resume``: the stored run's)."""
     overrides: dict[str, Any] = recipe_overrides(args)
+    if stored is not None:
+        return stored_recipe(*stored, overrides)
+    recipe = get_recipe(dataset)
     if args.scale_milestones:
         if "epochs" not in overrides:
             raise UserError("--scale-milestones needs --epochs")
@@ -252,9 +263,15 @@ FLAGS = {"out": "--out", "resume": "--resume", "overwrite": "--overwrite", "epoc
 
 @flag_names(FLAGS)
 def run(args: argparse.Namespace) -> int:
+    stored = stored_run(args)  # --resume: the settings of the run it continues
+    if stored is not None:
+        restore(args, *stored)
+    args.seed = 0 if args.seed is None else args.seed
     family, arch, dataset = _resolve_model(args)
+    if stored is not None:
+        check_model(*stored, family, arch, dataset)
     _check_options(args)
-    recipe = _recipe(args, dataset)
+    recipe = _recipe(args, dataset, stored)
     device = _device(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -469,7 +469,10 @@ def _build(
     pos = _Position()
     if ckpt is not None:
         pos = _resume(ckpt, config, out / "last.pt", model, opt, sched)
-        log(f"resuming {out / 'last.pt'} at epoch {pos.epoch} batch {pos.batch}")
+        # epochs counted from 1, as every other message does ("stopped at epoch 1 step 217/468")
+        where = (f"epoch {pos.epoch + 1} step {pos.batch}" if pos.batch else
+                 f"the start of epoch {pos.epoch + 1}")
+        log(f"resuming {out / 'last.pt'} at {where} ({pos.epoch} of {recipe.epochs} epochs done)")
     elif cfg.resume:
         log(f"--resume: {out} holds no run yet; starting it")
 

@@ -1,0 +1,93 @@
+"""``collegial train --out DIR --resume``: the settings of the run being continued.
+
+``--resume`` alone continues DIR's run with every setting it was started with, read from its
+``config.json`` (``DIR/config.json``, or with ``--seeds K`` the first ``DIR/seedS/config.json``):
+family, architecture, dataset, the whole recipe, the seed, the number of training and test
+images, amp and channels_last (the device, threads and batch size of evaluation are the
+machine's choice). A setting given again must equal the stored one, or
+the command stops in one line naming each difference; only ``--epochs`` may change (to train a
+finished run longer). Nothing is read or checked without ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from collegial.errors import UserError
+from collegial.train.recipes import Recipe, recipe_fields
+
+
+def stored_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
+    """The ``config.json`` of the run ``--out --resume`` continues and its settings; None when
+    there is nothing to resume (no ``--resume``, no ``--out``, or no run there yet)."""
+    if not args.resume or not args.out:
+        return None
+    out = Path(args.out)
+    seeds = sorted(out.glob("seed*/config.json"), key=lambda p: (len(p.parent.name), p.parent.name))
+    found = [p for p in (out / "config.json", *seeds) if p.is_file()]
+    if not found:
+        return None
+    try:
+        old = json.loads(found[0].read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"--resume: {found[0]} is unreadable ({type(e).__name__}); pass --overwrite to start over") from None
+    if not isinstance(old, dict) or not isinstance(old.get("recipe"), dict) or "family" not in old:
+        raise UserError(f"--resume: {found[0]} is not a run's config.json; pass --overwrite to start over")
+    return found[0], old
+
+
+def restore(args: argparse.Namespace, path: Path, old: dict[str, Any]) -> None:
+    """Fill ``args`` with ``old``'s settings where the command line gave none; :class:`UserError`
+    naming every flag given with another value than ``old``'s (``--epochs`` may change)."""
+    single = path.parent == Path(args.out)
+    data = old.get("data") if isinstance(old.get("data"), dict) else {}
+    fill = {"seed": old.get("seed") if single else None, "train_limit": data.get("train"),
+            "test_limit": data.get("test")}
+    for name, value in fill.items():
+        if getattr(args, name, None) is None and value is not None:
+            setattr(args, name, value)
+    diffs = []
+    if single and args.seed != old.get("seed"):
+        diffs.append(f"--seed {args.seed} (it has {old.get('seed')})")
+    for flag in ("amp", "channels_last"):
+        if getattr(args, flag) and not old.get(flag):
+            diffs.append(f"--{flag.replace('_', '-')} (it ran without)")
+        setattr(args, flag, bool(getattr(args, flag) or old.get(flag)))
+    if args.family is None:
+        if args.arch is not None:
+            raise UserError("train: ARCH without FAMILY")
+        args.family, args.arch = old.get("family"), old.get("arch")
+        args.dataset = args.dataset or old.get("dataset")
+    if diffs:
+        raise UserError(f"--resume: {path} was run with other settings: {', '.join(diffs)}; "
+                        "drop those flags to continue it as it was")
+
+
+def check_model(path: Path, old: dict[str, Any], family: str, arch: str, dataset: str) -> None:
+    """The model given again is the stored run's."""
+    diffs = [f"{k} {v!r} (it has {old.get(k)!r})" for k, v in (("family", family), ("arch", arch), ("dataset", dataset))
+             if old.get(k) != v]
+    if diffs:
+        raise UserError(f"--resume: {path} is a run of another model: {', '.join(diffs)}; "
+                        "give no FAMILY ARCH to continue it, or use another --out")
+
+
+def stored_recipe(path: Path, old: dict[str, Any], overrides: dict[str, Any]) -> Recipe:
+    """The stored recipe with ``overrides`` (the recipe flags given); :class:`UserError` naming
+    each given flag whose value differs from the stored one (but ``--epochs``)."""
+    stored = dict(old["recipe"])
+    try:
+        base = Recipe(**{**stored, "milestones": tuple(stored.get("milestones") or ())})
+    except (TypeError, ValueError, UserError) as e:
+        raise UserError(f"--resume: {path} holds no valid recipe ({e}); pass --overwrite to start over") from None
+    recipe = base.override(**overrides)
+    flags = {f.name: f.flag for f in recipe_fields()}
+    diffs = [f"--{flags[k]} {overrides[k]} (it has {getattr(base, k)!r})" for k in overrides
+             if k != "epochs" and getattr(recipe, k) != getattr(base, k)]
+    if diffs:
+        raise UserError(f"--resume: {path} was run with another recipe: {', '.join(diffs)}; "
+                        "drop those flags to continue it (only --epochs may change)")
+    return recipe
