@@ -407,3 +407,23 @@ def test_12_resume_restores_the_runs_settings(tmp_path, capsys, one_thread) -> N
     assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 2
     assert json.loads((out / "config.json").read_text())["recipe"] == {**config["recipe"], "epochs": 2}
+
+
+# ------------------------------------------------------------------------- probes
+
+def test_7_a_probe_factory_that_is_not_reproducible_is_refused(capsys) -> None:
+    import torch
+    from torch import nn
+
+    from collegial.ntk.alpha import run_algorithm1
+
+    own = torch.Generator().manual_seed(0)  # a random source of its own: advances call after call
+
+    def drifting(m: int, n: int) -> nn.Module:
+        lin = nn.Linear(4, m * n)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(m * n, 4, generator=own))
+        return nn.Sequential(lin, nn.ReLU(), nn.Linear(m * n, 1))
+
+    with pytest.raises(UserError, match="probe factory is not reproducible: two calls at m=1, n=2"):
+        run_algorithm1(probe=drifting, input_shape=(4,), widths=(2, 3, 4), trials=16, m_law=())

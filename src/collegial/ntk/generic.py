@@ -93,6 +93,17 @@ def _seeded(seed: int) -> Iterator[None]:
             random.setstate(py_state)
 
 
+def _tensors(mod: nn.Module) -> list[Tensor]:
+    """A module's parameters and buffers, detached, in order."""
+    return [t.detach() for t in (*mod.parameters(), *mod.buffers())]
+
+
+def _same_tensors(a: list[list[Tensor]], b: list[list[Tensor]]) -> bool:
+    """Whether two lists of tensor lists hold bit-identical tensors."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(u.shape == v.shape and torch.equal(u, v) for u, v in zip(x, y)) for x, y in zip(a, b))
+
+
 class FactoryProbe:
     """The generic engine (see the module docstring) for ``factory`` ``(m, n) -> nn.Module``
     on inputs of ``input_shape`` (no batch axis), pair ``pair`` of ``inputs``.
@@ -161,7 +172,14 @@ class FactoryProbe:
 
     def _new_template(self, m: int, n: int) -> Template:
         seed = chunk_seed(self.seed, m, n, 1 << 30)
-        mod = self.build(m, n, 1, seed)[0]
+        mod, again = self.build(m, n, 1, seed)[0], self.build(m, n, 1, seed)[0]
+        if not _same_tensors([_tensors(mod)], [_tensors(again)]):
+            raise UserError(
+                f"the probe factory is not reproducible: two calls at m={m}, n={n} from the same seed built "
+                "different weights (it draws from a random source of its own: a torch.Generator, numpy's "
+                "default_rng, a counter); Algorithm 1's numbers would depend on the number of processes and "
+                "threads; draw from torch's, numpy's or Python's global RNG, which collegial seeds"
+            )
         params = [k for k, _ in mod.named_parameters()]
         trainable = [k for k, p in mod.named_parameters() if p.requires_grad]
         buffers = [k for k, _ in mod.named_buffers()]
@@ -220,9 +238,7 @@ class FactoryProbe:
 
             with _seeded(seed), torch.no_grad():
                 fast = [replay() for _ in range(2)]
-            ref = [[t.detach() for t in (*m_.parameters(), *m_.buffers())] for m_ in self.build(m, n, 2, seed)]
-            same = all(len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
-                       for a, b in zip(fast, ref))
+            same = _same_tensors(fast, [_tensors(m_) for m_ in self.build(m, n, 2, seed)])
         except Exception:  # noqa: BLE001 - any trace failure: build modules instead
             return None
         return replay if same else None
