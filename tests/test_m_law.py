@@ -94,4 +94,4 @@ def test_m_law_names_and_checks_its_inputs(capsys, tmp_path) -> None:
     assert "relu or gaussian" in capsys.readouterr().err
     assert main(["reproduce", "m-law", "--inputs", "relu", "--trials", "8", "--channels", "16",
                  "--m", "2", "--width", "2"]) == 0
-    assert "inputs relu(rho=0.6) (one pair)" in capsys.readouterr().out
+    assert "inputs relu(corr=0.6) (one pair)" in capsys.readouterr().out

@@ -41,7 +41,7 @@ def test_table_output_and_mlp_family(capsys) -> None:
     assert main([*SMALL, "--family", "mlp", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "prop1 alpha" in out and "fit2:" in out and "smooth:" in out and "1/m law" in out
-    assert "mlp, inputs relu(rho=0.6), 8 pairs" in out and "chi2/dof" in out
+    assert "mlp, inputs relu(corr=0.6), 8 pairs" in out and "chi2/dof" in out
 
 
 def test_inputs_options(capsys) -> None:

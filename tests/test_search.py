@@ -14,8 +14,10 @@ from collegial.ntk.curve import AlphaFit, synthetic_fit
 from collegial.models.costs import model_costs
 from collegial.search.solve import (
     MAX_SET,
+    arch_probabilities,
     cost_table,
     dual_m,
+    format_answer,
     parse_budget_value,
     parse_n_range,
     primal_m,
@@ -231,13 +233,13 @@ def test_cli_prints_the_answer_first(alpha_file, table, capsys):
     assert main(argv + ["--variance", "empirical"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("primal ") and "P(optimal)" in lines[0] and "GFLOPs" in lines[0]
-    assert lines[1].startswith("dual ") and "rho" in lines[1]
+    assert lines[1].startswith("dual ") and "compression" in lines[1]
     assert lines[2].startswith("primal optimal set") and lines[3].startswith("dual optimal set")
     assert lines[4].startswith("other variance models") and "chi2/dof" in lines[4]
     for line in lines[2:4]:  # at most five candidates each
         assert line.split(";", 1)[1].count(" 0.") + line.split(";", 1)[1].count(" 1.0") <= 5
     text = "\n".join(lines)
-    assert "--all-ties lists them" in text and "(P=" not in text  # the full lists only with --all-ties
+    assert "near-ties" not in text and "(P=" not in text  # the full lists only with --all-ties
     assert main(argv + ["--variance", "empirical", "--all-ties"]) == 0
     assert "(P=" in capsys.readouterr().out
 
@@ -341,3 +343,31 @@ def test_relaxed_solver_shares_n_between_primal_and_dual(alpha_file, table):
     i = int(np.searchsorted(res.primal_curve.n, res.primal.n))
     assert res.primal_curve.y[i] == pytest.approx(res.primal.variance)  # plots show V1(n)/m
     assert res.primal.params <= res.baseline.params and res.dual.variance <= res.baseline.variance
+
+
+def test_arch_probabilities_count_architectures_not_widths():
+    """The dual's m changes between draws: P(optimal) is counted per m x n, not per width."""
+    win = np.array([0, 0, 0, 1, 1])
+    m = np.array([[3, 9], [3, 9], [4, 9], [3, 9], [3, 9]])  # width 0 wins thrice, at m = 3, 3, 4
+    probs = arch_probabilities(win, m)
+    assert probs == [(0, 3, 0.4), (1, 9, 0.4), (0, 4, 0.2)]
+    assert arch_probabilities(win, np.array([3, 9])) == [(0, 3, 0.6), (1, 9, 0.4)]  # primal: m per width
+
+
+def test_headline_is_the_most_probable_architecture(alpha_file, table):
+    """The first line names each problem's most probable architecture (the point optimum beside
+    it when it differs), and the probabilities are per architecture: they sum to 1 over the
+    architectures the draws choose, and the optimal set's members are distinct."""
+    curve = load_curve(str(alpha_file), model="empirical")
+    res = search("resnext29", "cifar10", "1x128d", curve, table=table)
+    for prob in ("primal", "dual"):
+        head = res.headline(prob)
+        st = res.optimal_set[prob]
+        assert head.arch == st.members[0] and head.p_best == max(c.p_best for c in st.candidates)
+        assert len(set(st.members)) == len(st.members)
+        point = getattr(res, prob)
+        assert point.p_best <= head.p_best
+    line = format_answer(res).splitlines()[1]
+    assert line.split()[:2] == ["dual", res.headline("dual").arch]
+    if res.dual.arch != res.headline("dual").arch:
+        assert f"point optimum {res.dual.arch}" in line

@@ -434,7 +434,7 @@ class AlphaFit:
         }
 
     def probe_label(self) -> str:
-        """One line naming the probe: ``resnext29, inputs relu(rho=0.6), 8 pairs, T=2000, seed 0``."""
+        """One line naming the probe: ``resnext29, inputs relu(corr=0.6), 8 pairs, T=2000, seed 0``."""
         inp = inputs_label(self.inputs, self.correlation, self.input_data)
         return f"{self.family}, inputs {inp}, {self.pairs} pairs, T={self.trials}, seed {self.seed}"
 

@@ -3,7 +3,7 @@
 A block inside a ReLU network sees post-ReLU (non-negative) activations of two positively
 correlated images, not independent Gaussian entries (SPEC section 3). Three kinds:
 
-* ``relu`` (default): ``x = relu(z1)``, ``x' = relu(rho z1 + sqrt(1 - rho^2) z2)``, ``z1, z2 ~
+* ``relu`` (default): ``x = relu(z1)``, ``x' = relu(c z1 + sqrt(1 - c^2) z2)``, ``z1, z2 ~
   N(0, I)``, ``rho`` = ``correlation`` (default 0.6: cosine ~0.68 between ``x`` and ``x'``);
 * ``gaussian``: independent N(0, 1) entries (the probe before this module existed);
 * ``data``: two distinct random images of a shipped dataset (MNIST or Fashion-MNIST, given as a
@@ -48,10 +48,10 @@ def pair_seed(seed: int, pair: int, *parts: int) -> int:
 
 
 def inputs_label(kind: str, correlation: float | None, dataset: str | None) -> str:
-    """Short name of a probe's inputs: ``relu(rho=0.6)``, ``gaussian``, ``data(mnist)``, or the
+    """Short name of a probe's inputs: ``relu(corr=0.6)``, ``gaussian``, ``data(mnist)``, or the
     kind itself (e.g. ``synthetic``)."""
     if kind == "relu":
-        return f"relu(rho={correlation:g})"
+        return f"relu(corr={correlation:g})"
     if kind == "data":
         return f"data({dataset or 'images'})"
     return kind
@@ -85,7 +85,7 @@ class ProbeInputs:
 
     @property
     def label(self) -> str:
-        """Short name for tables: ``relu(rho=0.6)``, ``gaussian``, ``data(mnist)``."""
+        """Short name for tables: ``relu(corr=0.6)``, ``gaussian``, ``data(mnist)``."""
         return inputs_label(self.kind, self.correlation, self.dataset)
 
     def options(self) -> dict[str, object]:

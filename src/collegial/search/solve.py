@@ -30,9 +30,16 @@ of the optimum when, with ``level`` confidence, the data cannot tell them apart:
   (more generous: it ignores that correlation).
 
 The near-ties are listed best first, with their bootstrap probability of being the optimum
-(``p_best``: the share of draws in which the candidate is the optimum).
+(``p_best``: the share of draws in which the candidate is the optimum). They are printed only on
+request (``--all-ties``): the answer's uncertainty is the optimal set's.
 
-**Optimal set.** Candidates by decreasing ``p_best`` until their total reaches ``level``: the
+**P(optimal) is per architecture.** Each draw's optimum is an architecture ``m x n``: the
+primal's m is fixed per width, but the dual's m is recomputed per draw, so its probabilities are
+counted over the (m, n) pairs the draws choose, not over widths. The **most probable**
+architecture of each problem is the headline answer; the point optimum (the exact solution on
+the point estimate of the curve) is shown beside it when it differs.
+
+**Optimal set.** Architectures by decreasing ``p_best`` until their total reaches ``level``: the
 set that holds the optimum with that bootstrap probability. Reported as the range of widths it
 spans and its (at most :data:`MAX_SET`) most probable members; this is the compact answer, the
 full near-tie list stays available.
@@ -217,14 +224,23 @@ class OptimalSet:
         }
 
 
-def optimal_set(p_best: np.ndarray, level: float, make: Any, limit: int = MAX_SET) -> OptimalSet:
-    """The optimal set from per-candidate ``p_best`` ``(N,)``; ``make(i)`` builds candidate ``i``."""
-    order = np.argsort(-p_best, kind="stable")
-    cum = np.cumsum(p_best[order])
-    k = int(np.searchsorted(cum, level - 1e-12) + 1)
-    k = min(max(k, 1), int(np.count_nonzero(p_best)) or 1)
-    members = order[:k]
-    every = [make(int(i)) for i in members]
+def arch_probabilities(win: np.ndarray, m: np.ndarray) -> list[tuple[int, int, float]]:
+    """Bootstrap probability of each architecture being the optimum: ``win`` ``(K,)`` the
+    optimum's width index in each draw, ``m`` its multiplicities ``(N,)`` (fixed per width) or
+    ``(K, N)`` (per draw). Returns ``(i, m, p)`` by decreasing ``p`` (ties: smaller ``i``, ``m``)."""
+    k = win.shape[0]
+    mm = m[win] if m.ndim == 1 else m[np.arange(k), win]
+    pairs, counts = np.unique(np.stack([win, mm], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))
+    return [(int(pairs[j, 0]), int(pairs[j, 1]), float(counts[j] / k)) for j in order]
+
+
+def optimal_set(probs: list[tuple[int, int, float]], level: float, make: Any, limit: int = MAX_SET) -> OptimalSet:
+    """The optimal set from :func:`arch_probabilities`' ``(i, m, p)``; ``make(i, m, p)`` builds
+    that candidate."""
+    cum = np.cumsum([p for _, _, p in probs])
+    k = min(int(np.searchsorted(cum, level - 1e-12) + 1), len(probs))
+    every = [make(i, m, p) for i, m, p in probs[:k]]
     widths = (min(c.n for c in every), max(c.n for c in every))
     return OptimalSet(widths, float(cum[k - 1]), k, every[:limit], tuple(c.arch for c in every))
 
@@ -246,8 +262,8 @@ class SearchResult:
     level: float
     draws: int
     baseline: Candidate
-    primal: Candidate
-    dual: Candidate
+    primal: Candidate  # the point optimum
+    dual: Candidate  # the point optimum
     near_ties: dict[str, list[Candidate]]
     primal_curve: Curve = field(repr=False)
     dual_curve: Curve = field(repr=False)
@@ -260,6 +276,13 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     #: The alpha file used: path, SHA-256 of its bytes, its own provenance (VarianceCurve.origin).
     alpha_file: dict[str, Any] = field(default_factory=dict)
+    #: Each problem's most probable architecture (the headline; the point optimum when the
+    #: bootstrap is degenerate).
+    most_probable: dict[str, Candidate] = field(default_factory=dict)
+
+    def headline(self, prob: str) -> Candidate:
+        """The answer a user reads first: the most probable architecture of ``prob``."""
+        return self.most_probable.get(prob) or getattr(self, prob)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -273,6 +296,7 @@ class SearchResult:
             "baseline": self.baseline.to_dict(),
             "primal": self.primal.to_dict(),
             "dual": self.dual.to_dict(),
+            "most_probable": {k: v.to_dict() for k, v in self.most_probable.items()},
             "optimal_set": {k: v.to_dict() for k, v in self.optimal_set.items()},
             "near_ties": {k: [c.to_dict() for c in v] for k, v in self.near_ties.items()},
             "by_model": self.by_model,
@@ -390,6 +414,10 @@ def search(
     cap = grid.base_cost[budget] if cap is None else cap
     sol = _solve(grid, curve, budget, cap, rounding, solver, ties, level)
     _check_buildable(family, grid.n, sol, cap)
+    answers = _answers(grid, sol, budget, level)
+    # a most probable m x n out of the family's reach (a draw's huge dual m): the point optimum
+    answers["most_probable"] = {k: c if _buildable(family, c.arch) else answers[k]
+                                for k, c in answers["most_probable"].items()}
     return SearchResult(
         family=family,
         dataset=dataset,
@@ -405,7 +433,7 @@ def search(
         ties=ties,
         level=level,
         draws=sol.vd.shape[0],
-        **_answers(grid, sol, budget, level),
+        **answers,
         by_model=by_model(curve, grid.n, grid.a[budget], grid.b[budget], grid.ib, m_b, cap, rounding),
         probe=curve.fit.probe_label(),
         probe_options=curve.fit.probe_options(),
@@ -478,8 +506,9 @@ def _grid(tab: CostModel, lo: int, hi: int, m_b: int, n_b: int) -> _Grid:
 @dataclass(frozen=True)
 class _Solution:
     """Both problems on a grid: the point solutions, the curve ``v`` ``(N,)`` and its draws
-    ``vd`` ``(K, N)``, the primal's variance draws ``p_obj`` and the dual's m and cost draws
-    ``md``/``d_cost`` ``(K, N)``, each problem's ``p_best`` ``(N,)`` and near-tie mask ``(N,)``."""
+    ``vd`` ``(K, N)``, the primal's variance draws ``p_obj`` and the dual's cost draws
+    ``d_cost`` ``(K, N)``, each problem's architecture probabilities (:func:`arch_probabilities`)
+    and near-tie mask ``(N,)``."""
 
     primal: ArraySolution
     dual: ArraySolution
@@ -487,8 +516,8 @@ class _Solution:
     vd: np.ndarray
     p_obj: np.ndarray
     d_cost: np.ndarray
-    p_best: np.ndarray
-    d_best: np.ndarray
+    p_probs: list[tuple[int, int, float]]
+    d_probs: list[tuple[int, int, float]]
     p_ties: np.ndarray
     d_ties: np.ndarray
 
@@ -520,8 +549,8 @@ def _solve(
         p_rank, d_rank = p_obj, d_cost
     return _Solution(
         primal, dual, v, vd, p_obj, d_cost,
-        p_best=np.bincount(np.argmin(p_rank, axis=1), minlength=g.n.size) / vd.shape[0],
-        d_best=np.bincount(np.argmin(d_rank, axis=1), minlength=g.n.size) / vd.shape[0],
+        p_probs=arch_probabilities(np.argmin(p_rank, axis=1), primal.m),
+        d_probs=arch_probabilities(np.argmin(d_rank, axis=1), md),
         p_ties=_tie_mask(p_rank, primal.best, ties, level),
         d_ties=_tie_mask(d_rank, dual.best, ties, level),
     )
@@ -537,6 +566,14 @@ def _check_buildable(family: str, n: np.ndarray, sol: _Solution, cap: int) -> No
             what = f"the budget {cap:,}" if prob == "primal" else "the baseline's variance"
             raise UserError(f"the {prob} answer {arch} is not a buildable {family} ({e}); "
                             f"{what} is out of reach of this family") from None
+
+
+def _buildable(family: str, arch: str) -> bool:
+    try:
+        validate_arch(family, arch)
+    except UserError:
+        return False
+    return True
 
 
 def _candidate(g: _Grid, sol: _Solution, budget: Budget, i: int, m: int, vdraw: np.ndarray | None,
@@ -563,12 +600,15 @@ def _answers(g: _Grid, sol: _Solution, budget: Budget, level: float) -> dict[str
     """The :class:`SearchResult` fields built from a solution: baseline, primal and dual
     candidates, near-ties, curves and optimal sets."""
     primal, dual, vd, p_obj = sol.primal, sol.dual, sol.vd, sol.p_obj
+    p_of = {(i, m): p for i, m, p in sol.p_probs}
+    d_of = {(i, m): p for i, m, p in sol.d_probs}
 
-    def p_cand(i: int) -> Candidate:
-        return _candidate(g, sol, budget, i, int(primal.m[i]), p_obj[:, i], float(sol.p_best[i]))
+    def p_cand(i: int, m: int | None = None, p: float | None = None) -> Candidate:
+        return _candidate(g, sol, budget, i, int(primal.m[i]), p_obj[:, i], p_of.get((i, int(primal.m[i])), 0.0))
 
-    def d_cand(i: int) -> Candidate:
-        return _candidate(g, sol, budget, i, int(dual.m[i]), vd[:, i] / dual.m[i], float(sol.d_best[i]))
+    def d_cand(i: int, m: int | None = None, p: float | None = None) -> Candidate:
+        m = int(dual.m[i]) if m is None else m
+        return _candidate(g, sol, budget, i, m, vd[:, i] / m, d_of.get((i, m), 0.0))
 
     p_idx, d_idx = np.flatnonzero(sol.p_ties), np.flatnonzero(sol.d_ties)
     rho_draws = g.base_cost[budget] / sol.d_cost  # (K, N)
@@ -584,7 +624,8 @@ def _answers(g: _Grid, sol: _Solution, budget: Budget, level: float) -> dict[str
         "primal_curve": Curve(g.n, primal.m, p_var, *_band(p_obj, level), primal.m >= 1),
         "dual_curve": Curve(g.n, dual.m, g.base_cost[budget] / dual.cost, *_band(rho_draws, level),
                             np.ones(g.n.size, dtype=bool)),
-        "optimal_set": {"primal": optimal_set(sol.p_best, level, p_cand), "dual": optimal_set(sol.d_best, level, d_cand)},
+        "optimal_set": {"primal": optimal_set(sol.p_probs, level, p_cand), "dual": optimal_set(sol.d_probs, level, d_cand)},
+        "most_probable": {"primal": p_cand(sol.p_probs[0][0]), "dual": d_cand(*sol.d_probs[0][:2])},
     }
 
 
@@ -622,12 +663,14 @@ def format_answer(res: SearchResult) -> str:
     each problem's optimal set."""
     lines = list(res.notes)
     for prob, what in (("primal", "least variance at the budget"), ("dual", "least cost at the baseline's variance")):
-        c: Candidate = getattr(res, prob)
+        c = res.headline(prob)
+        point: Candidate = getattr(res, prob)
         var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
         p = f", P(optimal) = {c.p_best:.2f}" if c.p_best is not None else ""
+        beside = f"; point optimum {point.arch}, P(optimal) = {point.p_best:.2f}" if point.arch != c.arch else ""
         lines.append(
             f"{prob:<6} {c.arch:>8}  {format_params(c.params)} params, {format_flops(c.flops)}, variance {var}, "
-            f"rho {c.rho:.2f}{p}   ({what})"
+            f"compression {c.rho:.2f}{p}   ({what}{beside})"
         )
     for prob in ("primal", "dual"):
         st = res.optimal_set.get(prob)
@@ -675,11 +718,10 @@ def format_table(res: SearchResult, *, all_ties: bool = False) -> str:
         f"n in {res.n_range[0]}..{res.n_range[1]}; {res.variance_desc}",
         f"probe: {res.probe} [{res.alpha_source}]",
     ]
-    for prob in ("primal", "dual"):
+    for prob in ("primal", "dual"):  # the optimal set is the answer's uncertainty; near-ties on request
         ties = res.near_ties[prob]
         if all_ties:
             tie_txt = ", ".join(f"{c.arch} (P={c.p_best:.2f})" for c in ties) if ties else "none"
             lines.append(f"{prob} near-ties ({res.ties}, {res.level:.0%}, {res.draws} draws): {tie_txt}")
-        else:
-            lines.append(f"{prob}: {len(ties)} near-ties ({res.ties}, {res.level:.0%}, {res.draws} draws; --all-ties lists them)")
+
     return "\n".join(lines)
