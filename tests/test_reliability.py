@@ -32,7 +32,7 @@ def test_atomic_writer_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch
     io.write_json_atomic(p, {"a": float("nan"), "b": 1})
     assert json.loads(p.read_text()) == {"a": None, "b": 1}
     _full_disk(monkeypatch)
-    with pytest.raises(UserError, match=r"cannot write .*x\.json \(No space left on device\); is the disk full"):
+    with pytest.raises(UserError, match=r"cannot write .*x\.json \(No space left on device; is the disk full\?\)"):
         io.write_json_atomic(p, {"b": 2})
     assert json.loads(p.read_text()) == {"a": None, "b": 1}  # the old file, whole
     assert sorted(f.name for f in tmp_path.iterdir()) == ["x.json"]  # no temporary left
@@ -427,3 +427,73 @@ def test_7_a_probe_factory_that_is_not_reproducible_is_refused(capsys) -> None:
 
     with pytest.raises(UserError, match="probe factory is not reproducible: two calls at m=1, n=2"):
         run_algorithm1(probe=drifting, input_shape=(4,), widths=(2, 3, 4), trials=16, m_law=())
+
+
+class _NaNOut(__import__("torch").nn.Module):
+    def __init__(self, m: int, n: int) -> None:
+        super().__init__()
+        self.a, self.b = __import__("torch").nn.Linear(4, m * n), __import__("torch").nn.Linear(m * n, 1)
+
+    def forward(self, x):
+        return self.b(self.a(x).relu()) * float("nan")
+
+
+class _Zero(_NaNOut):
+    def forward(self, x):
+        return self.b(self.a(x)) * 0.0
+
+
+class _If(_NaNOut):
+    def forward(self, x):
+        h = self.a(x)
+        if h.sum() > 0:  # data-dependent control flow: vmap cannot run it
+            h = h.relu()
+        return self.b(h)
+
+
+class _Item(_NaNOut):
+    def forward(self, x):
+        return self.b(self.a(x)) * self.a.weight.abs().max().item()
+
+
+class _Dropout(_NaNOut):
+    def forward(self, x):
+        return self.b(__import__("torch").nn.functional.dropout(self.a(x).relu(), 0.5, training=True))
+
+
+@pytest.mark.parametrize("block, needle", [
+    (_NaNOut, "NTK is not finite at m=1, n=2"), (_Zero, "K is 0 on average"),
+    (_Dropout, "draws random numbers in its forward"), (_If, None), (_Item, None)])
+def test_10_probes_vmap_cannot_run_fall_back_or_are_one_line(block, needle, one_thread) -> None:
+    from collegial.ntk.alpha import run_algorithm1
+    from collegial.ntk.generic import FactoryProbe
+
+    kw = dict(probe=block, input_shape=(4,), widths=(2, 3, 4), trials=16, m_law=())
+    if needle is not None:
+        with pytest.raises(UserError, match=needle):
+            run_algorithm1(**kw)
+        return
+    fit = run_algorithm1(**kw)  # the exact per-trial path, same numbers as the reference
+    assert all(v > 0 for v in fit.variance)
+    g = FactoryProbe(block, (4,), seed=0)
+    k = g.k_chunk(1, 3, 4, seed=5)
+    ref = [g.k_module(mod) for mod in g.build(1, 3, 4, 5)]
+    assert k.tolist() == pytest.approx(ref, rel=1e-6) and not g.template(1, 3).vectorized
+
+
+def test_10_plugins_paths_and_full_disks_are_one_line(tmp_path, capsys, monkeypatch, one_thread) -> None:
+    boom = tmp_path / "boom.py"
+    boom.write_text("class Boom(BaseException):\n    pass\n\n\nraise Boom('nope')\n")
+    assert main(["--import", str(boom), "count", "mlp", "1x8d"]) == 2
+    assert "Boom: nope" in _one_line(capsys)
+    long = tmp_path / ("x" * 300)
+    for argv in ([*SMALL_FIT, "--out", str(long)], [*TRAIN, "--out", str(long)],
+                 ["search", "mlp", "--baseline", "1x8d", "--alpha-file", str(long / "alpha.json")]):
+        assert main(argv) == 2
+        assert "File name too long" in _one_line(capsys)
+    _full_disk(monkeypatch)  # alpha.json/alpha.png and a run's files on a full disk
+    assert main([*MLP_FIT, "--out", str(tmp_path / "a")]) == 2
+    assert "No space left on device" in _one_line(capsys)
+    assert not (tmp_path / "a" / "alpha.json").exists()
+    assert main([*TRAIN, "--out", str(tmp_path / "r")]) == 2
+    assert "No space left on device" in _one_line(capsys)

@@ -108,6 +108,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `collegial ... | head`: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
+    except OSError as e:  # a path, permission or disk problem no check foresaw: still one line
+        print(f"collegial {args.command}: error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"collegial {args.command}: error: out of memory; use smaller settings", file=sys.stderr)
+        return 2
+
+
+def _os_error(e: OSError) -> str:
+    """``PATH: reason`` of an OS error, a very long path shortened."""
+    name = "" if e.filename is None else str(e.filename)
+    if len(name) > 100:
+        name = name[:48] + "..." + name[-48:]
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{name}: {reason}" if name else reason
 
 
 if __name__ == "__main__":

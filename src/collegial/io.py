@@ -123,7 +123,7 @@ def atomic_file(path: str | os.PathLike[str], *, binary: bool = False, exclusive
             os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save on a full disk raises RuntimeError
         hint = "; is the disk full?" if getattr(e, "errno", None) == errno.ENOSPC or isinstance(e, RuntimeError) else ""
-        raise UserError(f"cannot write {path} ({os_reason(e)}){hint}; the previous file, if any, is kept") from None
+        raise UserError(f"cannot write {path} ({os_reason(e)}{hint}); the previous file, if any, is kept") from None
     finally:
         try:
             tmp.unlink(missing_ok=True)

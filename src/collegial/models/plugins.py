@@ -80,9 +80,9 @@ def import_plugin(spec: str) -> ModuleType:
         module = _import_beside_the_user(spec)
         _IMPORTED[module.__name__] = spec
         return module
-    except UserError:
+    except (UserError, KeyboardInterrupt):
         raise
-    except (Exception, SystemExit) as e:
+    except BaseException as e:  # noqa: BLE001 - SystemExit, a plugin's own BaseException: one line
         raise _failure(f"--import {spec}", e) from None
 
 
@@ -121,7 +121,9 @@ def load_entry_points() -> list[str]:
             obj = ep.load()
             if not isinstance(obj, ModuleType) and callable(obj):
                 obj()
-        except (Exception, SystemExit) as e:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - a broken plugin never stops the others
             _entry_point_errors.append(str(_failure(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP})", e)))
     return list(_entry_point_errors)
 

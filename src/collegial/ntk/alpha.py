@@ -110,7 +110,8 @@ def pair_moments(
         probe = probes[i]
         k = probe.k_chunk(m, n, b, trial_seed(seed, m, n, c, probe.pair))
         if not torch.isfinite(k).all():
-            raise FloatingPointError(f"non-finite NTK values at m={m}, n={n}")
+            raise UserError(f"the probe's NTK is not finite at m={m}, n={n} (NaN or Inf in its outputs or "
+                            "gradients); check the block's initialization and forward")
         return k
 
     moms = [Moments() for _ in probes]

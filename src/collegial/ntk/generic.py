@@ -72,6 +72,9 @@ class Template:
     out_numel: int
     trial_bytes: int
     replay: Callable[..., list[Tensor]] | None
+    #: False once ``vmap`` could not run the block (data-dependent control flow, ``.item()``):
+    #: every trial is then a module of its own (:meth:`FactoryProbe.k_module`).
+    vectorized: bool = True
 
 
 _TEMPLATES: dict[tuple[object, ...], Template] = {}
@@ -276,9 +279,20 @@ class FactoryProbe:
     def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
         """``K`` for ``trials`` fresh initializations drawn from ``seed``: ``(trials,)``."""
         tpl = self.template(m, n)
-        params, buffers = self.draw(m, n, trials, seed)
-        # functional_call swaps tensors into the module it is given: one copy per chunk (threads)
-        return self.k_stacked(copy.deepcopy(tpl.base), params, buffers, self.readout(tpl.out_numel))
+        if tpl.vectorized:
+            params, buffers = self.draw(m, n, trials, seed)
+            try:  # functional_call swaps tensors into the module it is given: one copy per chunk (threads)
+                return self.k_stacked(copy.deepcopy(tpl.base), params, buffers, self.readout(tpl.out_numel))
+            except RuntimeError as e:
+                if not str(e).startswith("vmap"):
+                    raise
+                if "random" in str(e):
+                    raise UserError(
+                        f"the probe block at m={m}, n={n} draws random numbers in its forward (Dropout?): its NTK "
+                        "is no function of its weights; leave such layers out of the probe block") from None
+                tpl.vectorized = False  # data-dependent control flow, .item(): the exact per-trial path
+        # the same weights as draw() (the replay reproduces the factory bit for bit), one module each
+        return torch.tensor([self.k_module(mod) for mod in self.build(m, n, trials, seed)], dtype=self.dtype)
 
     def k_stacked(self, base: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], r: Tensor) -> Tensor:
         """``K`` per trial of stacked ``(B, ...)`` trainable ``params`` and ``buffers`` (every

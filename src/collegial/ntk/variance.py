@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from collegial.errors import UserError
+
 
 @dataclass
 class Moments:
@@ -112,6 +114,9 @@ def normalized_variance(mom: Moments) -> NormalizedVariance:
         raise ValueError("need at least 2 trials for a variance")
     mu = mom.mean
     s2 = mom.variance
+    if mu == 0:
+        raise UserError("the NTK K is 0 on average (e.g. at every trial): the probe's output does not depend "
+                        "on its weights, or every unit is inactive; v = Var[K] / E[K]^2 is undefined")
     v = s2 / (mu * mu)
     c2, c3, c4 = mom.m2 / t, mom.m3 / t, mom.m4 / t
     d_mu = -2.0 * s2 / mu**3
