@@ -497,3 +497,20 @@ def test_10_plugins_paths_and_full_disks_are_one_line(tmp_path, capsys, monkeypa
     assert not (tmp_path / "a" / "alpha.json").exists()
     assert main([*TRAIN, "--out", str(tmp_path / "r")]) == 2
     assert "No space left on device" in _one_line(capsys)
+
+
+# ------------------------------------------------------------------------- up-front limits
+
+def test_11_runs_that_cannot_fit_are_refused_before_starting(capsys, monkeypatch) -> None:
+    from collegial.ntk import alpha
+
+    assert main(["fit-alpha", "--trials", str(10**18), "--no-progress"]) == 2
+    assert "trials per width (--trials) exceed the limit of 10,000,000" in _one_line(capsys)
+    monkeypatch.setattr(alpha, "available_memory", lambda: 4 << 30)  # a 4 GiB machine
+    assert main(["fit-alpha", "--m-law", "100000", "--widths", "2,4,8", "--trials", "32", "--no-progress"]) == 2
+    err = _one_line(capsys)
+    assert "the probe at m=100000, n=8 needs about" in err and "of the 4.0 GiB available" in err
+    assert "--m-law" in err
+    assert main(["search", "mlp", "--baseline", "1x8d", "--trials", str(10**9)]) == 2  # Algorithm 1 run by search
+    err = capsys.readouterr().err.splitlines()
+    assert "exceed the limit" in err[-1] and len(err) == 2  # its announcement, then the one error line

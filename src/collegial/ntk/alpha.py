@@ -38,7 +38,7 @@ from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm
 from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint, plot_alpha
 from collegial.ntk.generic import FactoryProbe
 from collegial.ntk.inputs import ProbeInputs
-from collegial.ntk.probe import MLPProbe, ResNeXtBlockProbe, trial_seed
+from collegial.ntk.probe import CHUNK_BYTES, MLPProbe, ResNeXtBlockProbe, trial_seed
 from collegial.ntk.variance import (
     Moments,
     NormalizedVariance,
@@ -402,6 +402,54 @@ def _check_m_law(m_law: Sequence[int], width: int) -> list[int]:
     return ms
 
 
+#: Monte Carlo trials per width (all pairs together) above which a run would take days; the
+#: paper uses 2000.
+MAX_TRIALS = 10_000_000
+#: The share of the memory available now that one run may plan to use.
+MEMORY_SHARE = 0.8
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``; else free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+def check_limits(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
+    """Refuse, before any trial, a run that cannot finish: more than :data:`MAX_TRIALS` trials
+    per width, or a working set (one chunk of trials per thread, at the largest job) above
+    :data:`MEMORY_SHARE` of the memory available now."""
+    total = per_pair * len(probes)
+    if total > MAX_TRIALS:
+        raise UserError(f"{total} trials per width (`trials`) exceed the limit of {MAX_TRIALS:,} (a run would "
+                        "take days; the paper uses 2000)")
+    probe, avail = probes[0], available_memory()
+    if avail is None or not hasattr(probe, "trial_bytes"):
+        return
+    sizes = [(b, m, n) for m, n in jobs if (b := probe.trial_bytes(m, n))]
+    if not sizes:
+        return
+    per_trial, m, n = max(sizes)
+    chunk = max(2, min(per_pair, CHUNK_BYTES // max(1, per_trial)))  # the engines' smallest chunk is 2 to 4
+    need = per_trial * chunk * max(1, torch.get_num_threads())
+    if need > MEMORY_SHARE * avail:
+        gib = 1 << 30
+        raise UserError(
+            f"the probe at m={m}, n={n} needs about {need / gib:.1f} GiB ({per_trial / gib:.2f} GiB per trial, "
+            f"{chunk} trials per chunk, {torch.get_num_threads()} threads), more than {MEMORY_SHARE:.0%} of the "
+            f"{avail / gib:.1f} GiB available; use smaller `widths`, `m_law` or `channels`"
+        )
+
+
 def _run_jobs(
     probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int, seed: int, *, progress: bool
 ) -> tuple[dict[tuple[int, int], list[NormalizedVariance]], list[dict[str, float]], float]:
@@ -415,6 +463,7 @@ def _run_jobs(
 
         bar = tqdm(total=per_pair * len(probes) * len(jobs), unit="trial", desc="fit-alpha", leave=False,
                    dynamic_ncols=True, disable=not sys.stderr.isatty())
+    check_limits(probes, jobs, per_pair)
     t0 = time.perf_counter()
     stats: dict[tuple[int, int], list[NormalizedVariance]] = {}
     job_seconds = []

@@ -270,6 +270,21 @@ class FactoryProbe:
     def chunk_size(self, m: int, n: int) -> int:
         return int(max(2, min(MAX_CHUNK, CHUNK_BYTES // max(1, self.template(m, n).trial_bytes))))
 
+    def trial_bytes(self, m: int, n: int) -> int | None:
+        """A lower bound of one trial's working set at ``(m, n)`` (bytes), from the block built on
+        the meta device (no memory): its parameters, their gradients and copies; None when the
+        factory cannot build on the meta device."""
+        key = (self.factory, self.takes_m, self.input_shape, self.dtype, self.bn, m, n, self.use_replay)
+        if key in _TEMPLATES:
+            return _TEMPLATES[key].trial_bytes
+        try:
+            with torch.device("meta"), _seeded(0):
+                mod = self.factory(m, n) if self.takes_m else self.factory(n)
+            numel = sum(p.numel() for p in mod.parameters())
+        except Exception:  # noqa: BLE001 - e.g. an initialization that reads values
+            return None
+        return 6 * numel * torch.finfo(self.dtype).bits // 8
+
     def readout(self, numel: int) -> Tensor:
         """The pair's readout for an output of ``numel`` entries (drawn with the pair)."""
         if numel not in self._readouts:

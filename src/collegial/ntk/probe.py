@@ -208,13 +208,16 @@ class ResNeXtBlockProbe:
         d = self.inner(m, n)
         return 2.0 / self.channels, 2.0 / (9 * (d // m)), 2.0 / d
 
-    def chunk_size(self, m: int, n: int) -> int:
+    def trial_bytes(self, m: int, n: int) -> int:
+        """The working set of one trial at ``(m, n)`` (bytes)."""
         c, h = self.channels, self.spatial
         d = self.inner(m, n)
         length = (2 * h + 1) * h
         per_trial = 8 * d * length + 4 * c * length + m * (h + 2) ** 4 + 2 * c * d + 9 * d * n
-        per_trial *= torch.finfo(self.dtype).bits // 8
-        return int(max(4, min(512, CHUNK_BYTES // per_trial)))
+        return per_trial * (torch.finfo(self.dtype).bits // 8)
+
+    def chunk_size(self, m: int, n: int) -> int:
+        return int(max(4, min(512, CHUNK_BYTES // self.trial_bytes(m, n))))
 
     def sample(self, m: int, n: int, trials: int, seed: int) -> BlockWeights:
         """Kaiming-normal fan-in weights (as :func:`~collegial.models.init_resnet_`) for
@@ -468,9 +471,12 @@ class MLPProbe:
     def inner(self, m: int, n: int) -> int:
         return m * n
 
+    def trial_bytes(self, m: int, n: int) -> int:
+        """The working set of one trial at ``(m, n)`` (bytes)."""
+        return (self.in_features * m * n + (self.depth - 2) * m * n * n + m * n * self.out_features) * 4 * 8
+
     def chunk_size(self, m: int, n: int) -> int:
-        per = (self.in_features * m * n + (self.depth - 2) * m * n * n + m * n * self.out_features) * 4 * 8
-        return int(max(4, min(1024, CHUNK_BYTES // per)))
+        return int(max(4, min(1024, CHUNK_BYTES // self.trial_bytes(m, n))))
 
     def build(self, m: int, n: int, trials: int, seed: int) -> CollegialMLP:
         """``trials`` CEs of multiplicity ``m`` as one CollegialMLP on :attr:`model_input`, its
