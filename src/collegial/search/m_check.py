@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,6 +44,7 @@ import numpy as np
 from torch import Tensor
 
 from collegial.errors import UserError
+from collegial.io import write_json_atomic
 from collegial.models import format_arch
 from collegial.ntk.alpha import m_law_ratio, measure_points, probe_spec
 from collegial.ntk.curve import SCHEMA_VERSION, AlphaFit, MLawPoint
@@ -369,10 +369,8 @@ def cached_measure(fit: AlphaFit, images: Tensor | None = None) -> tuple[Measure
                 try:
                     f = path(m, n)
                     f.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = f.with_name(f".{f.name}.tmp-{os.getpid()}")  # atomic
-                    tmp.write_text(json.dumps({"m": m, "n": n, "pairs": [asdict(e) for e in v]}))
-                    tmp.replace(f)
-                except OSError:
+                    write_json_atomic(f, {"m": m, "n": n, "pairs": [asdict(e) for e in v]}, None)
+                except (OSError, UserError):
                     pass  # caching is best effort
         return out
 
