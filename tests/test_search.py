@@ -371,3 +371,24 @@ def test_headline_is_the_most_probable_architecture(alpha_file, table):
     assert line.split()[:2] == ["dual", res.headline("dual").arch]
     if res.dual.arch != res.headline("dual").arch:
         assert f"point optimum {res.dual.arch}" in line
+
+
+def test_calibrated_draws_are_less_confident_and_cover_more():
+    """The calibration check at reduced size (bench/calibration.py at full size): on replicate
+    tables around a known truth (8 pairs, 6% errors), the calibrated draws report a lower
+    P(optimal) for the headline and their optimal sets cover the true optimum at least as often
+    as draws that take the standard errors as exact."""
+    import dataclasses
+
+    from collegial.search.calibration import calibration
+
+    fit = dataclasses.replace(synthetic_fit(lambda n: np.expm1(2.5 / n), [2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128],
+                                            rel_stderr=0.06), pairs=8)
+    base = VarianceCurve(fit, "smooth")
+    got = {e: calibration(40, e, "resnext29", "cifar10", "1x128d", base=base, draws=200) for e in ("normal", "calibrated")}
+    for prob in ("primal", "dual"):
+        normal, cal = got["normal"][prob], got["calibrated"][prob]
+        assert normal["truth"] == cal["truth"] == {"primal": "37x10d", "dual": "13x11d"}[prob]
+        assert cal["head_p"] < normal["head_p"]
+        assert cal["coverage"] >= normal["coverage"] >= 0.8
+        assert all(0 <= rp <= 1 and 0 <= f <= 1 for _, _, _, rp, f in cal["bins"])

@@ -133,11 +133,14 @@ def evaluate(kind: str, params: np.ndarray, widths: np.ndarray, n: np.ndarray) -
     return np.expm1(out) if kind == "prop1" else np.exp(out)
 
 
-def table_draws(v: np.ndarray, se: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """``(k, W)`` log-normal bootstrap replicas of the Monte Carlo table (seeded)."""
+def table_draws(v: np.ndarray, se: np.ndarray, k: int, seed: int, dof: int | None = None,
+                scale: float = 1.0) -> np.ndarray:
+    """``(k, W)`` log-normal bootstrap replicas of the Monte Carlo table (seeded): ``log v`` moves
+    by ``z * scale * se / v`` with ``z`` standard normal, or Student t with ``dof`` degrees of
+    freedom."""
     rng = np.random.default_rng(seed)
-    rel = np.asarray(se, dtype=float) / np.asarray(v, dtype=float)
-    z = rng.standard_normal((k, len(v)))
+    rel = scale * np.asarray(se, dtype=float) / np.asarray(v, dtype=float)
+    z = rng.standard_normal((k, len(v))) if dof is None else rng.standard_t(dof, (k, len(v)))
     return np.asarray(v)[None, :] * np.exp(z * rel[None, :] - 0.5 * rel**2)
 
 
@@ -193,13 +196,14 @@ class VarianceModel:
         self.check_domain(arr)
         return evaluate(self.kind, self.params[None, :], self.widths, arr)[0]
 
-    def param_draws(self, k: int, seed: int) -> np.ndarray:
-        """``(k, len(params))`` refits on ``k`` bootstrap tables (the point fit repeated when the
-        table carries no uncertainty)."""
+    def param_draws(self, k: int, seed: int, dof: int | None = None, scale: float = 1.0) -> np.ndarray:
+        """``(k, len(params))`` refits on ``k`` bootstrap tables (:func:`table_draws`; the point
+        fit repeated when the table carries no uncertainty)."""
         if not np.any(self.se > 0):
             return np.repeat(self.params[None, :], k, axis=0)
+        tables = table_draws(self.v, self.se, k, seed, dof, scale)
         with np.errstate(all="ignore"):  # very wide errors can underflow a draw; it stays non-finite
-            return fit_params(self.kind, self.widths, table_draws(self.v, self.se, k, seed), self.weights)
+            return fit_params(self.kind, self.widths, tables, self.weights)
 
     def draws(self, n: np.ndarray | int, k: int = 1000, seed: int = 0) -> np.ndarray:
         """``(k, N)`` bootstrap samples of ``V1`` at widths ``n``."""

@@ -529,24 +529,27 @@ def _solve(
     """Both problems at the point estimate and across the bootstrap draws of the curve."""
     a, b = g.a[budget], g.b[budget]
     v = curve(g.n)  # (N,)
-    vd = curve.draws(g.n)  # (K, N)
+    vd = curve.draws(g.n)  # (K, N): standard errors and intervals
     primal = solve_primal_arrays(a, b, v, cap, rounding)
     dual = solve_dual_arrays(a, b, v, v[g.ib] / g.m_b)
-    # primal: m fixed per width; only V1 varies across draws
-    p_obj = np.where(primal.m >= 1, vd / np.maximum(primal.m, 1), np.inf)  # (K, N)
-    # dual: V_base and m vary across draws
-    md = dual_m(vd, vd[:, g.ib : g.ib + 1] / g.m_b)  # (K, N)
-    d_cost = a + md.astype(np.float64) * b
+
+    def objectives(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per draw: the primal's variance (m fixed per width), the dual's m and cost (V_base
+        and m vary across draws), ``(K, N)`` each."""
+        p = np.where(primal.m >= 1, draws / np.maximum(primal.m, 1), np.inf)
+        md = dual_m(draws, draws[:, g.ib : g.ib + 1] / g.m_b)
+        return p, md, a + md.astype(np.float64) * b
+
+    p_obj, _, d_cost = objectives(vd)
+    vw = curve.draws(g.n, for_argmin=True)  # (K, N): P(optimal), optimal sets, near-ties
+    p_rank, md, d_rank = objectives(vw)
     if solver == "relaxed":
         # n from the continuous problem (argmin V1(n) B(n), shared by both), then m rounded
-        rank = np.where(primal.m >= 1, vd * b, np.inf)  # (K, N)
         point = np.where(primal.m >= 1, v * b, np.inf)
         i_star = int(np.lexsort((b, point))[0])
         primal = ArraySolution(i_star, primal.m, primal.cost, point)
         dual = ArraySolution(i_star, dual.m, dual.cost, point)
-        p_rank = d_rank = rank
-    else:
-        p_rank, d_rank = p_obj, d_cost
+        p_rank = d_rank = np.where(primal.m >= 1, vw * b, np.inf)
     return _Solution(
         primal, dual, v, vd, p_obj, d_cost,
         p_probs=arch_probabilities(np.argmin(p_rank, axis=1), primal.m),

@@ -38,6 +38,17 @@ VARIANCE_MODELS: tuple[str, ...] = MODEL_CHOICES
 DEFAULT_VARIANCE_MODEL = "auto"
 #: Default number of bootstrap draws of the curve (seeded: results are deterministic).
 DEFAULT_DRAWS = 1000
+#: How the draws behind P(optimal), the optimal sets and the near-ties are made
+#: (:meth:`VarianceCurve.draws` with ``for_argmin``): ``normal``: the same log-normal draws as the
+#: standard errors (the standard errors taken as exact); ``t``: Student t with the standard
+#: errors' own ``pairs - 1`` degrees of freedom (each is estimated from the spread of the probe's
+#: input pairs; normal for a one-pair table); ``calibrated`` (default): t, widened by :data:`CALIBRATED_SCALE`, the least
+#: widening that ``bench/calibration.py`` found to make the reported P(optimal) match how often
+#: the answer is the true optimum (the winner's curse of an argmin over bootstrap draws) and the
+#: 95% optimal set cover it in 93-97% of replicates (bench/RESULTS.md).
+ESTIMATORS: tuple[str, ...] = ("normal", "t", "calibrated")
+DEFAULT_ESTIMATOR = "calibrated"
+CALIBRATED_SCALE = 2.0
 #: Monte Carlo trials per width when the search runs Algorithm 1 itself (the paper's T).
 ON_THE_FLY_TRIALS = 2000
 
@@ -58,11 +69,15 @@ class VarianceCurve:
     notes: list[str] = field(default_factory=list)
     #: The alpha file itself: its path, the SHA-256 of its bytes and its own provenance.
     origin: dict[str, Any] = field(default_factory=dict)
+    #: How the draws behind P(optimal) are made (:data:`ESTIMATORS`).
+    estimator: str = DEFAULT_ESTIMATOR
     requested: str = field(init=False)
     _params: np.ndarray | None = field(default=None, init=False, repr=False)
+    _argmin_params: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, VARIANCE_MODELS, "variance model")
+        check_choice("estimator", self.estimator, ESTIMATORS, "bootstrap estimator")
         if self.draws_count < 2:
             raise UserError(f"need at least 2 bootstrap draws, got {self.draws_count}")
         self.requested = self.model
@@ -83,13 +98,23 @@ class VarianceCurve:
         """``V1(n)``: ``(N,)`` float64."""
         return self.fitted(n)
 
-    def draws(self, n: np.ndarray | int) -> np.ndarray:
-        """``(K, N)`` bootstrap samples of ``V1`` at widths ``n`` (K = ``draws_count``)."""
+    def draws(self, n: np.ndarray | int, *, for_argmin: bool = False) -> np.ndarray:
+        """``(K, N)`` bootstrap samples of ``V1`` at widths ``n`` (K = ``draws_count``): log-normal
+        redraws of the table with its standard errors (standard errors, intervals), or with
+        ``for_argmin`` the :attr:`estimator`'s draws (P(optimal), optimal sets, near-ties)."""
         arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
         self.check_domain(arr)
         if self._params is None:
             self._params = self.fitted.param_draws(self.draws_count, self.seed)
-        return evaluate(self.model, self._params, self.fitted.widths, arr)
+        params = self._params
+        if for_argmin and self.estimator != "normal":
+            if self._argmin_params is None:
+                # one pair: the standard errors come from the T trials themselves (normal draws)
+                dof = self.fit.pairs - 1 if self.fit.pairs > 1 else None
+                scale = CALIBRATED_SCALE if self.estimator == "calibrated" else 1.0
+                self._argmin_params = self.fitted.param_draws(self.draws_count, self.seed, dof, scale)
+            params = self._argmin_params
+        return evaluate(self.model, params, self.fitted.widths, arr)
 
     def stderr(self, n: np.ndarray | int) -> np.ndarray:
         return self.draws(n).std(axis=0, ddof=1)
@@ -100,7 +125,8 @@ class VarianceCurve:
 
     def with_model(self, model: str) -> VarianceCurve:
         """The same fit in another model (same draws count and seed)."""
-        return VarianceCurve(self.fit, model, self.draws_count, self.seed, self.source, list(self.notes), dict(self.origin))
+        return VarianceCurve(self.fit, model, self.draws_count, self.seed, self.source, list(self.notes),
+                             dict(self.origin), self.estimator)
 
 
 def synthetic_curve(v_of_n: Any, widths: Any, *, model: str = "prop1", rel_stderr: float = 0.0,

@@ -1,0 +1,80 @@
+"""Calibration of the search's P(optimal) and coverage of its optimal sets, on replicates of
+the Monte Carlo table around a known truth (``bench/calibration.py`` prints it; the module
+docstring there says what is measured).
+
+Truth: the ``smooth`` fit of a curve. Each synthetic replicate's table is the truth at the
+measured widths times log-normal noise with the table's own relative standard errors, its
+standard errors redrawn as estimated from ``pairs`` input pairs (``se * sqrt(chi2(pairs - 1) /
+(pairs - 1))``); fresh replicates are Algorithm 1 rerun with other seeds. Each is solved exactly
+as :func:`~collegial.search.solve.search` solves, and the truth's own optimum is compared with
+what it reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from collegial.ntk.curve import AlphaFit
+from collegial.search.solve import cost_table, search
+from collegial.search.variance import VarianceCurve, alpha_on_the_fly, load_curve
+
+BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0001)
+
+
+def replicate_fit(fit: AlphaFit, truth: np.ndarray, rng: np.random.Generator) -> AlphaFit:
+    """A Monte Carlo table drawn around ``truth`` with ``fit``'s relative errors and ``fit.pairs``."""
+    rel = np.asarray(fit.stderr) / np.asarray(fit.variance)
+    v = truth * np.exp(rng.standard_normal(truth.size) * rel - rel**2 / 2)
+    dof = max(fit.pairs - 1, 1)
+    se = v * rel * np.sqrt(rng.chisquare(dof, truth.size) / dof)
+    return dataclasses.replace(fit, variance=v.tolist(), stderr=se.tolist())
+
+
+def calibration(replicates: int, estimator: str, family: str, dataset: str, baseline: str, seed: int = 0,
+                fresh: int = 0, fresh_trials: int = 200, base: VarianceCurve | None = None,
+                draws: int = 1000) -> dict[str, dict[str, object]]:
+    """Calibration and coverage of both problems over ``replicates`` synthetic replicate tables
+    and ``fresh`` reruns of Algorithm 1 (seeds 1..fresh, ``fresh_trials`` trials), each solved
+    with ``draws`` bootstrap draws made by ``estimator``. Truth: the smooth fit of ``base``
+    (default: the family's own curve). Per problem: the true optimum, the headline's mean
+    reported P and how often it is the true optimum, the optimal set's coverage, the binned
+    (reported P, observed frequency) table and its count-weighted mean gap."""
+    base = base if base is not None else load_curve(None, family=family)
+    fit = base.fit
+    truth = base.with_model("smooth")(np.asarray(fit.widths))
+    exact = dataclasses.replace(fit, variance=truth.tolist(), stderr=[0.0] * truth.size)
+    tab = cost_table(family, dataset)
+    true = search(family, dataset, baseline, VarianceCurve(exact, "smooth"), table=tab)
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
+    heads: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
+    cover: dict[str, list[bool]] = {"primal": [], "dual": []}
+    fits = [replicate_fit(fit, truth, rng) for _ in range(replicates)]
+    fits += [alpha_on_the_fly(family=family, trials=fresh_trials, seed=s)[0] for s in range(1, fresh + 1)]
+    for r, rep in enumerate(fits):
+        curve = VarianceCurve(rep, "auto", draws, seed=r + 1, estimator=estimator)
+        res = search(family, dataset, baseline, curve, table=tab)
+        for prob in ("primal", "dual"):
+            want = getattr(true, prob).arch
+            st = res.optimal_set[prob]
+            cover[prob].append(want in st.members)
+            head = res.headline(prob)
+            heads[prob].append((float(head.p_best or 0.0), head.arch == want))
+            rows[prob] += [(float(c.p_best or 0.0), c.arch == want) for c in st.candidates]
+    out: dict[str, dict[str, object]] = {}
+    for prob in ("primal", "dual"):
+        p, hit = (np.array(x, dtype=float) for x in zip(*rows[prob]))
+        hp, hh = (np.array(x, dtype=float) for x in zip(*heads[prob]))
+        bins = []
+        for lo, hi in zip(BINS[:-1], BINS[1:]):
+            sel = (p >= lo) & (p < hi)
+            if sel.any():
+                bins.append((lo, min(hi, 1.0), int(sel.sum()), float(p[sel].mean()), float(hit[sel].mean())))
+        gap = sum(c * abs(rp - f) for _, _, c, rp, f in bins) / sum(c for _, _, c, _, _ in bins)
+        out[prob] = {"truth": getattr(true, prob).arch, "head_p": float(hp.mean()), "head_hit": float(hh.mean()),
+                     "coverage": float(np.mean(cover[prob])), "bins": bins, "gap": gap}
+    return out
+
+
