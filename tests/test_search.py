@@ -392,3 +392,60 @@ def test_calibrated_draws_are_less_confident_and_cover_more():
         assert cal["head_p"] < normal["head_p"]
         assert cal["coverage"] >= normal["coverage"] >= 0.8
         assert all(0 <= rp <= 1 and 0 <= f <= 1 for _, _, _, rp, f in cal["bins"])
+
+
+def test_robustness_counts_agreement_and_unions_the_sets(table):
+    """search --robust: the answer under each probe design and acceptable model, the union of
+    their optimal sets, and a first line that says robust or conditional on the probe."""
+    from collegial.search.robust import format_robustness, robustness
+
+    widths = [2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128]
+
+    def curve_of(f):
+        return VarianceCurve(synthetic_fit(f, widths, rel_stderr=0.02), "smooth", draws_count=100)
+
+    def solve(c):
+        return search("resnext29", "cifar10", "1x128d", c, table=table)
+
+    same = curve_of(lambda n: np.expm1(2.5 / n))
+    res = solve(same)
+    rob = robustness(res, {"a": same, "b": curve_of(lambda n: np.expm1(2.5 / n) * 1.01)}, solve)
+    assert all(c.answer["primal"] == res.headline("primal").arch for c in rob.combos)
+    assert rob.robust("primal") and rob.line("primal").startswith(f"robust: primal {res.headline('primal').arch} under")
+    other = curve_of(lambda n: 0.05 * n ** -0.3)  # flat: wide paths win
+    rob2 = robustness(res, {"a": same, "b": other, "c": other}, solve)
+    assert not rob2.robust("primal")
+    assert rob2.line("primal").startswith("conditional on the probe: primal n = ")
+    held = dict(rob2.union("primal"))
+    assert held[res.headline("primal").arch] >= 1 and max(held.values()) <= len(rob2.combos)
+    assert "optimal set over designs" in format_robustness(rob2)
+    assert set(rob2.to_dict()) >= {"combinations", "robust", "union"}
+
+
+def test_cli_robust_measures_each_design_once_and_says_it_first(monkeypatch, tmp_path, capsys):
+    """search --robust runs the family's probe at the other documented correlations (cached like
+    any curve), skips data inputs for a dataset not shipped here, and opens with the verdict."""
+    calls = []
+
+    def run_algorithm1(*, family, trials, seed, inputs, **kw):
+        calls.append(inputs.correlation)
+        alpha = {0.3: 2.5, 0.6: 2.5, 0.9: 6.0}[inputs.correlation]  # 0.9 moves the answer
+        return AlphaFit.from_dict(alpha_obj(alpha=alpha, family=family) | {
+            "trials": trials, "seed": seed, "inputs": "relu", "correlation": inputs.correlation, "pairs": 8})
+
+    import collegial.ntk.alpha
+
+    monkeypatch.setattr(collegial.ntk.alpha, "run_algorithm1", run_algorithm1)
+    monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
+    argv = ["search", "resnext29", "--dataset", "cifar10", "--baseline", "1x128d", "--trials", "64",
+            "--variance", "prop1", "--robust", "--no-m-check", "--draws", "100"]
+    assert main(argv + ["--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert sorted(calls) == [0.3, 0.6, 0.9]
+    rob = obj["robust"]
+    assert {c["design"] for c in rob["combinations"]} == {"relu(corr=0.3)", "relu(corr=0.6)", "relu(corr=0.9)"}
+    assert any("cifar10 is not shipped" in s for s in rob["skipped"])
+    assert main(argv) == 0  # cached: no new measurement
+    first = capsys.readouterr().out.splitlines()[0]
+    assert sorted(calls) == [0.3, 0.6, 0.9]
+    assert first.startswith(("robust: primal", "conditional on the probe: primal")), first

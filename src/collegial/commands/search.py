@@ -118,6 +118,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "measured values among them; the --verify-* options as verify's (defaults: 8 pairs x 64 inits)")
     add_verify_arguments(p, prefix="verify-")
     p.add_argument("--data-dir", default=None, help="with --verify: folder of datasets that are not shipped (CIFAR)")
+    p.add_argument("--robust", action="store_true",
+                   help="also solve under every documented probe design (relu inputs at correlation 0.3, 0.6, "
+                   "0.9; images of the dataset where shipped) and every variance model with an acceptable fit; the "
+                   "first lines say whether the answer is robust or conditional on the probe, and the optimal set "
+                   "over designs is their union. Off by default: the first run measures 2-3 more curves with the "
+                   "family's probe (resnext29: ~1 min each; resnext11's generic engine: ~4 min each), cached after")
     add_output_arguments(p, out_help="write search.json, search.md and PNG curves (and verify.png with --verify)")
     p.set_defaults(func=run)
 
@@ -143,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
         validate_arch(args.family, args.baseline)
     except UserError as e:
         raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
-    if fam.probe is None and args.alpha_file is None:
-        raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file measured for it")
+    if fam.probe is None and (args.alpha_file is None or args.robust):
+        what = "--robust measures its probe at other designs" if args.robust else "pass --alpha-file measured for it"
+        raise UserError(f"family {args.family!r} declares no probe; {what}")
     pair_images = _verify_inputs(args, dataset)  # before any long work
     inputs = probe_inputs(args) if args.alpha_file is None else None
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
@@ -158,26 +165,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"collegial search: note: in this curve's 1/m check the ensemble law fails at m = "
               f"{', '.join(map(str, bad))}; V1(n)/m misstates the variance of ensembles with that many paths",
               file=sys.stderr)
-    res = search(
-        args.family,
-        dataset,
-        args.baseline,
-        curve,
-        budget=args.budget,
-        rounding=args.rounding,
-        n_range=args.n_range,
-        budget_value=args.budget_value,
-        ties=args.ties,
-        level=args.level,
-        bn_flops=args.bn_flops,
-        solver=args.solver,
-    )
+    def solve(c: Any) -> Any:
+        return search(args.family, dataset, args.baseline, c, budget=args.budget, rounding=args.rounding,
+                      n_range=args.n_range, budget_value=args.budget_value, ties=args.ties, level=args.level,
+                      bn_flops=args.bn_flops, solver=args.solver)
+
+    res = solve(curve)
     res.notes = list(curve.notes)  # the curve's own first (an allowed probe mismatch)
+    rob = _robust(args, res, curve, dataset, solve) if args.robust else None
     mc = _m_check(args, res, curve, dataset)
     ver = _verify(args, res, curve, dataset, pair_images) if pair_images is not None else None
     obj = res.to_dict()
     obj["provenance"] = provenance(args.seed)
     table = format_table(res, all_ties=args.all_ties)
+    if rob is not None:
+        from collegial.search.robust import format_robustness
+
+        obj["robust"] = rob.to_dict()
+        table += "\n\n" + format_robustness(rob)
     if mc is not None:
         from collegial.search.m_check import format_m_check
 
@@ -193,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
 
         write_json(out / "search.json", obj)
         md = format_table(res, all_ties=True) + ("\n\n" + format_m_check(mc) if mc is not None else "")
+        if rob is not None:
+            md += "\n\n" + format_robustness(rob)
         files = [str(out / n) for n in OUT_FILES]
         if ver is not None:
             from collegial.search.verify import markdown, plot_verify
@@ -207,6 +214,31 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and not args.json:
         print(f"wrote {', '.join(obj['files'])}")
     return 0
+
+
+def _robust(args: argparse.Namespace, res: Any, curve: Any, dataset: str, solve: Any) -> Any:
+    """``--robust``: the answer under every probe design and acceptable variance model
+    (:mod:`collegial.search.robust`); its first lines go before the answer's."""
+    from collegial.commands.probe_options import load_images
+    from collegial.ntk.inputs import DATA_DATASETS, inputs_label
+    from collegial.search.robust import PROBLEMS, probe_designs, robustness
+
+    fit = curve.fit
+    images = load_images(dataset) if dataset in DATA_DATASETS else None
+    main = inputs_label(fit.inputs, fit.correlation, fit.input_data)
+    curves = {main: curve}
+    for design in probe_designs(dataset, fit.pairs, images):
+        if design.label in curves:
+            continue
+        print(f"collegial search: --robust: the {args.family} probe with inputs {design.label} "
+              f"(T={args.trials}; cached)", file=sys.stderr)
+        curves[design.label] = load_curve(None, args.variance, family=args.family, trials=args.trials, seed=args.seed,
+                                          inputs=design, draws=args.draws, progress=not args.json)
+    rob = robustness(res, curves, solve)
+    if images is None:
+        rob.skipped.append(f"data inputs: {dataset} is not shipped here")
+    res.notes = [*(rob.line(p) for p in PROBLEMS), *res.notes]
+    return rob
 
 
 def _verify_inputs(args: argparse.Namespace, dataset: str) -> tuple[Any, Any] | None:
