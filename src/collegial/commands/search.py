@@ -89,7 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("family", help=f"model family: {', '.join(list_families())}")
     p.add_argument("--dataset", default=None, help="dataset the family is built for (family default)")
     p.add_argument("--baseline", required=True, metavar="ARCH", help="baseline MxNd, e.g. 1x128d")
-    p.add_argument("--budget", choices=BUDGETS, default="params", help="cost: params (default) or flops")
+    p.add_argument("--budget", choices=(*BUDGETS, "throughput"), default="params",
+                   help="cost: params (default), flops, or throughput: the primal is the least variance among "
+                   "architectures that train at least as fast as the baseline on --device (measured: real training "
+                   "steps at the recipe's batch size, cached; the dual stays on params); implies --throughput")
     p.add_argument("--budget-value", default=None, metavar="X",
                    help="primal budget (e.g. 10M, 3.5G) instead of the baseline's cost")
     p.add_argument("--rounding", choices=ROUNDINGS, default="floor",
@@ -124,6 +127,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "first lines say whether the answer is robust or conditional on the probe, and the optimal set "
                    "over designs is their union. Off by default: the first run measures 2-3 more curves with the "
                    "family's probe (resnext29: ~1 min each; resnext11's generic engine: ~4 min each), cached after")
+    p.add_argument("--throughput", action="store_true",
+                   help="measure the training images/s of the baseline, both answers and their optimal sets on "
+                   "--device (3 timed steps at the recipe's batch size after 1 warm-up, both memory layouts on "
+                   "image models; cached per device) and show each beside its ratio to the baseline's")
+    p.add_argument("--throughput-batch", type=int, default=None, metavar="B",
+                   help="batch size of the timed steps (default: the dataset's recipe batch)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="device of the throughput measurements (default: cuda when available, else cpu)")
     add_output_arguments(p, out_help="write search.json, search.md and PNG curves (and verify.png with --verify)")
     p.set_defaults(func=run)
 
@@ -138,22 +149,7 @@ FLAGS = {"n_range": "--n-range", "budget_value": "--budget-value", "level": "--l
 
 @flag_names(FLAGS)
 def run(args: argparse.Namespace) -> int:
-    fam = get_family(args.family)
-    dataset = args.dataset or fam.default_dataset
-    check_curve_arguments(args)
-    # check the cheap things before the (possibly long) Algorithm 1 run
-    if fam.arch_kind != "ce":
-        raise UserError(f"family {args.family!r} has no (m, n) architecture to search")
-    get_dataset_spec(dataset)
-    try:
-        validate_arch(args.family, args.baseline)
-    except UserError as e:
-        raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
-    if fam.probe is None and (args.alpha_file is None or args.robust):
-        what = "--robust measures its probe at other designs" if args.robust else "pass --alpha-file measured for it"
-        raise UserError(f"family {args.family!r} declares no probe; {what}")
-    pair_images = _verify_inputs(args, dataset)  # before any long work
-    inputs = probe_inputs(args) if args.alpha_file is None else None
+    fam, dataset, pair_images, inputs, speed = _check_first(args)
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     if args.alpha_file is None:
         print(f"collegial search: no --alpha-file; running Algorithm 1 ({fam.name}'s probe block, "
@@ -165,14 +161,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"collegial search: note: in this curve's 1/m check the ensemble law fails at m = "
               f"{', '.join(map(str, bad))}; V1(n)/m misstates the variance of ensembles with that many paths",
               file=sys.stderr)
+
     def solve(c: Any) -> Any:
-        return search(args.family, dataset, args.baseline, c, budget=args.budget, rounding=args.rounding,
+        budget = "params" if args.budget == "throughput" else args.budget
+        return search(args.family, dataset, args.baseline, c, budget=budget, rounding=args.rounding,
                       n_range=args.n_range, budget_value=args.budget_value, ties=args.ties, level=args.level,
                       bn_flops=args.bn_flops, solver=args.solver)
 
     res = solve(curve)
     res.notes = list(curve.notes)  # the curve's own first (an allowed probe mismatch)
     rob = _robust(args, res, curve, dataset, solve) if args.robust else None
+    tput = _throughput(args, res, curve, dataset, speed) if speed is not None else None
     mc = _m_check(args, res, curve, dataset)
     ver = _verify(args, res, curve, dataset, pair_images) if pair_images is not None else None
     obj = res.to_dict()
@@ -183,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
 
         obj["robust"] = rob.to_dict()
         table += "\n\n" + format_robustness(rob)
+    if tput is not None:
+        obj["throughput"] = tput[0]
+        table += "\n\n" + tput[1]
     if mc is not None:
         from collegial.search.m_check import format_m_check
 
@@ -200,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         md = format_table(res, all_ties=True) + ("\n\n" + format_m_check(mc) if mc is not None else "")
         if rob is not None:
             md += "\n\n" + format_robustness(rob)
+        if tput is not None:
+            md += "\n\n" + tput[1]
         files = [str(out / n) for n in OUT_FILES]
         if ver is not None:
             from collegial.search.verify import markdown, plot_verify
@@ -214,6 +218,80 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and not args.json:
         print(f"wrote {', '.join(obj['files'])}")
     return 0
+
+
+def _check_first(args: argparse.Namespace) -> tuple[Any, str, Any, Any, Any]:
+    """Every cheap check before the (possibly long) Algorithm 1 run: the family, its dataset,
+    ``--verify``'s pair images, the probe's inputs and ``--throughput``'s settings."""
+    fam = get_family(args.family)
+    dataset = args.dataset or fam.default_dataset
+    check_curve_arguments(args)
+    if fam.arch_kind != "ce":
+        raise UserError(f"family {args.family!r} has no (m, n) architecture to search")
+    get_dataset_spec(dataset)
+    try:
+        validate_arch(args.family, args.baseline)
+    except UserError as e:
+        raise UserError(f"baseline {args.baseline!r} is not a member of {args.family}: {e}") from None
+    if fam.probe is None and (args.alpha_file is None or args.robust):
+        what = "--robust measures its probe at other designs" if args.robust else "pass --alpha-file measured for it"
+        raise UserError(f"family {args.family!r} declares no probe; {what}")
+    pair_images = _verify_inputs(args, dataset)
+    inputs = probe_inputs(args) if args.alpha_file is None else None
+    return fam, dataset, pair_images, inputs, _speed_options(args, dataset)
+
+
+def _speed_options(args: argparse.Namespace, dataset: str) -> dict[str, Any] | None:
+    """``--throughput`` / ``--budget throughput``: device, batch and cache (None when off)."""
+    if not (args.throughput or args.budget == "throughput"):
+        return None
+    from collegial.commands.verify import measure_device
+    from collegial.search.variance import cache_dir
+    from collegial.train.recipes import get_recipe
+
+    batch = get_recipe(dataset).batch_size if args.throughput_batch is None else args.throughput_batch
+    if batch < 1:
+        raise UserError(f"--throughput-batch must be >= 1, got {batch}")
+    return {"device": measure_device(args.device), "batch_size": batch, "cache": cache_dir() / "throughput"}
+
+
+def _throughput(args: argparse.Namespace, res: Any, curve: Any, dataset: str, speed: dict[str, Any]) -> tuple[Any, str]:
+    """Measured images/s of the baseline, the answers and their optimal sets (and, with
+    ``--budget throughput``, the primal under the baseline's throughput): the JSON part, the
+    text block; the answers' speed ratios go to the first lines."""
+    from collegial.train.throughput import measure_throughput
+
+    def rate(arch: str) -> float:
+        return measure_throughput(args.family, arch, dataset, **speed).images_per_s
+
+    archs = [res.baseline.arch]
+    for prob in ("primal", "dual"):
+        archs += [res.headline(prob).arch, getattr(res, prob).arch, *res.optimal_set[prob].members[:5]]
+    archs = list(dict.fromkeys(archs))
+    print(f"collegial search: timing training steps of {len(archs)} architectures on {speed['device']} "
+          f"(batch {speed['batch_size']}; cached)", file=sys.stderr)
+    rates = {a: rate(a) for a in archs}
+    base = rates[res.baseline.arch]
+    obj: dict[str, Any] = {"device": speed["device"], "batch_size": speed["batch_size"],
+                           "images_per_s": rates, "ratio": {a: r / base for a, r in rates.items()}}
+    lines = [f"training throughput on {speed['device']} (batch {speed['batch_size']}; ratio to the baseline):"]
+    lines += [f"  {a:>8}  {r:>9.0f} img/s  {r / base:.2f}x" for a, r in rates.items()]
+    for prob in ("primal", "dual"):
+        a = res.headline(prob).arch
+        res.notes.append(f"speed: {prob} {a} trains at {rates[a] / base:.2f}x the baseline's images/s "
+                         f"({rates[a]:.0f} vs {base:.0f} on {speed['device']})")
+    if args.budget == "throughput":
+        from collegial.search.speed import format_speed, throughput_primal
+
+        lo, hi = res.n_range
+        widths = [int(w) for w in curve.fit.widths if lo <= w <= hi]
+        ans = throughput_primal(args.family, args.baseline, curve, widths, rate)
+        obj["primal_at_throughput"] = ans.to_dict()
+        lines = [format_speed(ans), "", *lines]
+        b = ans.best
+        res.notes.insert(0, f"primal at the baseline's throughput: {b['arch']} (variance {b['variance']:.4g}, "
+                            f"{b['ratio']:.2f}x the baseline's images/s, P(optimal) = {b['p_best']:.2f})")
+    return obj, "\n".join(lines)
 
 
 def _robust(args: argparse.Namespace, res: Any, curve: Any, dataset: str, solve: Any) -> Any:
