@@ -514,3 +514,12 @@ def test_11_runs_that_cannot_fit_are_refused_before_starting(capsys, monkeypatch
     assert main(["search", "mlp", "--baseline", "1x8d", "--trials", str(10**9)]) == 2  # Algorithm 1 run by search
     err = capsys.readouterr().err.splitlines()
     assert "exceed the limit" in err[-1] and len(err) == 2  # its announcement, then the one error line
+
+
+def test_12_resume_of_a_multi_seed_run_keeps_its_seeds(tmp_path, capsys, one_thread) -> None:
+    out = tmp_path / "runs"
+    assert main([*TRAIN, "--seeds", "2", "--seed", "3", "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["seeds"] == [3, 4]
+    assert sorted(p.name for p in out.iterdir()) == ["seed3", "seed4", "summary.json"]

@@ -1,9 +1,9 @@
 """``collegial train --out DIR --resume``: the settings of the run being continued.
 
 ``--resume`` alone continues DIR's run with every setting it was started with, read from its
-``config.json`` (``DIR/config.json``, or with ``--seeds K`` the first ``DIR/seedS/config.json``):
-family, architecture, dataset, the whole recipe, the seed, the number of training and test
-images, amp and channels_last (the device, threads and batch size of evaluation are the
+``config.json`` (``DIR/config.json``, or for a ``--seeds K`` run the first ``DIR/seedS/config.json``):
+family, architecture, dataset, the whole recipe, the seed (and the seeds of a ``--seeds K`` run:
+its ``seedS`` folders), the number of training and test images, amp and channels_last (the device, threads and batch size of evaluation are the
 machine's choice). A setting given again must equal the stored one, or
 the command stops in one line naming each difference; only ``--epochs`` may change (to train a
 finished run longer). Nothing is read or checked without ``--resume``.
@@ -44,8 +44,9 @@ def restore(args: argparse.Namespace, path: Path, old: dict[str, Any]) -> None:
     naming every flag given with another value than ``old``'s (``--epochs`` may change)."""
     single = path.parent == Path(args.out)
     data = old.get("data") if isinstance(old.get("data"), dict) else {}
-    fill = {"seed": old.get("seed") if single else None, "train_limit": data.get("train"),
-            "test_limit": data.get("test")}
+    seeds = [old.get("seed")] if single else _seed_folders(Path(args.out))
+    fill = {"seed": min(seeds) if seeds and None not in seeds else None, "seeds": len(seeds) or None,
+            "train_limit": data.get("train"), "test_limit": data.get("test")}
     for name, value in fill.items():
         if getattr(args, name, None) is None and value is not None:
             setattr(args, name, value)
@@ -64,6 +65,16 @@ def restore(args: argparse.Namespace, path: Path, old: dict[str, Any]) -> None:
     if diffs:
         raise UserError(f"--resume: {path} was run with other settings: {', '.join(diffs)}; "
                         "drop those flags to continue it as it was")
+
+
+def _seed_folders(out: Path) -> list[int]:
+    """The seeds of a multi-seed run's folders ``out/seedS`` (those holding a run)."""
+    found = []
+    for p in out.glob("seed*/config.json"):
+        tail = p.parent.name[len("seed"):]
+        if tail.isdigit():
+            found.append(int(tail))
+    return sorted(found)
 
 
 def check_model(path: Path, old: dict[str, Any], family: str, arch: str, dataset: str) -> None:

@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --epochs, rescale the recipe's milestones to the new length",
     )
     p.add_argument("--seed", type=int, default=None, help="first seed (default 0; with --resume the run's)")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds to train (default 1; with --resume the run's)")
     p.add_argument(
         "--out",
         default=None,
@@ -267,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
     if stored is not None:
         restore(args, *stored)
     args.seed = 0 if args.seed is None else args.seed
+    args.seeds = 1 if args.seeds is None else args.seeds
     family, arch, dataset = _resolve_model(args)
     if stored is not None:
         check_model(*stored, family, arch, dataset)
