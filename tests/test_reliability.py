@@ -523,3 +523,18 @@ def test_12_resume_of_a_multi_seed_run_keeps_its_seeds(tmp_path, capsys, one_thr
     assert main(["train", "--out", str(out), "--resume", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["seeds"] == [3, 4]
     assert sorted(p.name for p in out.iterdir()) == ["seed3", "seed4", "summary.json"]
+
+
+@needs_fashion
+def test_10_a_read_only_out_is_one_line(tmp_path, capsys, monkeypatch, one_thread) -> None:
+    alpha = _alpha(tmp_path / "alpha.json")
+    real_open = io.os.open
+
+    def read_only(path, *a, **k):  # as on a read-only folder (root ignores chmod, so simulated)
+        if str(path).startswith(str(tmp_path / "ro")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(io.os, "open", read_only)
+    assert main(_sweep(tmp_path / "ro", alpha)) == 2
+    assert "cannot use --out" in (err := _one_line(capsys)) and "Permission denied" in err
