@@ -23,6 +23,12 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert all(r["v"] > 0 and r["predicted"] is not None for r in measured.values())
     assert json.loads((out / "alpha-resnext11.json").read_text())["family"] == "resnext11"
     assert "Does the whole network follow the block?" in report
+    # the report opens with the answer (both searches, the whole-model check, the trained speed)
+    assert report.index("## The answer") < report.index("## 1. Algorithm 1")
+    answer = report[report.index("## The answer"):report.index("## 1. Algorithm 1")]
+    primal = summary["train_search"]["most_probable"]["primal"]["arch"]
+    assert f"primal {primal:>8}" in answer and "whole-model check:" in answer and "img/s" in answer
+    assert all(r["images_per_s"] > 0 for r in summary["training"])
     assert [r["role"] for r in summary["training"]] == ["baseline", "primal", "dual"]
     for r in summary["training"]:
         assert 0.0 <= r["top1_err"] <= 100.0 and r["test_images"] == 256

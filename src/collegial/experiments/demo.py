@@ -30,7 +30,7 @@ from collegial.models import format_arch
 from collegial.ntk.alpha import run_algorithm1
 from collegial.provenance import provenance
 from collegial.search.plots import plot_both
-from collegial.search.solve import SearchResult, format_table, search
+from collegial.search.solve import SearchResult, format_answer, format_table, search
 from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve, load_curve
 
 #: The paper's optima for ResNeXt-29 on CIFAR-10 against the 1x128d baseline (SPEC section 6).
@@ -115,11 +115,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         f" --baseline {cfg.baseline} --seed {cfg.seed}`" + ("" if cfg.train else " (with --no-train)") + ".",
         "",
     ]
-    report += _alpha_section(cfg, out, summary)
+    summary["answer"] = []
+    details = _alpha_section(cfg, out, summary)
     _log("2/3 search: ResNeXt-29 on CIFAR-10 against 1x128d, parameter and FLOP budgets")
     curve = load_curve(out / "alpha.json", cfg.variance, family="resnext29")
-    report += _cifar_section(cfg, out, curve, summary)
-    report += _training_section(cfg, out, curve, summary)
+    details += _cifar_section(cfg, out, curve, summary)
+    details += _training_section(cfg, out, curve, summary)
+    report += ["## The answer", "", "```", *summary["answer"], "```", "",
+               "The details follow: how the curve was measured (1), the searches (2), and the check on "
+               "the whole network and the training runs (3).", "", *details]
     summary["seconds"] = time.time() - t0
     summary["provenance"] = provenance(cfg.seed)
     report.append(f"Total demo time: {summary['seconds']:.0f} s.")
@@ -164,6 +168,9 @@ def _cifar_section(cfg: DemoConfig, out: Path, curve: VarianceCurve, summary: di
         paper = {p: a for (b, p), a in PAPER_CIFAR.items() if b == budget}
         text, rows = _search_section(res, f"{budget} budget", paper)
         summary["search"][budget] = {"result": res.to_dict(), "comparison": rows}
+        if budget == "params":
+            summary["answer"] += ["ResNeXt-29 on CIFAR-10, baseline 1x128d, parameter budget (from the probe block):",
+                                  *_answer_lines(res), ""]
         report += [text, "", f"![primal](cifar10-{budget}-primal.png) ![dual](cifar10-{budget}-dual.png)", ""]
     return report
 
@@ -194,6 +201,7 @@ def _verify_section(cfg: DemoConfig, res: SearchResult, curve: VarianceCurve, ou
                   progress=cfg.progress)
     plot_verify(ver, out / "verify.png")
     summary["verify"] = ver.to_dict()
+    summary["verify_headline"] = headline(ver)
     return ["### Does the whole network follow the block? (`collegial verify`)", "",
             f"**{headline(ver)}.** The search's prediction is about one probe block; here it is checked on the "
             "network that is trained (docs/verify.md has the full curves and the split by parameter group).", "",
@@ -216,28 +224,35 @@ def _training_section(cfg: DemoConfig, out: Path, curve: VarianceCurve, summary:
               f"![primal]({cfg.dataset}-primal.png) ![dual]({cfg.dataset}-dual.png)", ""]
     report += _verify_section(cfg, res, curve, out, summary)
     summary["train_search"] = res.to_dict()
+    summary["answer"] += [f"{cfg.family} on {cfg.dataset}, baseline {cfg.baseline}, parameter budget:",
+                          *_answer_lines(res), f"whole-model check: {summary['verify_headline']}"]
     if not cfg.train:
         return report
     _log(f"3/3 training {cfg.family} baseline/{'primal/' if cfg.train_primal else ''}dual on {cfg.dataset} "
          f"({cfg.train_limit} images, {cfg.epochs} epochs each)")
     rows = _train_rows(cfg, res, out)
     summary["training"] = rows
+    base_rate = rows[0]["images_per_s"]
+    summary["answer"] += [
+        f"trained ({cfg.epochs} epochs on {cfg.train_limit} images): " + "; ".join(
+            f"{r['role']} {r['arch']} {r['top1_err']:.2f}% error, {r['images_per_s']:.0f} img/s "
+            f"({r['images_per_s'] / base_rate:.2f}x the baseline)" for r in rows)]
     report += [
         f"Trained on the first {cfg.train_limit} training images for {cfg.epochs} epochs "
         f"(batch {cfg.batch_size}, lr {cfg.lr}, SGD momentum 0.9, wd 5e-4), tested on "
         f"{rows[0]['test_images']} test images, seed {cfg.seed}:",
         "",
-        "| role | model | rho | params | test top-1 err % | train time s |",
-        "|---|---|---|---|---|---|",
+        "| role | model | rho | params | test top-1 err % | train time s | training img/s |",
+        "|---|---|---|---|---|---|---|",
     ]
     report += [
         f"| {r['role']} | {cfg.family} {r['arch']} | {r['rho']:.2f} | {r['params'] / 1e3:.0f}k | "
-        f"{r['top1_err']:.2f} | {r['seconds']:.0f} |"
+        f"{r['top1_err']:.2f} | {r['seconds']:.0f} | {r['images_per_s']:.0f} |"
         for r in rows
     ]
     if not any(r["role"] == "primal" for r in rows):
         report.append(f"| primal | {cfg.family} {res.primal.arch} | {res.primal.rho:.2f} | {res.primal.params / 1e3:.0f}k | "
-                      "not trained | (`--train-primal`: its many narrow groups train far slower on a CPU) |")
+                      "not trained | (`--train-primal`: its many narrow groups train far slower on a CPU) | |")
     report.append("")
     return report
 
@@ -275,10 +290,17 @@ def _train_rows(cfg: DemoConfig, res: SearchResult, out: Path) -> list[dict[str,
             "role": role, "arch": cand.arch, "m": cand.m, "n": cand.n, "rho": cand.rho,
             "params": cand.params, "top1_err": result.test_top1_err, "top5_err": result.test_top5_err,
             "test_images": int(data.test_y.numel()), "seconds": time.time() - t,
+            # training images per second of the whole run (evaluation included)
+            "images_per_s": cfg.epochs * int(data.train_y.numel()) / (time.time() - t),
         })
         _log(f"   {role} {format_arch(cand.m, cand.n)}: test error {result.test_top1_err:.2f}% "
              f"({time.time() - t:.0f} s)")
     return rows
+
+
+def _answer_lines(res: SearchResult) -> list[str]:
+    """The answer's first lines (notes, both problems, their optimal sets), indented."""
+    return ["  " + line for line in format_answer(res).splitlines() if not line.startswith("other variance models")]
 
 
 def replace_row(row: dict[str, Any], **kw: Any) -> dict[str, Any]:
