@@ -628,8 +628,14 @@ def _answers(g: _Grid, sol: _Solution, budget: Budget, level: float) -> dict[str
         "dual_curve": Curve(g.n, dual.m, g.base_cost[budget] / dual.cost, *_band(rho_draws, level),
                             np.ones(g.n.size, dtype=bool)),
         "optimal_set": {"primal": optimal_set(sol.p_probs, level, p_cand), "dual": optimal_set(sol.d_probs, level, d_cand)},
-        "most_probable": {"primal": p_cand(sol.p_probs[0][0]), "dual": d_cand(*sol.d_probs[0][:2])},
+        "most_probable": {"primal": _top(p_cand(sol.p_probs[0][0]), p_cand(primal.best)),
+                          "dual": _top(d_cand(*sol.d_probs[0][:2]), d_cand(dual.best))},
     }
+
+
+def _top(first: Candidate, point: Candidate) -> Candidate:
+    """The most probable candidate; the point optimum when it is as probable."""
+    return point if (point.p_best or 0.0) >= (first.p_best or 0.0) else first
 
 
 def by_model(
