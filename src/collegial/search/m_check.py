@@ -288,7 +288,7 @@ def format_m_check(mc: MCheck) -> str:
         for role in ("primal", "dual"):
             c2: Candidate = getattr(k, role)
             lines.append(f"  re-solved {role:<6} {c2.arch:>8}  variance {c2.variance:.4g} (corrected, not measured), "
-                         f"rho {c2.rho:.2f}")
+                         f"compression {c2.rho:.2f}")
     return "\n".join(lines)
 
 
