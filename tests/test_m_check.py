@@ -27,7 +27,8 @@ from collegial.search.m_check import (
     points_to_measure,
     run_m_check,
 )
-from collegial.search.solve import format_answer, search
+from collegial.search.solve import search
+from collegial.search.result import format_answer
 from collegial.search.variance import synthetic_curve
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,17 +12,8 @@ from collegial.cli import main
 from collegial.errors import UserError
 from collegial.ntk.curve import AlphaFit, synthetic_fit
 from collegial.models.costs import model_costs
-from collegial.search.solve import (
-    MAX_SET,
-    arch_probabilities,
-    cost_table,
-    dual_m,
-    format_answer,
-    parse_budget_value,
-    parse_n_range,
-    primal_m,
-    search,
-)
+from collegial.search.solve import cost_table, dual_m, parse_budget_value, parse_n_range, primal_m, search
+from collegial.search.result import MAX_SET, arch_probabilities, format_answer
 from collegial.search.variance import VarianceCurve, load_curve
 
 WIDTHS = [2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128]

@@ -10,7 +10,7 @@ import pytest
 from collegial.cli import main
 from collegial.commands.reproduce import TARGETS, load_target
 from collegial.experiments import search_repro as sr
-from collegial.search.solve import Candidate
+from collegial.search.result import Candidate
 from collegial.ntk.curve import AlphaFit, synthetic_fit
 from collegial.search.variance import synthetic_curve
 

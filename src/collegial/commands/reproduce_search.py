@@ -22,7 +22,8 @@ from collegial.experiments.search_repro import (
     reproduce_search,
 )
 from collegial.provenance import provenance
-from collegial.search.solve import SOLVERS, SearchResult
+from collegial.search.solve import SOLVERS
+from collegial.search.result import SearchResult
 from collegial.search.variance import DEFAULT_VARIANCE_MODEL, load_curve
 
 SEARCH_FILES = ("search.md", "search.json")

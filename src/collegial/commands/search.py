@@ -24,7 +24,8 @@ from collegial.commands.verify import add_verify_arguments
 from collegial.errors import UserError, flag_names
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
 from collegial.provenance import provenance
-from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, format_table, search
+from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, search
+from collegial.search.result import format_table
 from collegial.search.variance import (
     DEFAULT_DRAWS,
     DEFAULT_VARIANCE_MODEL,

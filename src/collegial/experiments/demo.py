@@ -30,7 +30,8 @@ from collegial.models import format_arch
 from collegial.ntk.alpha import run_algorithm1
 from collegial.provenance import provenance
 from collegial.search.plots import plot_both
-from collegial.search.solve import SearchResult, format_answer, format_table, search
+from collegial.search.solve import search
+from collegial.search.result import SearchResult, format_answer, format_table
 from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve, load_curve
 
 #: The paper's optima for ResNeXt-29 on CIFAR-10 against the 1x128d baseline (SPEC section 6).

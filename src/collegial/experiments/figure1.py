@@ -42,7 +42,8 @@ from collegial.errors import UserError
 from collegial.io import save_figure, strict_json, write_json_atomic, write_text_atomic
 from collegial.models import format_arch, get_family, validate_arch
 from collegial.provenance import provenance
-from collegial.search.solve import SearchResult, cost_table, dual_m, primal_m, search
+from collegial.search.solve import cost_table, dual_m, primal_m, search
+from collegial.search.result import SearchResult
 from collegial.search.variance import VarianceCurve
 from collegial.stats import mean_se
 

@@ -25,15 +25,8 @@ import numpy as np
 from collegial.errors import UserError
 from collegial.models import parse_arch
 from collegial.models.costs import model_costs
-from collegial.search.solve import (
-    SOLVERS,
-    Candidate,
-    SearchResult,
-    cost_table,
-    dual_m,
-    primal_m,
-    search,
-)
+from collegial.search.solve import SOLVERS, cost_table, dual_m, primal_m, search
+from collegial.search.result import Candidate, SearchResult
 from collegial.ntk.curve import MODELS, AlphaFit
 from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from collegial.io import save_figure
-from collegial.search.solve import Candidate, SearchResult
+from collegial.search.result import Candidate, SearchResult
 
 
 def _pyplot():  # imported lazily: matplotlib costs ~0.3 s to import

@@ -25,7 +25,7 @@ from typing import Any
 from collegial.errors import UserError
 from collegial.ntk.curve import GOOD_FIT_P, MODELS
 from collegial.ntk.inputs import DATA_DATASETS, DEFAULT_CORRELATION, DEFAULT_PAIRS, ProbeInputs
-from collegial.search.solve import SearchResult
+from collegial.search.result import SearchResult
 from collegial.search.variance import VarianceCurve
 
 #: The documented input correlations of the relu design (docs/search.md measured each).

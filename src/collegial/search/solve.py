@@ -48,7 +48,7 @@ Arrays below are indexed by candidate width, shape ``(N,)``, or ``(K, N)`` over 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
@@ -58,8 +58,15 @@ from collegial.choices import check_choice
 from collegial.errors import UserError
 from collegial.models import format_arch, get_dataset_spec, get_family, validate_arch
 from collegial.models.arch import MAX_N
-from collegial.models.costs import COST_KINDS, CostKind, CostTable, format_flops, format_params
+from collegial.models.costs import COST_KINDS, CostKind, CostTable
 from collegial.ntk.curve import MODELS
+from collegial.search.result import (
+    Candidate,
+    Curve,
+    SearchResult,
+    arch_probabilities,
+    optimal_set,
+)
 from collegial.search.variance import VarianceCurve
 
 #: The cost kind a budget counts (the vocabulary of :mod:`collegial.models.costs`).
@@ -77,8 +84,6 @@ SOLVERS: tuple[Solver, ...] = ("integer", "relaxed")
 DEFAULT_N_RANGE = (2, 128)
 #: Largest budget accepted (parameters or FLOPs): far beyond any buildable model, within int64.
 MAX_BUDGET = 1e18
-#: Most candidates listed in an optimal set (and labelled in plots).
-MAX_SET = 5
 
 
 class CostModel(Protocol):
@@ -164,152 +169,6 @@ def solve_dual_arrays(a: int, b: np.ndarray, v: np.ndarray, v_base: float) -> Ar
     var = v / m
     best = int(np.lexsort((var, cost))[0])  # least cost; among ties the smoother one
     return ArraySolution(best, m, cost, cost)
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True)
-class Candidate:
-    arch: str
-    m: int
-    n: int
-    params: int
-    flops: int
-    variance: float  # V1(n) / m
-    rho: float  # cost(baseline) / cost, in the budget's cost kind
-    variance_se: float = 0.0  # bootstrap standard error of the variance
-    p_best: float | None = None  # bootstrap probability of being the optimum
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["p_best"] is None:
-            del d["p_best"]
-        return d
-
-
-@dataclass
-class Curve:
-    """One problem's curve over the candidate widths (for plots), ``(N,)`` arrays;
-    ``lo``/``hi``: the ``level`` bootstrap interval of ``y``."""
-
-    n: np.ndarray
-    m: np.ndarray
-    y: np.ndarray  # primal: variance V1(n)/m; dual: rho
-    lo: np.ndarray
-    hi: np.ndarray
-    feasible: np.ndarray
-
-
-@dataclass(frozen=True)
-class OptimalSet:
-    """The candidates that hold the optimum with bootstrap probability ``coverage`` (>= the
-    level): ``widths`` = (least, greatest) n among them, ``size`` of them in all,
-    ``candidates`` = the (at most :data:`MAX_SET`) most probable, by decreasing ``p_best``."""
-
-    widths: tuple[int, int]
-    coverage: float
-    size: int
-    candidates: list[Candidate]
-    members: tuple[str, ...] = ()  # every member's MxNd, most probable first
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "widths": list(self.widths),
-            "coverage": self.coverage,
-            "size": self.size,
-            "candidates": [c.to_dict() for c in self.candidates],
-            "members": list(self.members),
-        }
-
-
-def arch_probabilities(win: np.ndarray, m: np.ndarray) -> list[tuple[int, int, float]]:
-    """Bootstrap probability of each architecture being the optimum: ``win`` ``(K,)`` the
-    optimum's width index in each draw, ``m`` its multiplicities ``(N,)`` (fixed per width) or
-    ``(K, N)`` (per draw). Returns ``(i, m, p)`` by decreasing ``p`` (ties: smaller ``i``, ``m``)."""
-    k = win.shape[0]
-    mm = m[win] if m.ndim == 1 else m[np.arange(k), win]
-    pairs, counts = np.unique(np.stack([win, mm], axis=1), axis=0, return_counts=True)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))
-    return [(int(pairs[j, 0]), int(pairs[j, 1]), float(counts[j] / k)) for j in order]
-
-
-def optimal_set(probs: list[tuple[int, int, float]], level: float, make: Any, limit: int = MAX_SET) -> OptimalSet:
-    """The optimal set from :func:`arch_probabilities`' ``(i, m, p)``; ``make(i, m, p)`` builds
-    that candidate."""
-    cum = np.cumsum([p for _, _, p in probs])
-    k = min(int(np.searchsorted(cum, level - 1e-12) + 1), len(probs))
-    every = [make(i, m, p) for i, m, p in probs[:k]]
-    widths = (min(c.n for c in every), max(c.n for c in every))
-    return OptimalSet(widths, float(cum[k - 1]), k, every[:limit], tuple(c.arch for c in every))
-
-
-@dataclass
-class SearchResult:
-    family: str
-    dataset: str
-    budget_kind: str
-    budget: int
-    rounding: str
-    solver: str
-    n_range: tuple[int, int]
-    variance_model: str
-    variance_desc: str
-    alpha: float
-    alpha_source: str
-    ties: str
-    level: float
-    draws: int
-    baseline: Candidate
-    primal: Candidate  # the point optimum
-    dual: Candidate  # the point optimum
-    near_ties: dict[str, list[Candidate]]
-    primal_curve: Curve = field(repr=False)
-    dual_curve: Curve = field(repr=False)
-    optimal_set: dict[str, OptimalSet] = field(default_factory=dict)
-    by_model: dict[str, dict[str, Any]] = field(default_factory=dict)
-    probe: str = ""
-    #: The alpha file's probe: family, inputs, correlation, pairs, T, seed, ... (AlphaFit.probe_options).
-    probe_options: dict[str, Any] = field(default_factory=dict)
-    #: Lines printed before the answer (e.g. where a check finds the 1/m law does not hold).
-    notes: list[str] = field(default_factory=list)
-    #: The alpha file used: path, SHA-256 of its bytes, its own provenance (VarianceCurve.origin).
-    alpha_file: dict[str, Any] = field(default_factory=dict)
-    #: Each problem's most probable architecture (the headline; the point optimum when the
-    #: bootstrap is degenerate).
-    most_probable: dict[str, Candidate] = field(default_factory=dict)
-
-    def headline(self, prob: str) -> Candidate:
-        """The answer a user reads first: the most probable architecture of ``prob``."""
-        return self.most_probable.get(prob) or getattr(self, prob)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "dataset": self.dataset,
-            "budget": self.budget_kind,
-            "budget_value": self.budget,
-            "rounding": self.rounding,
-            "solver": self.solver,
-            "n_range": list(self.n_range),
-            "baseline": self.baseline.to_dict(),
-            "primal": self.primal.to_dict(),
-            "dual": self.dual.to_dict(),
-            "most_probable": {k: v.to_dict() for k, v in self.most_probable.items()},
-            "optimal_set": {k: v.to_dict() for k, v in self.optimal_set.items()},
-            "near_ties": {k: [c.to_dict() for c in v] for k, v in self.near_ties.items()},
-            "by_model": self.by_model,
-            "probe": self.probe,
-            "probe_options": self.probe_options,
-            "variance_model": self.variance_model,
-            "variance_curve": self.variance_desc,
-            "alpha": self.alpha,
-            "alpha_source": self.alpha_source,
-            "alpha_file": self.alpha_file,
-            "ties": {"rule": self.ties, "level": self.level, "draws": self.draws},
-            "notes": list(self.notes),
-        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -661,76 +520,3 @@ def by_model(
             "selected": kind == curve.model,
         }
     return out
-
-
-def _gflops(c: Candidate) -> str:
-    return f"{c.flops / 1e9:.2f}" if c.flops >= 1e7 else f"{c.flops / 1e9:.4f}"
-
-
-def format_answer(res: SearchResult) -> str:
-    """The recommendation, first (after :attr:`SearchResult.notes`): one line per problem, then
-    each problem's optimal set."""
-    lines = list(res.notes)
-    for prob, what in (("primal", "least variance at the budget"), ("dual", "least cost at the baseline's variance")):
-        c = res.headline(prob)
-        point: Candidate = getattr(res, prob)
-        var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
-        p = f", P(optimal) = {c.p_best:.2f}" if c.p_best is not None else ""
-        beside = f"; point optimum {point.arch}, P(optimal) = {point.p_best:.2f}" if point.arch != c.arch else ""
-        lines.append(
-            f"{prob:<6} {c.arch:>8}  {format_params(c.params)} params, {format_flops(c.flops)}, variance {var}, "
-            f"compression {c.rho:.2f}{p}   ({what}{beside})"
-        )
-    for prob in ("primal", "dual"):
-        st = res.optimal_set.get(prob)
-        if st is None:
-            continue
-        lo, hi = st.widths
-        span = f"n = {lo}" if lo == hi else f"n = {lo}..{hi}"
-        more = f" (+{st.size - len(st.candidates)} more)" if st.size > len(st.candidates) else ""
-        cands = ", ".join(f"{c.arch} {c.p_best:.2f}" for c in st.candidates)
-        lines.append(f"{prob} optimal set ({st.coverage:.0%} of draws): {span}; {cands}{more}")
-    others = [
-        f"{k} {d['primal']}/{d['dual']} ({'chi2/dof %.2f' % d['chi2_per_dof'] if d['chi2_per_dof'] is not None else 'interpolates'})"
-        for k, d in res.by_model.items()
-        if not d["selected"]
-    ]
-    if others:
-        lines.append("other variance models (primal/dual): " + "; ".join(others))
-    return "\n".join(lines)
-
-
-def format_table(res: SearchResult, *, all_ties: bool = False) -> str:
-    """The answer first (:func:`format_answer`), then the paper's table (model, rho, params,
-    GFLOPs, variance) and the settings; the full near-tie lists only with ``all_ties``."""
-    fam = res.family.replace("resnext", "ResNeXt-")
-    rho_name = "rho" if res.budget_kind == "params" else "rho (FLOPs)"
-    lines = [
-        format_answer(res),
-        "",
-        f"| | model | {rho_name} | params | GFLOPs | variance | P(optimal) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-
-    def row(role: str, c: Candidate) -> str:
-        var = f"{c.variance:.4g}" + (f" ± {c.variance_se:.2g}" if c.variance_se > 0 else "")
-        p = f"{c.p_best:.2f}" if c.p_best is not None else ""
-        return f"| {role} | {fam} {c.arch} | {c.rho:.2f} | {format_params(c.params)} | {_gflops(c)} | {var} | {p} |"
-
-    lines.append(row("baseline", res.baseline))
-    lines.append(row("primal", res.primal))
-    lines.append(row("dual", res.dual))
-    budget = f"{format_params(res.budget)} params" if res.budget_kind == "params" else format_flops(res.budget)
-    lines += [
-        "",
-        f"{res.dataset}, budget {budget} ({res.rounding} rounding, {res.solver} solver), "
-        f"n in {res.n_range[0]}..{res.n_range[1]}; {res.variance_desc}",
-        f"probe: {res.probe} [{res.alpha_source}]",
-    ]
-    for prob in ("primal", "dual"):  # the optimal set is the answer's uncertainty; near-ties on request
-        ties = res.near_ties[prob]
-        if all_ties:
-            tie_txt = ", ".join(f"{c.arch} (P={c.p_best:.2f})" for c in ties) if ties else "none"
-            lines.append(f"{prob} near-ties ({res.ties}, {res.level:.0%}, {res.draws} draws): {tie_txt}")
-
-    return "\n".join(lines)

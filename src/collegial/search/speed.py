@@ -25,7 +25,7 @@ import numpy as np
 from collegial.errors import UserError
 from collegial.models import format_arch, validate_arch
 from collegial.models.arch import MAX_M
-from collegial.search.solve import arch_probabilities
+from collegial.search.result import arch_probabilities
 from collegial.search.variance import VarianceCurve
 
 
