@@ -262,8 +262,11 @@ def _throughput(args: argparse.Namespace, res: Any, curve: Any, dataset: str, sp
     text block; the answers' speed ratios go to the first lines."""
     from collegial.train.throughput import measure_throughput
 
+    timed: dict[str, Any] = {}
+
     def rate(arch: str) -> float:
-        return measure_throughput(args.family, arch, dataset, **speed).images_per_s
+        timed[arch] = measure_throughput(args.family, arch, dataset, **speed)
+        return timed[arch].images_per_s
 
     archs = [res.baseline.arch]
     for prob in ("primal", "dual"):
@@ -274,9 +277,12 @@ def _throughput(args: argparse.Namespace, res: Any, curve: Any, dataset: str, sp
     rates = {a: rate(a) for a in archs}
     base = rates[res.baseline.arch]
     obj: dict[str, Any] = {"device": speed["device"], "batch_size": speed["batch_size"],
-                           "images_per_s": rates, "ratio": {a: r / base for a, r in rates.items()}}
-    lines = [f"training throughput on {speed['device']} (batch {speed['batch_size']}; ratio to the baseline):"]
-    lines += [f"  {a:>8}  {r:>9.0f} img/s  {r / base:.2f}x" for a, r in rates.items()]
+                           "images_per_s": rates, "ratio": {a: r / base for a, r in rates.items()},
+                           "timings": {a: t.to_dict() for a, t in timed.items()}}
+    lines = [f"training throughput on {speed['device']} (batch {speed['batch_size']}; median step, slowest-fastest "
+             "step; ratio to the baseline):"]
+    lines += [f"  {a:>8}  {r:>9.0f} img/s ({timed[a].low:.0f}-{timed[a].high:.0f}, {timed[a].steps} steps"
+              f"{', channels-last' if timed[a].channels_last else ''})  {r / base:.2f}x" for a, r in rates.items()]
     for prob in ("primal", "dual"):
         a = res.headline(prob).arch
         res.notes.append(f"speed: {prob} {a} trains at {rates[a] / base:.2f}x the baseline's images/s "
