@@ -538,3 +538,18 @@ def test_10_a_read_only_out_is_one_line(tmp_path, capsys, monkeypatch, one_threa
     monkeypatch.setattr(io.os, "open", read_only)
     assert main(_sweep(tmp_path / "ro", alpha)) == 2
     assert "cannot use --out" in (err := _one_line(capsys)) and "Permission denied" in err
+
+
+def test_11_a_long_run_says_how_long_before_starting(capsys, monkeypatch, one_thread) -> None:
+    import torch
+
+    from collegial.ntk import alpha
+    from collegial.ntk.inputs import ProbeInputs
+
+    probes, per = alpha._pair_probes(alpha.probe_spec("mlp"), ProbeInputs(), 64, channels=None, spatial=None,
+                                     bn="none", seed=0, dtype=torch.float32, parameterization="standard")
+    est = alpha.estimate_seconds(probes, [(1, 2), (1, 8), (1, 32)], per)
+    assert est is not None and 0 < est < 60
+    monkeypatch.setattr(alpha, "estimate_seconds", lambda *a: 7200.0)
+    alpha.run_algorithm1(family="mlp", widths=(2, 4, 8), trials=16, m_law=(), progress=True)
+    assert "Algorithm 1 will take about 2.0 h here" in capsys.readouterr().err

@@ -450,6 +450,37 @@ def check_limits(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pai
         )
 
 
+def estimate_seconds(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> float | None:
+    """Wall seconds the Monte Carlo of ``jobs`` should take here: one chunk of trials at the
+    largest job timed, the others scaled by their working sets (a lower bound where per-trial
+    overheads dominate); None when the engine does not report its working set."""
+    probe = probes[0]
+    if not hasattr(probe, "trial_bytes"):
+        return None
+    sized = [(probe.trial_bytes(m, n) or 0, m, n) for m, n in jobs]
+    biggest, m, n = max(sized)
+    if biggest <= 0:
+        return None
+    chunk = max(2, min(per_pair, probe.chunk_size(m, n)))
+    t = time.perf_counter()
+    probe.k_chunk(m, n, chunk, trial_seed(0, m, n, 0, probe.pair))  # results depend on seeds only
+    per_trial = (time.perf_counter() - t) / chunk
+    _, world = rank_and_world()
+    trials = sum(per_pair * len(probes) * b / biggest for b, _, _ in sized)
+    return per_trial * trials / (max(1, torch.get_num_threads()) * world)
+
+
+def _announce_duration(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
+    """Say on stderr, before a run of more than 5 minutes, about how long it will take."""
+    import sys
+
+    seconds = estimate_seconds(probes, jobs, per_pair)
+    if seconds is not None and seconds > 300:
+        hours = seconds / 3600
+        print(f"collegial: Algorithm 1 will take about {f'{hours:.1f} h' if hours >= 1 else f'{seconds / 60:.0f} min'} "
+              "here (one chunk timed at the largest width); Ctrl-C stops it", file=sys.stderr, flush=True)
+
+
 def _run_jobs(
     probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int, seed: int, *, progress: bool
 ) -> tuple[dict[tuple[int, int], list[NormalizedVariance]], list[dict[str, float]], float]:
@@ -464,6 +495,8 @@ def _run_jobs(
         bar = tqdm(total=per_pair * len(probes) * len(jobs), unit="trial", desc="fit-alpha", leave=False,
                    dynamic_ncols=True, disable=not sys.stderr.isatty())
     check_limits(probes, jobs, per_pair)
+    if progress:
+        _announce_duration(probes, jobs, per_pair)
     t0 = time.perf_counter()
     stats: dict[tuple[int, int], list[NormalizedVariance]] = {}
     job_seconds = []
