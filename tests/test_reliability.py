@@ -125,6 +125,7 @@ def test_1_overwrite_validates_first_and_locks_the_sweep(sweep, tmp_path, capsys
     assert main(_sweep(out, bad, "--overwrite")) == 2
     assert "bad.json" in _one_line(capsys)
     assert _state(out) == before  # no run deleted, sweep.json and figure1.json untouched
+    assert json.loads((out / "figure1.json").read_text())["alpha_file"]["path"] == str(alpha)
     with io.folder_lock(out, "figure1 sweep"):  # a sweep running in this folder
         assert main(_sweep(out, alpha, "--overwrite", "--seeds", "3")) == 2
         assert f"in use by another figure1 sweep (pid {os.getpid()})" in _one_line(capsys)

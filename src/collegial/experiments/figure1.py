@@ -441,6 +441,7 @@ def summarize(cfg: Figure1Config, res: SearchResult, curves: dict[str, list[Poin
         "config": cfg.key(),
         "recipe": recipe.as_dict(),
         "probe": res.probe,
+        "alpha_file": res.alpha_file,  # path, SHA-256 and provenance of the curve used
         "variance_model": res.variance_model,
         "baseline": base.to_dict(),
         "curves": {},
