@@ -10,3 +10,19 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+#: The Python API (:mod:`collegial.api`), imported on first use: ``collegial.fit_alpha(...)``,
+#: ``collegial.search(...)``, ``collegial.verify(...)``, ``collegial.train(...)`` and the readers.
+_API = ("fit_alpha", "verify", "load_search", "load_verify", "load_figure1", "load_run")
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    if name in _API:
+        from collegial import api
+
+        return getattr(api, name)
+    if name in ("search", "train"):  # packages that are also callable (see their __init__)
+        import importlib
+
+        return importlib.import_module(f"collegial.{name}")
+    raise AttributeError(f"module 'collegial' has no attribute {name!r}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from collegial.errors import UserError
 from collegial.models.costs import format_flops, format_params
 
 #: Most candidates listed in an optimal set (and labelled in plots).
@@ -35,6 +36,11 @@ class Candidate:
             del d["p_best"]
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Candidate:
+        return cls(**{k: d[k] for k in ("arch", "m", "n", "params", "flops", "variance", "rho")},
+                   variance_se=d.get("variance_se", 0.0), p_best=d.get("p_best"))
+
 
 @dataclass
 class Curve:
@@ -47,6 +53,19 @@ class Curve:
     lo: np.ndarray
     hi: np.ndarray
     feasible: np.ndarray
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """JSON lists (infinite bounds, where a width is infeasible, as None)."""
+        return {k: [None if isinstance(x, float) and not np.isfinite(x) else x for x in getattr(self, k).tolist()]
+                for k in ("n", "m", "y", "lo", "hi", "feasible")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[Any]]) -> Curve:
+        def arr(k: str, dtype: Any) -> np.ndarray:
+            return np.array([np.inf if x is None else x for x in d[k]], dtype=dtype)
+
+        return cls(arr("n", np.int64), arr("m", np.int64), arr("y", np.float64), arr("lo", np.float64),
+                   arr("hi", np.float64), np.array(d["feasible"], dtype=bool))
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,11 @@ class OptimalSet:
             "candidates": [c.to_dict() for c in self.candidates],
             "members": list(self.members),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OptimalSet:
+        return cls(tuple(d["widths"]), d["coverage"], d["size"], [Candidate.from_dict(c) for c in d["candidates"]],
+                   tuple(d.get("members", ())))
 
 
 def arch_probabilities(win: np.ndarray, m: np.ndarray) -> list[tuple[int, int, float]]:
@@ -156,7 +180,35 @@ class SearchResult:
             "alpha_file": self.alpha_file,
             "ties": {"rule": self.ties, "level": self.level, "draws": self.draws},
             "notes": list(self.notes),
+            "curves": {"primal": self.primal_curve.to_dict(), "dual": self.dual_curve.to_dict()},
         }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """Strict JSON of :meth:`to_dict` (what ``search --json`` prints, without provenance)."""
+        from collegial.io import strict_json
+
+        return strict_json(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchResult:
+        """The result :meth:`to_dict` (or a ``search.json``) describes; curves are needed (files
+        written before they were saved cannot be read back)."""
+        if "curves" not in d:
+            raise UserError("this search result has no curves (written by an older version); run the search again")
+        cand = Candidate.from_dict
+        return cls(
+            family=d["family"], dataset=d["dataset"], budget_kind=d["budget"], budget=d["budget_value"],
+            rounding=d["rounding"], solver=d["solver"], n_range=tuple(d["n_range"]),
+            variance_model=d["variance_model"], variance_desc=d["variance_curve"], alpha=d["alpha"],
+            alpha_source=d["alpha_source"], ties=d["ties"]["rule"], level=d["ties"]["level"],
+            draws=d["ties"]["draws"], baseline=cand(d["baseline"]), primal=cand(d["primal"]), dual=cand(d["dual"]),
+            near_ties={k: [cand(c) for c in v] for k, v in d["near_ties"].items()},
+            primal_curve=Curve.from_dict(d["curves"]["primal"]), dual_curve=Curve.from_dict(d["curves"]["dual"]),
+            optimal_set={k: OptimalSet.from_dict(v) for k, v in d["optimal_set"].items()},
+            by_model=d.get("by_model", {}), probe=d.get("probe", ""), probe_options=d.get("probe_options", {}),
+            notes=list(d.get("notes", [])), alpha_file=d.get("alpha_file", {}),
+            most_probable={k: cand(v) for k, v in d.get("most_probable", {}).items()},
+        )
 
 
 def _gflops(c: Candidate) -> str:

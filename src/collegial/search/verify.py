@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -127,6 +127,11 @@ class Measured:
         d["ratio"], d["ratio_se"] = (r if r is not None else (None, None))
         d["collegial_share_mean"], d["collegial_share_var"] = self.collegial_share()
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measured:
+        """The measurement :meth:`to_dict` describes (its derived fields recomputed)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def load_pairs(images: Tensor, labels: Tensor | None, dataset: str, settings: VerifySettings,
@@ -352,6 +357,17 @@ class VerifyResult:
             "predictors": predictor_table(self),
             "notes": list(self.notes),
         }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        from collegial.io import strict_json
+
+        return strict_json(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VerifyResult:
+        """The result :meth:`to_dict` (or a ``verify.json``) describes."""
+        return cls(d["family"], VerifySettings(**d["settings"]), [Measured.from_dict(r) for r in d["measured"]],
+                   d["pair_indices"], list(d.get("notes", [])), d.get("probe", ""), d.get("resolved", {}))
 
 
 # ------------------------------------------------------------------------------ with the search
