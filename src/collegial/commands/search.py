@@ -253,7 +253,7 @@ def _speed_options(args: argparse.Namespace, dataset: str) -> dict[str, Any] | N
     batch = get_recipe(dataset).batch_size if args.throughput_batch is None else args.throughput_batch
     if batch < 1:
         raise UserError(f"--throughput-batch must be >= 1, got {batch}")
-    return {"device": measure_device(args.device), "batch_size": batch, "cache": cache_dir() / "throughput"}
+    return {"device": measure_device(args.device), "batch_size": batch, "cache": cache_dir().parent / "throughput"}
 
 
 def _throughput(args: argparse.Namespace, res: Any, curve: Any, dataset: str, speed: dict[str, Any]) -> tuple[Any, str]:
