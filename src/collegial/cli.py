@@ -30,6 +30,7 @@ COMMANDS: list[str] = [
     "ntk_dynamics",
     "fit_alpha",
     "train",
+    "plot",
     "demo",
 ]
 

@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 #: Files a run writes into its directory (never overwritten unless resuming or ``overwrite``).
-RUN_FILES = ("last.pt", "metrics.jsonl", "result.json", "config.json")
+RUN_FILES = ("last.pt", "metrics.jsonl", "metrics.csv", "result.json", "config.json")
 CHECKPOINT_FORMAT = 1
 
 
@@ -415,6 +415,7 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
         _start_out(out, stale, info, {
             "config.json": strict_json({**run.config, "provenance": provenance(cfg.seed)}, indent=2) + "\n",
             "metrics.jsonl": _metrics_text(run.history),
+            "metrics.csv": _metrics_csv(run.history),
         })
         _announce(run, data)
         run.net.train()
@@ -711,6 +712,7 @@ def _finish_epoch(run: _Run, epoch: int, sums: _EpochSums) -> bool:
     _checkpoint(run, epoch + 1, 0, run.partial)
     if run.info.is_main:  # rewritten whole (atomically): a full disk cannot leave half a line
         write_text_atomic(run.out / "metrics.jsonl", _metrics_text(run.history))
+        write_text_atomic(run.out / "metrics.csv", _metrics_csv(run.history))
     _log_epoch(run, record)
     if epoch + 1 < run.recipe.epochs and _any_rank(run.stop.requested, run.info, run.device):
         run.log(
@@ -758,6 +760,20 @@ def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
 def _metrics_text(history: list[dict[str, Any]]) -> str:
     """``metrics.jsonl``: one strict JSON line per finished epoch."""
     return "".join(strict_json(r) + "\n" for r in history)
+
+
+def _metrics_csv(history: list[dict[str, Any]]) -> str:
+    """``metrics.csv``: the same epochs as ``metrics.jsonl``, one row each (for spreadsheets and
+    pandas), columns in the order the records first name them; empty cells for missing values."""
+    import csv
+    import io
+
+    cols = list(dict.fromkeys(k for r in history for k in r)) or ["epoch"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: ("" if r.get(k) is None else r[k]) for k in cols} for r in history)
+    return buf.getvalue()
 
 
 def _checkpoint(run: _Run, epoch: int, batch: int, part: dict[str, float]) -> None:
