@@ -49,3 +49,25 @@ def test_plot_draws_several_runs_and_refuses_in_one_line(runs, tmp_path, capsys)
         assert len(err) == 1 and msg in err[0], err
     assert main(["plot", str(runs / "2x4d"), "--out", str(fig), "--overwrite", "--label", "ens", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["last_test_top1_err"]["ens"] >= 0
+
+
+def test_tensorboard_events_or_one_line_without_the_package(tmp_path, capsys):
+    argv = ["train", "mlp", "2x4d", "--dataset", "mnist", "--epochs", "1", "--train-limit", "128", "--test-limit", "128",
+            "--out", str(tmp_path / "run"), "--tensorboard"]
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert main(argv) == 2
+        assert "pip install 'collegial[tensorboard]'" in capsys.readouterr().err
+        return
+    assert main(argv) == 0
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    assert {"test_top1_err", "train_loss"} <= set(acc.Tags()["scalars"])
+    # --overwrite starts over: the old events go with the old run
+    assert main([*argv[:-1], "--overwrite"]) == 0
+    assert not (tmp_path / "run" / "tensorboard").exists()

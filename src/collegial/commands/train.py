@@ -91,6 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events into OUT/tensorboard each epoch (pip install 'collegial[tensorboard]')")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument(
         "--deterministic",
@@ -324,4 +326,5 @@ def _run_config(args: argparse.Namespace, family: str, arch: str, dataset: str, 
         progress=progress,
         eval_batch_size=args.eval_batch_size,
         peak_tflops=args.peak_tflops,
+        tensorboard=args.tensorboard,
     )

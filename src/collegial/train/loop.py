@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 #: Files a run writes into its directory (never overwritten unless resuming or ``overwrite``).
-RUN_FILES = ("last.pt", "metrics.jsonl", "metrics.csv", "result.json", "config.json")
+RUN_FILES = ("last.pt", "metrics.jsonl", "metrics.csv", "result.json", "config.json", "tensorboard")
 CHECKPOINT_FORMAT = 1
 
 
@@ -98,6 +99,8 @@ class RunConfig:
     progress: bool = False
     verbose: bool = True
     eval_batch_size: int = 256
+    #: also write TensorBoard events (``out/tensorboard``) each epoch (needs the ``tensorboard`` package)
+    tensorboard: bool = False
     sync_every: int | None = None
     peak_tflops: float | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -283,7 +286,10 @@ def _start_out(out: Path, stale: list[str], info: Dist, files: dict[str, str]) -
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for f in stale:
-            (out / f).unlink(missing_ok=True)
+            if (out / f).is_dir() and not (out / f).is_symlink():
+                shutil.rmtree(out / f)  # tensorboard/
+            else:
+                (out / f).unlink(missing_ok=True)
         for tmp in out.glob(TMP_GLOB):  # left by killed writes; we hold the folder's lock
             tmp.unlink(missing_ok=True)
         for name, text in files.items():
@@ -442,6 +448,11 @@ def _check_settings(cfg: RunConfig, data: ImageData) -> None:
         )
     if cfg.eval_batch_size < 1:
         raise UserError(f"eval batch size must be >= 1, got {cfg.eval_batch_size}")
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+        except ImportError:
+            raise UserError("TensorBoard events need the tensorboard package: pip install 'collegial[tensorboard]'") from None
 
 
 def _build(
@@ -713,6 +724,8 @@ def _finish_epoch(run: _Run, epoch: int, sums: _EpochSums) -> bool:
     if run.info.is_main:  # rewritten whole (atomically): a full disk cannot leave half a line
         write_text_atomic(run.out / "metrics.jsonl", _metrics_text(run.history))
         write_text_atomic(run.out / "metrics.csv", _metrics_csv(run.history))
+        if run.cfg.tensorboard:
+            _tensorboard_epoch(run.out / "tensorboard", record)
     _log_epoch(run, record)
     if epoch + 1 < run.recipe.epochs and _any_rank(run.stop.requested, run.info, run.device):
         run.log(
@@ -760,6 +773,16 @@ def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
 def _metrics_text(history: list[dict[str, Any]]) -> str:
     """``metrics.jsonl``: one strict JSON line per finished epoch."""
     return "".join(strict_json(r) + "\n" for r in history)
+
+
+def _tensorboard_epoch(folder: Path, record: dict[str, Any]) -> None:
+    """One finished epoch's numbers as TensorBoard scalars (step = epoch), in ``folder``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(folder)) as w:
+        for k, v in record.items():
+            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                w.add_scalar(k, v, record["epoch"])
 
 
 def _metrics_csv(history: list[dict[str, Any]]) -> str:
