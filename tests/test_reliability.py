@@ -554,3 +554,26 @@ def test_11_a_long_run_says_how_long_before_starting(capsys, monkeypatch, one_th
     monkeypatch.setattr(alpha, "estimate_seconds", lambda *a: 7200.0)
     alpha.run_algorithm1(family="mlp", widths=(2, 4, 8), trials=16, m_law=(), progress=True)
     assert "Algorithm 1 will take about 2.0 h here" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- one writer, enforced
+
+#: Writers not yet moved to collegial.io (owned by the verify/m-law work in progress).
+PENDING_WRITERS = {"search/verify.py", "experiments/m_law.py", "commands/reproduce_m_law.py", "commands/verify.py"}
+
+
+def test_4_every_file_is_written_through_collegial_io() -> None:
+    import re
+
+    src = Path(io.__file__).parent
+    raw = re.compile(r"\.write_text\(|\.write_bytes\(|json\.dump\(|os\.replace\(|\.savefig\(|"
+                     r"open\([^)]*['\"][wa]b?['\"]")
+    bad = []
+    for path in sorted(src.rglob("*.py")):
+        rel = str(path.relative_to(src))
+        if rel == "io.py" or rel in PENDING_WRITERS:
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if raw.search(line) and "os.devnull" not in line and not line.lstrip().startswith(("#", '"', "``")):
+                bad.append(f"{rel}:{i}: {line.strip()}")
+    assert not bad, "write through collegial.io (atomic):\n" + "\n".join(bad)
