@@ -71,3 +71,28 @@ def test_tensorboard_events_or_one_line_without_the_package(tmp_path, capsys):
     # --overwrite starts over: the old events go with the old run
     assert main([*argv[:-1], "--overwrite"]) == 0
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_train_config_restarts_a_run_with_its_settings(tmp_path, capsys):
+    first = tmp_path / "a"
+    assert main(["train", "mlp", "2x4d", "--dataset", "mnist", "--epochs", "1", "--lr", "0.02", "--train-limit", "128",
+                 "--test-limit", "64", "--seed", "3", "--out", str(first)]) == 0
+    again = tmp_path / "b"
+    assert main(["train", "--config", str(first / "config.json"), "--out", str(again)]) == 0
+    a, b = (json.loads((d / "config.json").read_text()) for d in (first, again))
+    for key in ("family", "arch", "dataset", "recipe", "seed", "data"):
+        assert a[key] == b[key], key
+    # the same settings and seed give the same run
+    assert json.loads((first / "result.json").read_text())["test_top1_err"] == \
+        json.loads((again / "result.json").read_text())["test_top1_err"]
+    # flags given override the stored settings
+    third = tmp_path / "c"
+    assert main(["train", "--config", str(first), "--lr", "0.01", "--epochs", "2", "--out", str(third)]) == 0
+    c = json.loads((third / "config.json").read_text())
+    assert c["recipe"]["lr"] == 0.01 and c["recipe"]["epochs"] == 2 and c["seed"] == 3
+    capsys.readouterr()
+    for argv, msg in ((["--config", str(tmp_path / "none"), "--out", str(tmp_path / "d")], "no config.json"),
+                      (["--config", str(first), "--out", str(first), "--resume"], "give one of them")):
+        assert main(["train", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err

@@ -30,13 +30,42 @@ def stored_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]] | None:
     found = [p for p in (out / "config.json", *seeds) if p.is_file()]
     if not found:
         return None
+    return found[0], _load_config(found[0], "--resume", "; pass --overwrite to start over")
+
+
+def _load_config(path: Path, flag: str, advice: str = "") -> dict[str, Any]:
+    """A run's ``config.json`` as a dict; :class:`UserError` naming ``flag`` when unreadable."""
     try:
-        old = json.loads(found[0].read_text())
+        old = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as e:
-        raise UserError(f"--resume: {found[0]} is unreadable ({type(e).__name__}); pass --overwrite to start over") from None
+        raise UserError(f"{flag}: {path} is unreadable ({type(e).__name__}){advice}") from None
     if not isinstance(old, dict) or not isinstance(old.get("recipe"), dict) or "family" not in old:
-        raise UserError(f"--resume: {found[0]} is not a run's config.json; pass --overwrite to start over")
-    return found[0], old
+        raise UserError(f"{flag}: {path} is not a run's config.json{advice}")
+    return old
+
+
+def read_config(path: str) -> tuple[Path, dict[str, Any]]:
+    """``--config FILE``: a finished (or any) run's ``config.json``, or the one in folder FILE."""
+    p = Path(path)
+    p = p / "config.json" if p.is_dir() else p
+    if not p.is_file():
+        raise UserError(f"--config: no config.json at {p}")
+    return p, _load_config(p, "--config")
+
+
+def fill_from_config(args: argparse.Namespace, old: dict[str, Any]) -> None:
+    """``--config``: every setting of ``old`` the command line did not give (flags override):
+    the model (when no FAMILY is given), seed, data sizes, amp and channels_last."""
+    data = old.get("data") if isinstance(old.get("data"), dict) else {}
+    if args.family is None:
+        args.family, args.arch = old.get("family"), old.get("arch")
+    if args.dataset is None and args.family == old.get("family"):
+        args.dataset = old.get("dataset")
+    for name, value in (("seed", old.get("seed")), ("train_limit", data.get("train")), ("test_limit", data.get("test"))):
+        if getattr(args, name, None) is None and value is not None:
+            setattr(args, name, value)
+    for flag in ("amp", "channels_last"):
+        setattr(args, flag, bool(getattr(args, flag) or old.get(flag)))
 
 
 def restore(args: argparse.Namespace, path: Path, old: dict[str, Any]) -> None:
@@ -89,11 +118,7 @@ def check_model(path: Path, old: dict[str, Any], family: str, arch: str, dataset
 def stored_recipe(path: Path, old: dict[str, Any], overrides: dict[str, Any]) -> Recipe:
     """The stored recipe with ``overrides`` (the recipe flags given); :class:`UserError` naming
     each given flag whose value differs from the stored one (but ``--epochs``)."""
-    stored = dict(old["recipe"])
-    try:
-        base = Recipe(**{**stored, "milestones": tuple(stored.get("milestones") or ())})
-    except (TypeError, ValueError, UserError) as e:
-        raise UserError(f"--resume: {path} holds no valid recipe ({e}); pass --overwrite to start over") from None
+    base = _stored_base(path, old, "--resume", "; pass --overwrite to start over")
     recipe = base.override(**overrides)
     flags = {f.name: f.flag for f in recipe_fields()}
     diffs = [f"--{flags[k]} {overrides[k]} (it has {getattr(base, k)!r})" for k in overrides
@@ -102,3 +127,16 @@ def stored_recipe(path: Path, old: dict[str, Any], overrides: dict[str, Any]) ->
         raise UserError(f"--resume: {path} was run with another recipe: {', '.join(diffs)}; "
                         "drop those flags to continue it (only --epochs may change)")
     return recipe
+
+
+def _stored_base(path: Path, old: dict[str, Any], flag: str, advice: str = "") -> Recipe:
+    stored = dict(old["recipe"])
+    try:
+        return Recipe(**{**stored, "milestones": tuple(stored.get("milestones") or ())})
+    except (TypeError, ValueError, UserError) as e:
+        raise UserError(f"{flag}: {path} holds no valid recipe ({e}){advice}") from None
+
+
+def config_recipe(path: Path, old: dict[str, Any], overrides: dict[str, Any]) -> Recipe:
+    """``--config``: the stored recipe with the recipe flags given (they override it)."""
+    return _stored_base(path, old, "--config").override(**overrides)

@@ -33,7 +33,15 @@ import torch
 
 from collegial.commands.common import add_overwrite_argument, emit, preset_model
 from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
-from collegial.commands.resume_settings import check_model, restore, stored_recipe, stored_run
+from collegial.commands.resume_settings import (
+    check_model,
+    config_recipe,
+    fill_from_config,
+    read_config,
+    restore,
+    stored_recipe,
+    stored_run,
+)
 from collegial.errors import UserError, flag_names
 from collegial.models import DATASETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
@@ -79,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run directory (default runs/DATASET-FAMILY-ARCH[-sSEED]); "
         "with --seeds K > 1, one DIR/seedS per seed",
     )
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="start a new run with the settings of a run's config.json (FILE, or the folder holding it): "
+                   "model, dataset, recipe, seed, data sizes, amp, channels_last; flags given override them")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/last.pt with every setting of DIR/config.json (flags given "
                    "again must match it; only --epochs may change)")
@@ -203,11 +214,15 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError("--resume and --overwrite contradict each other; pick one")
 
 
-def _recipe(args: argparse.Namespace, dataset: str, stored: tuple[Path, dict[str, Any]] | None = None) -> Recipe:
-    """The dataset's recipe with the command line's overrides (with ``--resume``: the stored run's)."""
+def _recipe(args: argparse.Namespace, dataset: str, stored: tuple[Path, dict[str, Any]] | None = None,
+            config: tuple[Path, dict[str, Any]] | None = None) -> Recipe:
+    """The dataset's recipe with the command line's overrides (with ``--resume``: the stored
+    run's; with ``--config``: that run's, overridden by the flags given)."""
     overrides: dict[str, Any] = recipe_overrides(args)
     if stored is not None:
         return stored_recipe(*stored, overrides)
+    if config is not None and config[1].get("dataset") == dataset:
+        return config_recipe(*config, overrides)
     recipe = get_recipe(dataset)
     if args.scale_milestones:
         if "epochs" not in overrides:
@@ -268,13 +283,19 @@ def run(args: argparse.Namespace) -> int:
     stored = stored_run(args)  # --resume: the settings of the run it continues
     if stored is not None:
         restore(args, *stored)
+    config = None
+    if args.config is not None:  # --config: another run's settings, the flags given override them
+        if args.resume:
+            raise UserError("--config starts a new run and --resume continues one; give one of them")
+        config = read_config(args.config)
+        fill_from_config(args, config[1])
     args.seed = 0 if args.seed is None else args.seed
     args.seeds = 1 if args.seeds is None else args.seeds
     family, arch, dataset = _resolve_model(args)
     if stored is not None:
         check_model(*stored, family, arch, dataset)
     _check_options(args)
-    recipe = _recipe(args, dataset, stored)
+    recipe = _recipe(args, dataset, stored, config)
     device = _device(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
