@@ -7,6 +7,7 @@ import argparse
 
 from collegial.commands.common import emit, int_list, prepare_out, write_json
 from collegial.experiments.m_law import MLawConfig, check_config, markdown, plot, result, run_m_law
+from collegial.io import write_text_atomic
 from collegial.provenance import provenance
 
 OUT_FILES = ("m_law.md", "m_law.json", "m_law.png")
@@ -39,7 +40,7 @@ class _Target:
         text = markdown(rows, cfg)
         obj = result(rows, cfg) | {"provenance": provenance(cfg.seed)}
         if d is not None:
-            (d / "m_law.md").write_text(text + "\n")
+            write_text_atomic(d / "m_law.md", text + "\n")
             write_json(d / "m_law.json", obj)
             plot(rows, d / "m_law.png")
             obj["files"] = [str(d / n) for n in OUT_FILES]

@@ -16,6 +16,7 @@ from typing import Any
 
 from collegial.commands.common import add_output_arguments, emit, prepare_out, write_json
 from collegial.errors import UserError, flag_names
+from collegial.io import write_text_atomic
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
 from collegial.ntk.whole import WHOLE_BN_MODES, WholeMethod
 from collegial.provenance import provenance
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     obj = {**result.to_dict(), "provenance": provenance(args.seed)}
     if out is not None:
         write_json(out / "verify.json", obj)
-        (out / "verify.md").write_text(markdown(result, " ".join(["collegial", *sys.argv[1:]])))
+        write_text_atomic(out / "verify.md", markdown(result, " ".join(["collegial", *sys.argv[1:]])))
         wrote = ["verify.json", "verify.md"] + (["verify.png"] if plot_verify(result, out / "verify.png") else [])
         print(f"wrote {', '.join(str(out / w) for w in wrote)}", file=sys.stderr)
     emit(obj, format_verify(result), as_json=args.json)

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from collegial.errors import UserError
+from collegial.io import save_figure
 from collegial.ntk.alpha import m_law_ratio, trial_chunks
 from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import ResNeXtBlockProbe, chunk_seed
@@ -195,5 +196,4 @@ def plot(rows: list[MLawRow], path: str | Path) -> None:
     ax.set_ylabel("V(m, n) / (V(1, n) / m)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

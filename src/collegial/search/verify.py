@@ -28,7 +28,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from torch import Tensor
 
 from collegial.errors import UserError
+from collegial.io import save_figure, write_json_atomic
 from collegial.models import create_model, get_family, validate_arch
 from collegial.models.costs import model_costs
 from collegial.ntk.variance import Moments, normalized_variance, pool_estimates
@@ -321,16 +321,14 @@ def _cached(key: str) -> Measured | None:
 
 
 def _store(key: str, row: Measured) -> None:
-    """Best effort, atomic (a temporary file renamed into place)."""
+    """Best effort, atomic (:func:`collegial.io.write_json_atomic`)."""
     d = verify_cache_dir()
-    tmp = d / f".{key}.tmp-{os.getpid()}"
     try:
         d.mkdir(parents=True, exist_ok=True)
         fields = {k: v for k, v in asdict(row).items() if k not in ("predicted", "predicted_se", "role")}
-        tmp.write_text(json.dumps(fields))
-        tmp.replace(d / f"{key}.json")
-    except OSError:
-        tmp.unlink(missing_ok=True)
+        write_json_atomic(d / f"{key}.json", fields, indent=None)
+    except (OSError, ValueError):  # a full disk, or a non-finite value: measured again next time
+        pass
 
 
 @dataclass
@@ -618,6 +616,5 @@ def plot_verify(result: VerifyResult, path: Any) -> bool:
     ax.set_title(f"{result.family}: measured vs predicted", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return True
