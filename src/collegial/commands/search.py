@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         obj["m_check"] = mc.to_dict()
         table += "\n\n" + format_m_check(mc)
     if ver is not None:
-        from collegial.search.verify import format_verify
+        from collegial.search.verify_report import format_verify
 
         obj["verify"] = ver.to_dict()
         table += "\n\nwhole-model check (collegial verify):\n" + format_verify(ver)
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             md += "\n\n" + tput[1]
         files = [str(out / n) for n in OUT_FILES]
         if ver is not None:
-            from collegial.search.verify import markdown, plot_verify
+            from collegial.search.verify_report import markdown, plot_verify
 
             md += "\n\n" + markdown(ver)
             if plot_verify(ver, out / "verify.png"):
@@ -341,7 +341,8 @@ def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str, pair_i
     :func:`~collegial.search.verify.candidates_to_verify`, re-solved on the measured values; the
     headline and the re-solved answers become the answer's first lines."""
     from collegial.commands.verify import measure_device, settings_from_args
-    from collegial.search.verify import candidates_to_verify, curve_prediction, headline, measure, resolve_measured
+    from collegial.search.verify import candidates_to_verify, curve_prediction, measure, resolve_measured
+    from collegial.search.verify_report import headline
 
     settings = settings_from_args(args, dataset, args.seed, prefix="verify-")
     images, labels = pair_images

@@ -137,7 +137,8 @@ def predictor(family: str, alpha_file: str | None, seed: int, *, progress: bool)
 @flag_names(FLAGS)
 def run(args: argparse.Namespace) -> int:
     from collegial.distributed import rank_and_world
-    from collegial.search.verify import format_verify, markdown, measure, plot_verify
+    from collegial.search.verify import measure
+    from collegial.search.verify_report import format_verify, markdown, plot_verify
 
     fam = get_family(args.family)
     dataset = args.dataset or fam.default_dataset

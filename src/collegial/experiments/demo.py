@@ -187,8 +187,8 @@ def _family_curve(cfg: DemoConfig, out: Path) -> VarianceCurve:
 def _verify_section(cfg: DemoConfig, res: SearchResult, curve: VarianceCurve, out: Path,
                     summary: dict[str, Any]) -> list[str]:
     """The search's baseline, primal and dual measured on the whole network (``collegial verify``)."""
-    from collegial.search.verify import (VerifySettings, curve_prediction, format_verify, headline, measure,
-                                         plot_verify)
+    from collegial.search.verify import VerifySettings, curve_prediction, measure
+    from collegial.search.verify_report import format_verify, headline, plot_verify
     from collegial.train.data import standardized_train_images
 
     roles = {}
