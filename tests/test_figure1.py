@@ -93,3 +93,29 @@ def test_needs_an_out_dir(capsys) -> None:
 def test_unknown_or_missing_device(tmp_path, capsys) -> None:
     assert main(["reproduce", "figure1", "--quick", "--device", "tpu", "--out", str(tmp_path / "x")]) == 2
     assert "unknown --device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("launcher", [["--launcher", "local", "--jobs", "2"], ["--launcher", "submitit"]])
+def test_parallel_launchers_give_the_sequential_sweep(launcher, tmp_path, monkeypatch, capsys) -> None:
+    """Runs as separate jobs (2 local processes, or submitit's local executor where no Slurm is
+    found) give the same figure1.json as the sequential sweep; a rerun with the other launcher
+    skips every finished run."""
+    if launcher[1] == "submitit":
+        pytest.importorskip("submitit")
+    monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
+    argv = ["reproduce", "figure1", "--quick", "--json"]
+    assert main([*argv, "--out", str(tmp_path / "seq")]) == 0
+    seq = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--out", str(tmp_path / "par"), *launcher]) == 0
+    par = json.loads(capsys.readouterr().out)
+    assert par["curves"] == seq["curves"] and par["baseline"] == seq["baseline"]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "par" / "runs").glob("*/seed*/result.json")}
+    assert main([*argv, "--out", str(tmp_path / "par")]) == 0  # the sequential launcher reuses them all
+    capsys.readouterr()
+    assert stamps and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_launcher_options_are_checked_first(tmp_path, capsys) -> None:
+    assert main(["reproduce", "figure1", "--quick", "--out", str(tmp_path / "x"), "--jobs", "0"]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

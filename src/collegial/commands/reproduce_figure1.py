@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from collegial.commands.common import emit
+from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.errors import UserError, flag_names
 from collegial.experiments.figure1 import OUT_FILES, config_for, markdown, run_figure1
@@ -30,6 +31,7 @@ class _Target:
         p.add_argument("--device", default=None, help="training device: cpu (default) or cuda")
         p.add_argument("--quick", action="store_true", help="a tiny sweep in about a minute (checks the pipeline)")
         add_probe_arguments(p)
+        add_launcher_arguments(p)
 
     @flag_names({"out": "--out", "overwrite": "--overwrite"})
     def run(self, args: argparse.Namespace) -> int:
@@ -41,7 +43,9 @@ class _Target:
             alpha_file=args.alpha_file, trials=args.trials, device=args.device,
         )
         inputs = probe_inputs(args) if args.alpha_file is None else None
-        obj = run_figure1(cfg, Path(args.out), overwrite=args.overwrite, progress=not args.json, inputs=inputs)
+        launcher = launcher_from_args(args)
+        obj = run_figure1(cfg, Path(args.out), overwrite=args.overwrite, progress=not args.json, inputs=inputs,
+                          launcher=launcher)
         obj["files"] = [str(Path(args.out) / n) for n in OUT_FILES]
         emit(obj, markdown(obj), as_json=args.json)
         return 0

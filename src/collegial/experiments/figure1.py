@@ -42,6 +42,7 @@ from collegial.errors import UserError
 from collegial.io import save_figure, strict_json, write_json_atomic, write_text_atomic
 from collegial.models import format_arch, get_family, validate_arch
 from collegial.provenance import provenance
+from collegial.launch import Launcher, run_jobs
 from collegial.search.solve import cost_table, dual_m, primal_m, search
 from collegial.search.result import SearchResult
 from collegial.search.variance import VarianceCurve
@@ -281,6 +282,14 @@ def _train_one(cfg: Figure1Config, arch: str, seed: int, root: Path, data: Any, 
     return float(res.test_top1_err)
 
 
+def _job(cfg: Figure1Config, arch: str, seed: int, root: Path, recipe: Any, identity: dict[str, Any]) -> float:
+    """One run of the sweep as a job of its own (:mod:`collegial.launch`): it loads its data."""
+    from collegial.train.data import load_dataset
+
+    data = load_dataset(cfg.dataset, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+    return _train_one(cfg, arch, seed, root, data, recipe, identity, lambda s: None)
+
+
 def _read_sweep(sweep: Path) -> tuple[dict[str, Any] | None, str]:
     """The settings stored in ``sweep.json`` (``None`` when there is none) and what is wrong
     with it ("" when it is readable)."""
@@ -333,10 +342,11 @@ def _check_data(cfg: Figure1Config, data: Any, recipe: Any) -> None:
 
 
 def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progress: bool = True,
-                inputs: Any = None) -> dict[str, Any]:
+                inputs: Any = None, launcher: Launcher | None = None) -> dict[str, Any]:
     """Run (or continue) the sweep into ``out``; returns the ``figure1.json`` object. Every
     setting (the alpha file and the data included) is validated, and the sweep folder locked,
-    before anything in ``out`` changes; a failed start leaves no trace."""
+    before anything in ``out`` changes; a failed start leaves no trace. ``launcher``: where the
+    runs execute (:mod:`collegial.launch`; default: one after another in this process)."""
     from collegial.io import folder_lock
     from collegial.ntk.inputs import ProbeInputs
     from collegial.train.data import load_dataset
@@ -354,7 +364,7 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
     created, locked = not out.exists(), (out / ".lock").exists()
     try:
         with folder_lock(out, "figure1 sweep", arg="out"):
-            return _sweep(cfg, out, key, overwrite, data, recipe, inputs, progress)
+            return _sweep(cfg, out, key, overwrite, data, recipe, inputs, progress, launcher or Launcher())
     except UserError:
         if not locked and not (out / "sweep.json").exists():  # a failed start leaves no trace
             (out / ".lock").unlink(missing_ok=True)
@@ -365,7 +375,7 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
 
 
 def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, data: Any, recipe: Any,
-           inputs: Any, progress: bool) -> dict[str, Any]:
+           inputs: Any, progress: bool, launcher: Launcher) -> dict[str, Any]:
     """:func:`run_figure1` once the sweep folder is locked."""
     from collegial.search.variance import load_curve
 
@@ -379,18 +389,25 @@ def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, 
     _start(key, out, start_over)  # everything validated: only now delete and write
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
     archs = sorted({p.arch for pts in curves.values() for p in pts}, key=lambda s: (len(s), s))
-    errors: dict[str, list[float]] = {}
+    errors: dict[str, list[float]] = {a: [] for a in archs}
     total = len(archs) * cfg.seeds
-    k = 0
-    for arch in archs:
-        errors[arch] = []
-        for s in range(cfg.seeds):
-            k += 1
-            t = time.time()
-            e = _train_one(cfg, arch, s, out, data, recipe, identity, log)
+    if launcher.kind == "local" and launcher.jobs == 1:  # here, one after another, with the data loaded once
+        k = 0
+        for arch in archs:
+            for s in range(cfg.seeds):
+                k += 1
+                t = time.time()
+                e = _train_one(cfg, arch, s, out, data, recipe, identity, log)
+                errors[arch].append(e)
+                log(f"[figure1] {k}/{total} {cfg.family} {arch} seed {s}: {e:.2f}% test error "
+                    f"({time.time() - t:.0f} s; {time.time() - t0:.0f} s in all)")
+    else:  # each run a job (it loads its data): K processes here, or a submitit job array
+        log(f"[figure1] {total} runs through the {launcher.kind} launcher"
+            + (f" ({launcher.jobs} at once)" if launcher.kind == "local" else ""))
+        calls = [(cfg, arch, s, out, recipe, identity) for arch in archs for s in range(cfg.seeds)]
+        for (_, arch, _, _, _, _), e in zip(calls, run_jobs(_job, calls, launcher, out / "submitit")):
             errors[arch].append(e)
-            log(f"[figure1] {k}/{total} {cfg.family} {arch} seed {s}: {e:.2f}% test error "
-                f"({time.time() - t:.0f} s; {time.time() - t0:.0f} s in all)")
+        log(f"[figure1] {total} runs done ({time.time() - t0:.0f} s)")
     for pts in curves.values():
         for p in pts:
             p.errors = errors[p.arch]

@@ -327,7 +327,7 @@ def _store(key: str, row: Measured) -> None:
         d.mkdir(parents=True, exist_ok=True)
         fields = {k: v for k, v in asdict(row).items() if k not in ("predicted", "predicted_se", "role")}
         write_json_atomic(d / f"{key}.json", fields, indent=None)
-    except (OSError, ValueError):  # a full disk, or a non-finite value: measured again next time
+    except (OSError, ValueError, UserError):  # a full disk, or a non-finite value: measured again next time
         pass
 
 

@@ -1,0 +1,111 @@
+"""Where a sweep's runs execute: one after another here, K at once here, or as a job array on a
+Slurm cluster through submitit (``--launcher local|submitit``, ``--jobs K``).
+
+A sweep hands :func:`run_jobs` a picklable function and one argument tuple per run; every run
+writes its own folder (its checkpoint and ``result.json``), so whichever launcher ran it, a rerun
+of the sweep skips what finished and continues what did not. With submitit each run is one task
+of a job array (``slurm_array_parallelism`` at once); a task that hits its time limit is
+requeued by submitit (:class:`_Task` is checkpointable: the requeued task calls the same run,
+which continues from the run's last checkpoint). Without a Slurm cluster, submitit's local
+executor runs the tasks as local processes (what the tests use).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collegial.errors import UserError
+
+LAUNCHERS: tuple[str, ...] = ("local", "submitit")
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """``kind``: ``local`` or ``submitit``; ``jobs``: runs at once (local); the submitit
+    executor's options: ``partition``, ``gpus_per_job``, ``time_min`` (per task),
+    ``array_parallelism``, ``cluster`` (None: Slurm when available, else local processes), and
+    ``folder`` for submitit's logs (default: the sweep's ``submitit/``)."""
+
+    kind: str = "local"
+    jobs: int = 1
+    partition: str | None = None
+    gpus_per_job: int = 0
+    time_min: int = 240
+    array_parallelism: int = 64
+    cluster: str | None = None
+    folder: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAUNCHERS:
+            raise UserError(f"unknown launcher {self.kind!r}; choose {', '.join(LAUNCHERS)}")
+        if self.jobs < 1 or self.time_min < 1 or self.array_parallelism < 1 or self.gpus_per_job < 0:
+            raise UserError("jobs, time limit and array parallelism must be >= 1, GPUs per job >= 0")
+        if self.kind == "submitit":
+            try:
+                import submitit  # noqa: F401
+            except ImportError:
+                raise UserError("the submitit launcher needs the submitit package: pip install 'collegial[slurm]'") from None
+
+
+class _Task:
+    """One run as a submitit task: calls ``fn(*args)`` with ``threads`` torch threads; on a
+    time-out submitit asks :meth:`checkpoint`, which requeues the same call."""
+
+    def __init__(self, fn: Callable[..., Any], threads: int) -> None:
+        self.fn, self.threads = fn, threads
+
+    def __call__(self, *args: Any) -> Any:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        return self.fn(*args)
+
+    def checkpoint(self, *args: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args)
+
+
+def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], launcher: Launcher, folder: Path) -> list[Any]:
+    """``[fn(*c) for c in calls]``, executed as ``launcher`` says; results in the order of
+    ``calls``. Every call runs with the caller's torch thread count (results do not depend on
+    the launcher). ``folder``: where submitit keeps its logs (with ``launcher.folder`` unset)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if not calls:
+        return []
+    if launcher.kind == "local" and launcher.jobs == 1:
+        return [fn(*c) for c in calls]
+    if launcher.kind == "local":
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        with cf.ProcessPoolExecutor(max_workers=launcher.jobs, mp_context=mp.get_context("spawn")) as pool:
+            return list(pool.map(_Task(fn, threads), *zip(*calls)))
+    return _submitit(_Task(fn, threads), calls, launcher, launcher.folder or folder)
+
+
+def _submitit(task: _Task, calls: Sequence[tuple[Any, ...]], launcher: Launcher, folder: Path) -> list[Any]:
+    import submitit
+
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=launcher.cluster)
+    params: dict[str, Any] = {"timeout_min": launcher.time_min, "slurm_array_parallelism": launcher.array_parallelism}
+    if launcher.partition:
+        params["slurm_partition"] = launcher.partition
+    if launcher.gpus_per_job:
+        params["gpus_per_node"] = launcher.gpus_per_job
+    params["cpus_per_task"] = max(1, task.threads)
+    ex.update_parameters(**{k: v for k, v in params.items() if ex.cluster == "slurm" or not k.startswith("slurm_")})
+    jobs = ex.map_array(task, *zip(*calls))
+    out = []
+    for job in jobs:
+        try:
+            out.append(job.result())
+        except Exception as e:  # a failed task: one line naming it and its log
+            raise UserError(f"job {job.job_id} failed ({type(e).__name__}); its log: {folder}{os.sep}") from None
+    return out
