@@ -96,3 +96,16 @@ def test_train_config_restarts_a_run_with_its_settings(tmp_path, capsys):
         assert main(["train", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
+
+
+def test_train_seeds_as_parallel_jobs_give_the_sequential_results(tmp_path, capsys):
+    """train --seeds K with --launcher local --jobs 2 (each seed a process) writes the same
+    summary as the sequential run."""
+    argv = ["train", "mlp", "2x4d", "--dataset", "mnist", "--epochs", "1", "--train-limit", "128", "--test-limit", "64",
+            "--seeds", "2", "--json"]
+    assert main([*argv, "--out", str(tmp_path / "seq")]) == 0
+    seq = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--out", str(tmp_path / "par"), "--launcher", "local", "--jobs", "2"]) == 0
+    par = json.loads(capsys.readouterr().out)
+    assert par["test_top1_err"] == seq["test_top1_err"] and par["seeds"] == seq["seeds"] == [0, 1]
+    assert (tmp_path / "par" / "seed1" / "result.json").is_file()

@@ -33,6 +33,8 @@ import torch
 
 from collegial.commands.common import add_overwrite_argument, emit, preset_model
 from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
+from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
+from collegial.launch import run_jobs
 from collegial.commands.resume_settings import (
     check_model,
     config_recipe,
@@ -94,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue from DIR/last.pt with every setting of DIR/config.json (flags given "
                    "again must match it; only --epochs may change)")
     add_overwrite_argument(p, "start over, deleting DIR's previous results")
+    add_launcher_arguments(p)
     p.add_argument(
         "--device",
         choices=("cpu", "cuda"),
@@ -300,8 +303,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     seeds = [args.seed + i for i in range(args.seeds)]
+    launcher = launcher_from_args(args)
     base, outs = _run_dirs(args, family, arch, dataset, seeds)
     # with --json, stdout holds the one JSON object: the training log goes to stderr
+    if launcher.kind != "local" or launcher.jobs > 1:  # each seed a job: K processes here, or submitit
+        calls = [(_run_config(args, family, arch, dataset, out, seed, device, False), recipe, args.data_dir,
+                  args.train_limit, args.test_limit) for seed, out in zip(seeds, outs, strict=True)]
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            results = run_jobs(_seed_job, calls, launcher, base / "submitit")
+        stopped = next((r.stopped for r in results if r.stopped), None)
+        if stopped:
+            return EXIT_SIGINT if stopped == "SIGINT" else EXIT_SIGTERM
+        return _report(args, family, arch, dataset, seeds, outs, base, results)
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         data = load_dataset(
             dataset, args.data_dir, train_limit=args.train_limit, test_limit=args.test_limit
@@ -317,16 +330,28 @@ def run(args: argparse.Namespace) -> int:
                 results.append(res)
         finally:
             teardown()
-    if info.is_main:
-        table = results_table(family, arch, results, seeds)
-        summary: dict[str, Any] | None = None
-        if len(seeds) > 1:
-            summary = _summary(family, arch, dataset, seeds, results, table, args.seed)
-            write_json_atomic(base / "summary.json", summary, indent=2)
-        if args.json and summary is None:  # one seed: the run's own result.json
-            summary = json.loads((outs[0] / "result.json").read_text())
-        emit(summary, table, as_json=args.json)
+    return _report(args, family, arch, dataset, seeds, outs, base, results) if info.is_main else 0
+
+
+def _report(args: argparse.Namespace, family: str, arch: str, dataset: str, seeds: list[int], outs: list[Path],
+            base: Path, results: list[RunResult]) -> int:
+    """The results table (and ``summary.json`` of a multi-seed run), printed or as JSON."""
+    table = results_table(family, arch, results, seeds)
+    summary: dict[str, Any] | None = None
+    if len(seeds) > 1:
+        summary = _summary(family, arch, dataset, seeds, results, table, args.seed)
+        write_json_atomic(base / "summary.json", summary, indent=2)
+    if args.json and summary is None:  # one seed: the run's own result.json
+        summary = json.loads((outs[0] / "result.json").read_text())
+    emit(summary, table, as_json=args.json)
     return 0
+
+
+def _seed_job(cfg: RunConfig, recipe: Recipe, data_dir: str | None, train_limit: int | None,
+              test_limit: int | None) -> RunResult:
+    """One seed of ``train --seeds K`` as a job of its own (:mod:`collegial.launch`): it loads its data."""
+    data = load_dataset(cfg.dataset, data_dir, train_limit=train_limit, test_limit=test_limit)
+    return train(cfg, recipe, data)
 
 
 def _run_config(args: argparse.Namespace, family: str, arch: str, dataset: str, out: Path, seed: int, device: str,
