@@ -139,3 +139,14 @@ def preset_model(name: str, arch: str | None, dataset: str | None) -> tuple[str,
     if dataset is not None and dataset != p.dataset:
         raise UserError(f"preset {name} is for {p.dataset}, not --dataset {dataset}")
     return p.family, p.arch, p.dataset
+
+
+def pick_device(name: str | None) -> str:
+    """``--device``: the given one, by default cuda when available, else cpu; one line when cuda
+    is asked for and absent. The one device rule of ``train``, ``verify`` and ``search``."""
+    import torch
+
+    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+    return device

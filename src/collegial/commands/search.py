@@ -12,8 +12,6 @@ the answers' own (m, n) and, where it departs, said on the answer's first line a
 
 from __future__ import annotations
 
-from collegial.io import write_text_atomic
-
 import argparse
 import sys
 from typing import Any
@@ -22,6 +20,7 @@ from collegial.commands.common import add_output_arguments, emit, prepare_out, w
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.commands.verify import add_verify_arguments
 from collegial.errors import UserError, flag_names
+from collegial.io import write_text_atomic
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
 from collegial.provenance import provenance
 from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, search
@@ -246,14 +245,14 @@ def _speed_options(args: argparse.Namespace, dataset: str) -> dict[str, Any] | N
     """``--throughput`` / ``--budget throughput``: device, batch and cache (None when off)."""
     if not (args.throughput or args.budget == "throughput"):
         return None
-    from collegial.commands.verify import measure_device
+    from collegial.commands.common import pick_device
     from collegial.search.variance import cache_dir
     from collegial.train.recipes import get_recipe
 
     batch = get_recipe(dataset).batch_size if args.throughput_batch is None else args.throughput_batch
     if batch < 1:
         raise UserError(f"--throughput-batch must be >= 1, got {batch}")
-    return {"device": measure_device(args.device), "batch_size": batch, "cache": cache_dir().parent / "throughput"}
+    return {"device": pick_device(args.device), "batch_size": batch, "cache": cache_dir().parent / "throughput"}
 
 
 def _throughput(args: argparse.Namespace, res: Any, curve: Any, dataset: str, speed: dict[str, Any]) -> tuple[Any, str]:
@@ -340,7 +339,8 @@ def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str, pair_i
     """``--verify``: the whole model measured at the candidates of
     :func:`~collegial.search.verify.candidates_to_verify`, re-solved on the measured values; the
     headline and the re-solved answers become the answer's first lines."""
-    from collegial.commands.verify import measure_device, settings_from_args
+    from collegial.commands.common import pick_device
+    from collegial.commands.verify import settings_from_args
     from collegial.search.verify import candidates_to_verify, curve_prediction, measure, resolve_measured
     from collegial.search.verify_report import headline
 
@@ -350,7 +350,7 @@ def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str, pair_i
     print(f"collegial search: verifying on the whole model: {', '.join(roles)} "
           f"({settings.pairs} pairs x {settings.trials} initializations each)", file=sys.stderr)
     ver = measure(args.family, list(roles), images, labels, settings, predict=curve_prediction(curve), roles=roles,
-                  progress=not args.json, device=measure_device(None))
+                  progress=not args.json, device=pick_device(None))
     ver.probe = curve.source
     ver.resolved = resolve_measured(res, ver)
     rv = ver.resolved

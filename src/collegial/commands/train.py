@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from collegial.commands.common import add_overwrite_argument, emit, preset_model
+from collegial.commands.common import add_overwrite_argument, emit, pick_device, preset_model
 from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
 from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
 from collegial.launch import run_jobs
@@ -234,13 +234,6 @@ def _recipe(args: argparse.Namespace, dataset: str, stored: tuple[Path, dict[str
     return recipe.override(**overrides)
 
 
-def _device(args: argparse.Namespace) -> str:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
-    return device
-
-
 def _run_dirs(args: argparse.Namespace, family: str, arch: str, dataset: str, seeds: list[int]) -> tuple[Path, list[Path]]:
     """The base folder and one run folder per seed, each checked before any data is loaded."""
     base = Path(args.out) if args.out else Path("runs") / f"{dataset}-{family}-{arch}"
@@ -299,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         check_model(*stored, family, arch, dataset)
     _check_options(args)
     recipe = _recipe(args, dataset, stored, config)
-    device = _device(args)
+    device = pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     seeds = [args.seed + i for i in range(args.seeds)]

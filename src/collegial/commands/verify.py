@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from collegial.commands.common import add_output_arguments, emit, prepare_out, write_json
+from collegial.commands.common import add_output_arguments, emit, pick_device, prepare_out, write_json
 from collegial.errors import UserError, flag_names
 from collegial.io import write_text_atomic
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
@@ -98,16 +98,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 FLAGS = {"trials": "--trials", "pairs": "--pairs", "bn": "--bn", "seed": "--seed"}
 
 
-def measure_device(name: str | None) -> str:
-    """``--device``: the rule of ``collegial train`` (cuda when available, else cpu)."""
-    import torch
-
-    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
-    return device
-
-
 def check_models(family: str, archs: Any, dataset: str, settings: VerifySettings) -> None:
     """Build every architecture on the meta device (a bad ``--model-arg``: one line, before any work)."""
     import torch
@@ -152,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     settings = settings_from_args(args, dataset, args.seed)
-    device = measure_device(args.device)
+    device = pick_device(args.device)
     check_models(args.family, args.archs, dataset, settings)
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     images, labels = load_pair_images(dataset, args.data_dir)
