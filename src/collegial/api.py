@@ -89,12 +89,12 @@ def verify(family: str, archs: Sequence[str], *, dataset: str | None = None, pai
     ``model_args``)."""
     from collegial.models import get_family
     from collegial.search.variance import load_curve
-    from collegial.search.verify import VerifySettings, curve_prediction, measure
+    from collegial.search.verify import PAIR_POOL, VerifySettings, curve_prediction, measure
     from collegial.train.data import standardized_train_images
 
     dataset = dataset or get_family(family).default_dataset
     settings = VerifySettings(dataset, pairs=pairs, trials=trials, bn=bn, seed=seed, **options)
-    images, labels = standardized_train_images(dataset, 10_000, None if data_dir is None else str(data_dir))
+    images, labels = standardized_train_images(dataset, PAIR_POOL, None if data_dir is None else str(data_dir))
     pred = curve_prediction(load_curve(None, family=family, seed=seed)) if predict else None
     return measure(family, list(archs), images, labels, settings, predict=pred, device=device)
 

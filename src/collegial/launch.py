@@ -39,6 +39,11 @@ class Launcher:
     cluster: str | None = None
     folder: Path | None = None
 
+    @property
+    def in_process(self) -> bool:
+        """Runs one after another in the calling process (``local``, one job at a time)."""
+        return self.kind == "local" and self.jobs == 1
+
     def __post_init__(self) -> None:
         if self.kind not in LAUNCHERS:
             raise UserError(f"unknown launcher {self.kind!r}; choose {', '.join(LAUNCHERS)}")
@@ -79,7 +84,7 @@ def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], launcher:
     threads = torch.get_num_threads()
     if not calls:
         return []
-    if launcher.kind == "local" and launcher.jobs == 1:
+    if launcher.in_process:
         return [fn(*c) for c in calls]
     if launcher.kind == "local":
         import concurrent.futures as cf

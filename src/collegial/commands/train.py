@@ -34,7 +34,6 @@ import torch
 from collegial.commands.common import add_overwrite_argument, emit, pick_device, preset_model
 from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
 from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
-from collegial.launch import run_jobs
 from collegial.commands.resume_settings import (
     check_model,
     config_recipe,
@@ -49,6 +48,7 @@ from collegial.models import DATASETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
 from collegial.stats import mean_se
 from collegial.io import write_json_atomic
+from collegial.launch import run_jobs
 from collegial.train.data import load_dataset
 from collegial.train.distributed import setup, teardown
 from collegial.train.loop import RunConfig, RunResult, check_out_dir, train
@@ -299,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     launcher = launcher_from_args(args)
     base, outs = _run_dirs(args, family, arch, dataset, seeds)
     # with --json, stdout holds the one JSON object: the training log goes to stderr
-    if launcher.kind != "local" or launcher.jobs > 1:  # each seed a job: K processes here, or submitit
+    if not launcher.in_process:  # each seed a job: K processes here, or submitit
         calls = [(_run_config(args, family, arch, dataset, out, seed, device, False), recipe, args.data_dir,
                   args.train_limit, args.test_limit) for seed, out in zip(seeds, outs, strict=True)]
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():

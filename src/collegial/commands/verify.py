@@ -20,11 +20,9 @@ from collegial.io import write_text_atomic
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
 from collegial.ntk.whole import WHOLE_BN_MODES, WholeMethod
 from collegial.provenance import provenance
-from collegial.search.verify import DEFAULT_PAIRS, DEFAULT_TRIALS, PAIR_KINDS, VerifySettings
+from collegial.search.verify import DEFAULT_PAIRS, DEFAULT_TRIALS, PAIR_KINDS, PAIR_POOL, VerifySettings
 
 OUT_FILES = ("verify.json", "verify.md", "verify.png")
-#: Training images the pairs are drawn from (the first this many).
-VERIFY_IMAGES = 10_000
 
 
 def add_verify_arguments(p: argparse.ArgumentParser | Any, *, prefix: str = "") -> None:
@@ -112,7 +110,7 @@ def check_models(family: str, archs: Any, dataset: str, settings: VerifySettings
 def load_pair_images(dataset: str, data_dir: str | None) -> tuple[Any, Any]:
     from collegial.commands.probe_options import load_labeled_images
 
-    return load_labeled_images(dataset, VERIFY_IMAGES, data_dir)
+    return load_labeled_images(dataset, PAIR_POOL, data_dir)
 
 
 def predictor(family: str, alpha_file: str | None, seed: int, *, progress: bool) -> tuple[Any, str]:

@@ -187,7 +187,7 @@ def _family_curve(cfg: DemoConfig, out: Path) -> VarianceCurve:
 def _verify_section(cfg: DemoConfig, res: SearchResult, curve: VarianceCurve, out: Path,
                     summary: dict[str, Any]) -> list[str]:
     """The search's baseline, primal and dual measured on the whole network (``collegial verify``)."""
-    from collegial.search.verify import VerifySettings, curve_prediction, measure
+    from collegial.search.verify import PAIR_POOL, VerifySettings, curve_prediction, measure
     from collegial.search.verify_report import format_verify, headline, plot_verify
     from collegial.train.data import standardized_train_images
 
@@ -196,7 +196,7 @@ def _verify_section(cfg: DemoConfig, res: SearchResult, curve: VarianceCurve, ou
         roles.setdefault(cand.arch, role)
     _log(f"   verifying {', '.join(roles)} on the whole {cfg.family} "
          f"({cfg.verify_pairs} MNIST pairs x {cfg.verify_trials} initializations each)")
-    images, labels = standardized_train_images(cfg.dataset, 10_000)
+    images, labels = standardized_train_images(cfg.dataset, PAIR_POOL)
     settings = VerifySettings(cfg.dataset, pairs=cfg.verify_pairs, trials=cfg.verify_trials, seed=cfg.seed)
     ver = measure(cfg.family, list(roles), images, labels, settings, predict=curve_prediction(curve), roles=roles,
                   progress=cfg.progress)

@@ -391,7 +391,7 @@ def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, 
     archs = sorted({p.arch for pts in curves.values() for p in pts}, key=lambda s: (len(s), s))
     errors: dict[str, list[float]] = {a: [] for a in archs}
     total = len(archs) * cfg.seeds
-    if launcher.kind == "local" and launcher.jobs == 1:  # here, one after another, with the data loaded once
+    if launcher.in_process:  # one after another, with the data loaded once
         k = 0
         for arch in archs:
             for s in range(cfg.seeds):

@@ -52,6 +52,9 @@ from collegial.ntk.whole import WHOLE_BN_MODES, Pairs, WholeMethod, WholeModelNt
 DEFAULT_TRIALS = 64
 DEFAULT_PAIRS = 8
 PAIR_KINDS = ("any", "same", "different")
+#: The pairs are drawn from the dataset's first this many training images (the cache key holds
+#: their indices, so every caller must draw from the same pool).
+PAIR_POOL = 10_000
 
 
 @dataclass(frozen=True)
