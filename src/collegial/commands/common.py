@@ -9,6 +9,9 @@ lists of integers, the model/preset argument, and JSON-or-table output.
   :func:`int_list_arg` (an argparse ``type=``) parse ``2,4,8`` through :func:`parse_ints`.
 * :func:`emit` prints one strict JSON object with ``--json`` and the human text otherwise;
   :func:`write_json` writes a result file (strict JSON as well).
+* :func:`add_device_option` / :func:`device_from_args` (over :func:`pick_device`) and
+  :func:`add_progress_option` / :func:`progress_from_args`: the one form of ``--device`` and of
+  ``--progress/--no-progress`` in every command.
 * :func:`preset_model` turns a preset name (``cifar10-resnext29-37x10d``) into its family,
   architecture and dataset, for every command that takes ``FAMILY ARCH``.
 """
@@ -141,12 +144,50 @@ def preset_model(name: str, arch: str | None, dataset: str | None) -> tuple[str,
     return p.family, p.arch, p.dataset
 
 
+#: What ``--device`` accepts in every command. One GPU of several is chosen with
+#: ``CUDA_VISIBLE_DEVICES`` (under torchrun each process takes its ``LOCAL_RANK``), never ``cuda:K``.
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+
+#: The help text of ``--device``, the same in every command (a command may put what runs there first).
+DEVICE_HELP = "cpu or cuda (default: cuda when available, else cpu; pick a GPU with CUDA_VISIBLE_DEVICES)"
+
+#: The help text of ``--progress/--no-progress``, the same in every command.
+PROGRESS_HELP = "progress bar on stderr (default: on when stderr is a terminal)"
+
+
+def add_device_option(p: argparse.ArgumentParser | Any, what: str | None = None) -> None:
+    """``--device {cpu,cuda}`` (``args.device``, None when not given), the one form of every
+    command; ``what`` (e.g. ``"Algorithm 1's probes"``) opens the help text. Resolve it with
+    :func:`device_from_args` before any long work."""
+    p.add_argument("--device", choices=DEVICES, default=None,
+                   help=f"device of {what}: {DEVICE_HELP}" if what else DEVICE_HELP)
+
+
+def add_progress_option(p: argparse.ArgumentParser | Any) -> None:
+    """``--progress/--no-progress`` (``args.progress``: True, False or None when not given), the
+    one form of every command; resolve it with :func:`progress_from_args`."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=PROGRESS_HELP)
+
+
 def pick_device(name: str | None) -> str:
     """``--device``: the given one, by default cuda when available, else cpu; one line when cuda
-    is asked for and absent. The one device rule of ``train``, ``verify`` and ``search``."""
+    is asked for and absent, or the name is not one of :data:`DEVICES`. The one device rule."""
     import torch
 
     device = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in DEVICES:
+        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)} (a GPU with CUDA_VISIBLE_DEVICES)")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
     return device
+
+
+def device_from_args(args: argparse.Namespace) -> str:
+    """:func:`pick_device` of ``args.device`` (from :func:`add_device_option`)."""
+    return pick_device(getattr(args, "device", None))
+
+
+def progress_from_args(args: argparse.Namespace) -> bool:
+    """``--progress/--no-progress`` as given, else on exactly when stderr is a terminal."""
+    given = getattr(args, "progress", None)
+    return sys.stderr.isatty() if given is None else bool(given)
