@@ -131,12 +131,16 @@ class FactoryProbe:
         pair: int = 0,
         takes_m: bool = True,
         replay: bool = True,
+        device: str | torch.device = "cpu",
     ) -> None:
         check_choice("bn", bn, PROBE_BN_MODES, "BatchNorm mode")
+        self.device = torch.device(device)
         self.factory, self.input_shape, self.seed, self.bn, self.dtype = factory, tuple(input_shape), seed, bn, dtype
         self.inputs, self.pair, self.takes_m, self.use_replay = inputs, int(pair), takes_m, replay
         self.channels = int(self.input_shape[0])
-        self.x, _ = inputs.draw(self.input_shape, 0, seed, self.pair, dtype)
+        # the factory builds on the CPU (the global RNGs, seeded); the pair on the probe's device too
+        self.x_cpu, _ = inputs.draw(self.input_shape, 0, seed, self.pair, dtype)
+        self.x = self.x_cpu.to(self.device)
         self._readouts: dict[int, Tensor] = {}
 
     def inner(self, m: int, n: int) -> int:
@@ -210,7 +214,7 @@ class FactoryProbe:
         try:
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 with batchnorm_mode(mod, probe_batchnorm_mode(self.bn)):
-                    out = mod(self.x)
+                    out = mod(self.x_cpu)
         except Exception as e:  # noqa: BLE001 - a user's block failing: one line
             raise UserError(
                 f"the probe block at m={m}, n={n} does not accept inputs of shape "
@@ -249,7 +253,7 @@ class FactoryProbe:
     def draw(self, m: int, n: int, trials: int, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Stacked ``(trials, ...)`` trainable parameters and the rest (buffers, frozen
         parameters) of ``trials`` initializations from ``seed``; the same tensors with or
-        without the replay."""
+        without the replay, drawn on the CPU and moved to the probe's device."""
         tpl = self.template(m, n)
         if tpl.replay is not None:
             with _seeded(seed), torch.no_grad():
@@ -258,7 +262,7 @@ class FactoryProbe:
             rows = [[t.detach() for t in (*mod.parameters(), *mod.buffers())] for mod in self.build(m, n, trials, seed)]
         names = tpl.params + tpl.buffers
         try:
-            cols = {k: torch.stack([row[i] for row in rows]) for i, k in enumerate(names)}
+            cols = {k: torch.stack([row[i] for row in rows]).to(self.device) for i, k in enumerate(names)}
         except (RuntimeError, IndexError):
             raise UserError(f"the probe factory built blocks of different parameter shapes at m={m}, n={n}; "
                             "every call with the same (m, n) must build the same architecture") from None
@@ -288,16 +292,17 @@ class FactoryProbe:
     def readout(self, numel: int) -> Tensor:
         """The pair's readout for an output of ``numel`` entries (drawn with the pair)."""
         if numel not in self._readouts:
-            self._readouts[numel] = self.inputs.draw(self.input_shape, numel, self.seed, self.pair, self.dtype)[1]
+            r = self.inputs.draw(self.input_shape, numel, self.seed, self.pair, self.dtype)[1]
+            self._readouts[numel] = r.to(self.device)
         return self._readouts[numel]
 
     def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
-        """``K`` for ``trials`` fresh initializations drawn from ``seed``: ``(trials,)``."""
+        """``K`` for ``trials`` fresh initializations drawn from ``seed``: ``(trials,)``, on the CPU."""
         tpl = self.template(m, n)
         if tpl.vectorized:
             params, buffers = self.draw(m, n, trials, seed)
             try:  # functional_call swaps tensors into the module it is given: one copy per chunk (threads)
-                return self.k_stacked(copy.deepcopy(tpl.base), params, buffers, self.readout(tpl.out_numel))
+                return self.k_stacked(copy.deepcopy(tpl.base), params, buffers, self.readout(tpl.out_numel)).cpu()
             except RuntimeError as e:
                 if not str(e).startswith("vmap"):
                     raise
@@ -339,13 +344,15 @@ class FactoryProbe:
                 f = vmap(one_forward)(p2, b2, xs)  # (2B,): f_b(x), f_b(x') interleaved
                 grads = torch.autograd.grad(f.sum(), list(p2.values()), allow_unused=True)
                 pairs = [(g.reshape(b, 2, -1)[:, 0], g.reshape(b, 2, -1)[:, 1]) for g in grads if g is not None]
-        k = torch.zeros(b, dtype=self.dtype)
+        k = torch.zeros(b, dtype=self.dtype, device=self.device)
         for u, v in pairs:
             k += (u * v).reshape(b, -1).sum(1)
         return k.detach()
 
     def k_module(self, mod: nn.Module) -> float:
-        """The slow reference: ``K`` of one module by two autograd passes (same pair, readout)."""
+        """The slow reference: ``K`` of one module by two autograd passes (same pair, readout),
+        on the probe's device."""
+        mod = mod.to(self.device)
         params = [q for q in mod.parameters() if q.requires_grad]
         with batchnorm_mode(mod, probe_batchnorm_mode(self.bn)), torch.enable_grad():
             out = mod(self.x).reshape(2, -1)

@@ -27,6 +27,8 @@ the ``B`` values of ``K``. Algorithm 1 builds one probe per pair. Trials are vec
 * :class:`~collegial.ntk.generic.FactoryProbe` (in :mod:`collegial.ntk.generic`) -- the
   generic engine for any ``(m, n) -> nn.Module`` probe block a family declares.
 
+All three are :class:`~collegial.ntk.engine.ProbeEngine` s, the protocol Algorithm 1 runs.
+
 Each trial chunk is drawn from its own generator, seeded from ``(seed, m, n, chunk index, pair)``
 (:func:`trial_seed`), so results do not depend on how chunks are shared between threads or
 processes.
@@ -169,9 +171,11 @@ class ResNeXtBlockProbe:
         final_relu: bool = True,
         inputs: ProbeInputs = _GAUSSIAN,
         pair: int = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
         check_choice("parameterization", parameterization, PARAMETERIZATIONS, "parameterization")
         self.inputs, self.pair = inputs, int(pair)
+        self.device = torch.device(device)
         self.parameterization = parameterization
         self.final_relu = final_relu
         check_choice("bn", bn, PROBE_BN_MODES, "BatchNorm mode")
@@ -181,20 +185,25 @@ class ResNeXtBlockProbe:
         self.channels, self.spatial, self.seed, self.bn, self.dtype = channels, spatial, seed, bn, dtype
         self.engine = ("gram" if bn == "none" else "grouped") if engine == "auto" else engine
         c, h = channels, spatial
-        self.x, self.r = inputs.draw((c, h, h), c * h * h, seed, self.pair, dtype)
+        self.x, self.r = (t.to(self.device) for t in inputs.draw((c, h, h), c * h * h, seed, self.pair, dtype))
         # The joint frame: x on rows [0, H), a zero separator row, x' on rows [H+1, 2H+1).
         hf = 2 * h + 1
         self._p1 = slice(0, h * h)
         self._p2 = slice((h + 1) * h, hf * h)
-        xs = torch.zeros(c, hf * h, dtype=dtype)
+        xs = torch.zeros(c, hf * h, dtype=dtype, device=self.device)
         xs[:, self._p1] = self.x[0].reshape(c, -1)
         xs[:, self._p2] = self.x[1].reshape(c, -1)
         rr = self.r.reshape(c, h * h)
-        rs = torch.zeros(c, hf * h, dtype=dtype)
+        rs = torch.zeros(c, hf * h, dtype=dtype, device=self.device)
         rs[:, self._p1] = rr
         rs[:, self._p2] = rr
         self._xs, self._rs, self._neg_xs = xs, rs, -xs
         self._gx = self.x[0].reshape(c, -1).T @ self.x[1].reshape(c, -1)  # (HW, HW)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of one input (no batch axis)."""
+        return (int(self.channels), int(self.spatial), int(self.spatial))
 
     # ------------------------------------------------------------------ sampling
     def inner(self, m: int, n: int) -> int:
@@ -221,7 +230,8 @@ class ResNeXtBlockProbe:
 
     def sample(self, m: int, n: int, trials: int, seed: int) -> BlockWeights:
         """Kaiming-normal fan-in weights (as :func:`~collegial.models.init_resnet_`) for
-        ``trials`` blocks, drawn from ``seed`` (see :func:`fill_normal`)."""
+        ``trials`` blocks, drawn from ``seed`` (see :func:`fill_normal`) on the CPU, whatever
+        the probe's device (the same seed gives the same weights there), then moved to it."""
         c = self.channels
         d = self.inner(m, n)
         if d < m or d % m:
@@ -233,11 +243,11 @@ class ResNeXtBlockProbe:
             [(w1, math.sqrt(2.0 / c)), (w2, math.sqrt(2.0 / (9 * (d // m)))), (w3, math.sqrt(2.0 / d))],
             seed,
         )
-        return BlockWeights(w1, w2, w3, m)
+        return BlockWeights(w1.to(self.device), w2.to(self.device), w3.to(self.device), m)
 
     def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
-        """``K`` for ``trials`` fresh initializations drawn from ``seed``: ``(trials,)``."""
-        return self.k_values(self.sample(m, n, trials, seed))
+        """``K`` for ``trials`` fresh initializations drawn from ``seed``: ``(trials,)``, on the CPU."""
+        return self.k_values(self.sample(m, n, trials, seed)).cpu()
 
     def k_values(self, w: BlockWeights) -> Tensor:
         return self.k_gram(w) if self.engine == "gram" else self.k_grouped(w)
@@ -246,7 +256,7 @@ class ResNeXtBlockProbe:
     def k_gram(self, w: BlockWeights) -> Tensor:
         """Structured-derivative evaluation of ``K`` for every trial in ``w``: ``(B,)``, the
         :meth:`gram_terms` weighted by :meth:`term_weights`."""
-        weights = torch.tensor(self.term_weights(w.m, w.w1.shape[1] // w.m), dtype=self.dtype)
+        weights = torch.tensor(self.term_weights(w.m, w.w1.shape[1] // w.m), dtype=self.dtype, device=self.device)
         return self.gram_terms(w) @ weights
 
     @torch.no_grad()
@@ -334,12 +344,12 @@ class ResNeXtBlockProbe:
         bn = self.bn == "train"
         if bn:
             bnp = [
-                torch.ones(b * d, dtype=self.dtype),
-                torch.zeros(b * d, dtype=self.dtype),
-                torch.ones(b * d, dtype=self.dtype),
-                torch.zeros(b * d, dtype=self.dtype),
-                torch.ones(b * c, dtype=self.dtype),
-                torch.zeros(b * c, dtype=self.dtype),
+                torch.ones(b * d, dtype=self.dtype, device=self.device),
+                torch.zeros(b * d, dtype=self.dtype, device=self.device),
+                torch.ones(b * d, dtype=self.dtype, device=self.device),
+                torch.zeros(b * d, dtype=self.dtype, device=self.device),
+                torch.ones(b * c, dtype=self.dtype, device=self.device),
+                torch.zeros(b * c, dtype=self.dtype, device=self.device),
             ]
             for p in bnp:
                 p.requires_grad_()
@@ -361,7 +371,7 @@ class ResNeXtBlockProbe:
             f = (out.view(2, b, -1) * self.r).sum(-1)  # (2, B)
             g0 = torch.autograd.grad(f[0].sum(), params, retain_graph=True)
             g1 = torch.autograd.grad(f[1].sum(), params)
-        k = torch.zeros(b, dtype=self.dtype)
+        k = torch.zeros(b, dtype=self.dtype, device=self.device)
         weights = list(self.term_weights(m, n)) + [1.0] * (len(params) - 3)
         for u, v, s_ in zip(g0, g1, weights):
             k += (u * v).reshape(b, -1).sum(1) * s_
@@ -384,7 +394,8 @@ class ResNeXtBlockProbe:
         return blk
 
     def k_module(self, blk: Bottleneck) -> float:
-        """``K`` of one block module: one forward on the pair, two autograd passes, inner product."""
+        """``K`` of one block module: one forward on the pair, two autograd passes, inner product
+        (the reference path: on the CPU, whatever the probe's device)."""
         params = [p for p in blk.parameters() if p.requires_grad]
         weights = [
             2.0 / (p.shape[1] * p.shape[2] * p.shape[3])
@@ -393,7 +404,7 @@ class ResNeXtBlockProbe:
             for p in params
         ]
         with batchnorm_mode(blk, "train"), torch.enable_grad():
-            f = (blk(self.x).reshape(2, -1) * self.r).sum(-1)
+            f = (blk(self.x.cpu()).reshape(2, -1) * self.r.cpu()).sum(-1)
             g0 = torch.autograd.grad(f[0], params, retain_graph=True)
             g1 = torch.autograd.grad(f[1], params)
         return float(sum((u * v).sum() * s_ for u, v, s_ in zip(g0, g1, weights)))
@@ -444,6 +455,7 @@ class MLPProbe:
         inputs: ProbeInputs = _GAUSSIAN,
         pair: int = 0,
         reduce: bool = True,
+        device: str | torch.device = "cpu",
     ) -> None:
         check_choice("parameterization", parameterization, PARAMETERIZATIONS, "parameterization")
         self.parameterization = parameterization
@@ -451,6 +463,7 @@ class MLPProbe:
         self.out_features = int(out_features)
         self.inputs, self.pair = inputs, int(pair)
         self.bn = "none"
+        self.device = torch.device(device)
         # one output: no readout (the pair's inputs are drawn first, so they do not depend on it)
         self.x, self.r = inputs.draw((channels,), 0 if out_features == 1 else out_features, seed, self.pair, dtype)
         self.reduce = bool(reduce) and channels > 2
@@ -462,6 +475,13 @@ class MLPProbe:
             if parameterization == "ntk":
                 u = u * math.sqrt(2.0 / channels)
             self.model_input = u.to(dtype)
+        self.model_input = self.model_input.to(self.device)
+        self.r = self.r.to(self.device)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(channels,)``: one flat input (no batch axis)."""
+        return (int(self.channels),)
 
     @property
     def in_features(self) -> int:
@@ -481,8 +501,9 @@ class MLPProbe:
     def build(self, m: int, n: int, trials: int, seed: int) -> CollegialMLP:
         """``trials`` CEs of multiplicity ``m`` as one CollegialMLP on :attr:`model_input`, its
         weights drawn from ``seed`` by :func:`fill_normal` (CollegialMLP's own init
-        distribution with the true fan-in, zero biases). No global RNG: worker threads cannot
-        race on it, so results do not depend on threads."""
+        distribution with the true fan-in, zero biases), on the CPU, then moved to the probe's
+        device. No global RNG: worker threads cannot race on it, so results do not depend on
+        threads (nor on the device)."""
         with torch.device("meta"):
             model = CollegialMLP(
                 self.in_features, self.out_features, trials * m, n, depth=self.depth,
@@ -498,10 +519,10 @@ class MLPProbe:
                 if layer.bias is not None:
                     layer.bias.zero_()
             fill_normal(targets, seed)
-        return model
+        return model.to(self.device)
 
     def k_chunk(self, m: int, n: int, trials: int, seed: int) -> Tensor:
-        return self.k_model(self.build(m, n, trials, seed), m)
+        return self.k_model(self.build(m, n, trials, seed), m).cpu()
 
     def k_model(self, model: CollegialMLP, m: int, x: Tensor | None = None) -> Tensor:
         """``K`` per trial of a CollegialMLP whose ``B * m`` paths form ``B`` trials, on the
@@ -514,7 +535,7 @@ class MLPProbe:
             f = f[..., 0] if self.out_features == 1 else f @ self.r
             g0 = torch.autograd.grad(f[0].sum(), params, retain_graph=True)
             g1 = torch.autograd.grad(f[1].sum(), params)
-        k = torch.zeros(b, dtype=self.dtype)
+        k = torch.zeros(b, dtype=self.dtype, device=self.device)
         for u, v in zip(g0, g1):
             k += (u * v).reshape(b, -1).sum(1)
         return k.detach()
