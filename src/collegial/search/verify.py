@@ -45,6 +45,7 @@ from collegial.models import create_model, get_family, validate_arch
 from collegial.models.costs import model_costs
 from collegial.ntk.variance import Moments, normalized_variance, pool_estimates
 from collegial.ntk.whole import WHOLE_BN_MODES, Pairs, WholeMethod, WholeModelNtk, draw_pairs, group_shares
+from collegial.stats import rank_correlation
 
 #: Default initializations (each measured on every pair): with 8 pairs, 7-12% relative Monte
 #: Carlo standard error of ``v`` on the resnext11 MNIST architectures of docs/verify.md (10% at
@@ -435,31 +436,10 @@ def curve_prediction(curve: Any) -> Callable[[int, int], tuple[float | None, flo
 # ------------------------------------------------------------------------------ predictors
 #: Exact permutation p-values up to this many architectures (8! = 40320 orderings), else 20000
 #: random permutations (seeded).
-EXACT_PERMUTATIONS = 8
-
-
 def rank_agreement(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman's rho of ``x`` and ``y`` and its two-sided permutation p-value (exact: every
-    ordering of ``y`` up to :data:`EXACT_PERMUTATIONS` points; else 20000 seeded permutations)."""
-    import itertools
-
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x), rankdata(y)
-
-    def rho(b: np.ndarray) -> float:
-        return float(np.corrcoef(rx, b)[0, 1])
-
-    obs = rho(ry)
-    if len(rx) <= EXACT_PERMUTATIONS:
-        perms: Any = (np.array(p) for p in itertools.permutations(ry))
-        total = math.factorial(len(rx))
-    else:
-        rng = np.random.default_rng(0)
-        total = 20000
-        perms = (rng.permutation(ry) for _ in range(total))
-    hits = sum(abs(rho(b)) >= abs(obs) - 1e-12 for b in perms)
-    return obs, hits / total
+    """Spearman's rho of ``x`` and ``y`` and its two-sided permutation p-value
+    (:func:`collegial.stats.rank_correlation`: exact up to 9 points)."""
+    return rank_correlation(x, y, "spearman")
 
 
 def predictor_table(result: VerifyResult) -> list[dict[str, Any]]:
