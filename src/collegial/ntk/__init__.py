@@ -6,7 +6,8 @@
 * :class:`Moments`, :func:`normalized_variance` -- streaming ``Var[K] / E[K]^2`` with a
   standard error (:mod:`collegial.ntk.variance`).
 * :func:`run_algorithm1` -> :class:`AlphaFit` -- SPEC section 3 (:mod:`collegial.ntk.alpha`,
-  probes in :mod:`collegial.ntk.probe`).
+  probes in :mod:`collegial.ntk.probe`); every probe engine is a :class:`ProbeEngine`
+  (:mod:`collegial.ntk.engine`).
 """
 
 from collegial.ntk.alpha import AlphaFit, run_algorithm1, variance_model, variance_stderr
@@ -16,6 +17,7 @@ from collegial.ntk.empirical import (
     empirical_ntk_fn,
     ntk_autograd_loop,
 )
+from collegial.ntk.engine import ProbeEngine
 from collegial.ntk.variance import Moments, NormalizedVariance, normalized_variance
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "Moments",
     "NormalizedVariance",
     "NtkMethod",
+    "ProbeEngine",
     "empirical_ntk",
     "empirical_ntk_fn",
     "normalized_variance",
