@@ -36,7 +36,6 @@ from collegial.models.layers import PARAMETERIZATIONS, Parameterization
 from collegial.models.probes import bottleneck_probe, mlp_probe
 from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm
 from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint, plot_alpha
-from collegial.ntk.engine import ProbeEngine, check_engines
 from collegial.ntk.generic import FactoryProbe
 from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import CHUNK_BYTES, MLPProbe, ResNeXtBlockProbe, trial_seed
@@ -78,7 +77,7 @@ def m_law_ratio(vm: NormalizedVariance, v1: NormalizedVariance, m: int) -> tuple
 
 
 def pair_moments(
-    probes: Sequence[ProbeEngine],
+    probes: Sequence[Any],
     m: int,
     n: int,
     trials: int,
@@ -117,7 +116,7 @@ def pair_moments(
 
     moms = [Moments() for _ in probes]
     threads = torch.get_num_threads()
-    workers = min(len(mine), workers if workers is not None else threads)
+    workers = min(len(mine), workers if workers is not None else chunks_in_flight(probes[0], m, n))
     if workers <= 1:
         results: Any = map(one, mine)
         pool = None
@@ -137,7 +136,7 @@ def pair_moments(
     return [merge_distributed(mom) for mom in moms]
 
 
-def monte_carlo(probe: ProbeEngine, m: int, n: int, trials: int, *, seed: int, **kw: Any) -> Moments:
+def monte_carlo(probe: Any, m: int, n: int, trials: int, *, seed: int, **kw: Any) -> Moments:
     """:func:`pair_moments` for one probe (its own pair)."""
     return pair_moments([probe], m, n, trials, seed=seed, **kw)[0]
 
@@ -223,7 +222,7 @@ def make_probe(
     inputs: ProbeInputs | None = None,
     pair: int = 0,
     engine: Engine = "auto",
-) -> ProbeEngine:
+) -> ResNeXtBlockProbe | MLPProbe | FactoryProbe:
     """The probe of input pair ``pair`` (see :func:`probe_spec` for ``family``, ``probe``,
     ``factory``, ``input_shape`` and ``engine``); ``inputs`` default :class:`ProbeInputs` ``()``
     (post-ReLU). ``channels`` / ``spatial`` resize the built-in blocks (C and H = W of the
@@ -237,13 +236,15 @@ def make_probe(
 def _build_probe(
     spec: ProbeSpec, *, channels: int | None, spatial: int | None, bn: ProbeBatchNorm, seed: int,
     dtype: torch.dtype, parameterization: Parameterization, inputs: ProbeInputs, pair: int,
-) -> ProbeEngine:
+    device: str | torch.device = "cpu",
+) -> ResNeXtBlockProbe | MLPProbe | FactoryProbe:
     """The probe of input pair ``pair`` for a resolved :class:`ProbeSpec` (see :func:`make_probe`)."""
     check_choice("bn", bn, PROBE_BN_MODES, "BatchNorm mode")
     if (channels is not None and channels < 1) or (spatial is not None and spatial < 1):
         raise UserError("channels and spatial size must be positive")
     check_choice("parameterization", parameterization, PARAMETERIZATIONS, "parameterization")
-    common: dict[str, Any] = {"seed": seed, "dtype": dtype, "inputs": inputs, "pair": pair}
+    common: dict[str, Any] = {"seed": seed, "dtype": dtype, "inputs": inputs, "pair": pair,
+                              "device": probe_device(device)}
     if spec.kind == "generic":
         if parameterization != "standard":
             raise UserError("a declared probe block defines its own parameterization; leave `parameterization='standard'`")
@@ -284,8 +285,8 @@ def run_algorithm1(
     dtype: torch.dtype = torch.float32,
     parameterization: Parameterization = "standard",
     engine: Engine = "auto",
-    engines: Sequence[ProbeEngine] | None = None,
     progress: bool = False,
+    device: str | torch.device = "cpu",
 ) -> AlphaFit:
     """Algorithm 1: ``v(n)`` by Monte Carlo at m = 1 for every width, averaged over
     ``inputs.pairs`` input pairs and readouts with ``trials // pairs`` initializations each
@@ -301,37 +302,25 @@ def run_algorithm1(
     resize the built-in blocks; ``engine="generic"`` runs them on the generic engine.
     ``parameterization="ntk"``: ``K`` with respect to ``W / sigma``
     (:class:`~collegial.ntk.probe.ResNeXtBlockProbe`); ``progress``: a tqdm bar on a terminal.
-
-    ``engines``: instead of a block, one :class:`~collegial.ntk.engine.ProbeEngine` per input
-    pair of ``inputs``, in pair order (any object with the protocol's members); ``family`` then
-    only names the result (default ``"custom"``), and ``bn``/``parameterization`` are recorded
-    as given (the engines define what they measure).
+    ``device``: where the built-in engines compute (``"cpu"``, ``"cuda"``: under ``torchrun``
+    each rank's own GPU); their weights are drawn on the CPU from the same seeds, so the numbers
+    agree across devices up to float rounding (:func:`probe_device`, :func:`chunks_in_flight`).
     """
     inputs = ProbeInputs() if inputs is None else inputs
     if not isinstance(inputs, ProbeInputs):
         raise UserError(f"inputs must be a ProbeInputs (e.g. ProbeInputs('relu', 0.6)), got {inputs!r}")
     ws = _check_widths(widths)
-    if engines is not None:
-        given = {"probe": probe, "factory": factory, "input_shape": input_shape, "channels": channels,
-                 "spatial": spatial, "engine": None if engine == "auto" else engine}
-        if any(v is not None for v in given.values()):
-            raise UserError(f"`engines` measure their own block; leave out `{next(k for k, v in given.items() if v is not None)}`")
-        name, probes, per_pair, takes_m = family or "custom", check_engines(engines, inputs.pairs), _per_pair(trials, inputs), True
-        size = 0
-    else:
-        spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
-        probes, per_pair = _pair_probes(spec, inputs, trials, channels=channels, spatial=spatial, bn=bn, seed=seed,
-                                        dtype=dtype, parameterization=parameterization)
-        name, takes_m = spec.name, spec.takes_m
-        size = probes[0].input_shape[1] if spec.kind == "bottleneck" else 0  # the bottleneck's resizable H = W
-    ms = _check_m_law(m_law, m_law_width) if takes_m else []
+    spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
+    probes, per_pair = _pair_probes(spec, inputs, trials, channels=channels, spatial=spatial, bn=bn, seed=seed,
+                                    dtype=dtype, parameterization=parameterization, device=device)
+    ms = _check_m_law(m_law, m_law_width) if spec.takes_m else []
     rank, world = rank_and_world()
     jobs = [(1, n) for n in ws] + [(m, m_law_width) for m in ms]
     if ms and m_law_width not in ws:
         jobs.append((1, m_law_width))
     stats, job_seconds, seconds = _run_jobs(probes, jobs, per_pair, seed, progress=progress and rank == 0)
     return _alpha_fit(
-        name, probes, inputs, stats, ws, per_pair, (ms, m_law_width), spatial=int(size),
+        spec, probes, inputs, stats, ws, per_pair, (ms, m_law_width),
         bn=bn, seed=int(seed), parameterization=parameterization, seconds=seconds, world_size=world,
         job_seconds=job_seconds,
     )
@@ -349,6 +338,7 @@ def measure_points(
     seed: int = 0,
     parameterization: Parameterization = "standard",
     engine: Engine = "auto",
+    device: str | torch.device = "cpu",
 ) -> dict[tuple[int, int], list[NormalizedVariance]]:
     """``V(m, n)`` of ``family``'s probe at each ``(m, n)`` of ``points``, one estimate per input
     pair (:func:`~collegial.ntk.variance.pool_pairs` pools them), with Algorithm 1's
@@ -360,25 +350,20 @@ def measure_points(
         raise UserError(f"multiplicities and widths must be >= 1, got {jobs}")
     probes, per_pair = _pair_probes(probe_spec(family, engine=engine), ProbeInputs() if inputs is None else inputs,
                                     trials, channels=channels, spatial=spatial, bn=bn, seed=seed,
-                                    dtype=torch.float32, parameterization=parameterization)
+                                    dtype=torch.float32, parameterization=parameterization, device=device)
     return _run_jobs(probes, jobs, per_pair, seed, progress=False)[0]
 
 
-def _pair_probes(spec: ProbeSpec, inputs: ProbeInputs, trials: int, **build: Any) -> tuple[list[ProbeEngine], int]:
+def _pair_probes(spec: ProbeSpec, inputs: ProbeInputs, trials: int, **build: Any) -> tuple[list[Any], int]:
     """One probe per input pair of ``inputs`` (``build``: :func:`_build_probe`'s options) and the
     initializations per pair, ``trials // pairs``; :class:`UserError` below 2 per pair."""
-    return [_build_probe(spec, inputs=inputs, pair=p, **build) for p in range(inputs.pairs)], _per_pair(trials, inputs)
-
-
-def _per_pair(trials: int, inputs: ProbeInputs) -> int:
-    """Initializations per input pair, ``trials // pairs``; :class:`UserError` below 2 per pair."""
     if int(trials) != trials or trials < 2 * inputs.pairs:
         raise UserError(f"need at least 2 trials per input pair ({2 * inputs.pairs} in all), got {trials}")
-    return int(trials) // inputs.pairs
+    return [_build_probe(spec, inputs=inputs, pair=p, **build) for p in range(inputs.pairs)], int(trials) // inputs.pairs
 
 
 def _alpha_fit(
-    name: str, probes: Sequence[ProbeEngine], inputs: ProbeInputs,
+    spec: ProbeSpec, probes: Sequence[Any], inputs: ProbeInputs,
     stats: dict[tuple[int, int], list[NormalizedVariance]], ws: list[int], per_pair: int,
     m_law: tuple[Sequence[int], int], **fields: Any,
 ) -> AlphaFit:
@@ -395,9 +380,9 @@ def _alpha_fit(
     opts = inputs.options()
     first = probes[0]
     return AlphaFit(
-        family=name,
-        channels=int(first.input_shape[0]),
-        input_shape=[int(d) for d in first.input_shape],
+        family=spec.name,
+        channels=int(first.channels),
+        input_shape=_input_shape(first),
         trials=per_pair * inputs.pairs,
         widths=ws,
         variance=[pooled[(1, n)].v for n in ws],
@@ -409,6 +394,7 @@ def _alpha_fit(
         input_data=opts["input_data"],  # type: ignore[arg-type]
         pair_variance=[[e.v for e in stats[(1, n)]] for n in ws],
         m_law=_m_law_points(stats, *m_law),
+        spatial=int(first.spatial) if isinstance(first, ResNeXtBlockProbe) else 0,
         engine=str(first.engine),
         **fields,
     )
@@ -430,8 +416,36 @@ MAX_TRIALS = 10_000_000
 MEMORY_SHARE = 0.8
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux ``MemAvailable``; else free pages); None if unknown."""
+def probe_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`; a plain ``cuda`` under ``torchrun`` with several
+    GPUs is the rank's own (``LOCAL_RANK``)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ and torch.cuda.device_count() > 1:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return dev
+
+
+def chunks_in_flight(probe: Any, m: int, n: int) -> int:
+    """How many trial chunks of ``(m, n)`` are computed at once: one per torch thread on the CPU;
+    on CUDA as many as fit in :data:`MEMORY_SHARE` of the device's free memory (at least 1, at
+    most the threads). The chunk itself (``probe.chunk_size``) is the unit the trial seeds are
+    drawn in, so it stays the same on every device: the same seed gives the same numbers."""
+    threads = max(1, torch.get_num_threads())
+    dev = torch.device(getattr(probe, "device", "cpu"))
+    if dev.type != "cuda":
+        return threads
+    per_chunk = (probe.trial_bytes(m, n) or 0) * probe.chunk_size(m, n)
+    free = available_memory(dev)
+    if not per_chunk or free is None:
+        return 1
+    return max(1, min(threads, int(MEMORY_SHARE * free) // per_chunk))
+
+
+def available_memory(device: torch.device | None = None) -> int | None:
+    """Bytes of memory available now: on a CUDA ``device`` its free memory; else the host's
+    (Linux ``MemAvailable``; else free pages); None if unknown."""
+    if device is not None and device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -445,7 +459,7 @@ def available_memory() -> int | None:
         return None
 
 
-def check_limits(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
+def check_limits(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
     """Refuse, before any trial, a run that cannot finish: more than :data:`MAX_TRIALS` trials
     per width, or a working set (one chunk of trials per thread, at the largest job) above
     :data:`MEMORY_SHARE` of the memory available now."""
@@ -453,29 +467,34 @@ def check_limits(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]],
     if total > MAX_TRIALS:
         raise UserError(f"{total} trials per width (`trials`) exceed the limit of {MAX_TRIALS:,} (a run would "
                         "take days; the paper uses 2000)")
-    probe, avail = probes[0], available_memory()
-    if avail is None:
+    probe = probes[0]
+    dev = torch.device(getattr(probe, "device", "cpu"))
+    avail = available_memory(dev)
+    if avail is None or not hasattr(probe, "trial_bytes"):
         return
     sizes = [(b, m, n) for m, n in jobs if (b := probe.trial_bytes(m, n))]
     if not sizes:
         return
     per_trial, m, n = max(sizes)
     chunk = max(2, min(per_pair, CHUNK_BYTES // max(1, per_trial)))  # the engines' smallest chunk is 2 to 4
-    need = per_trial * chunk * max(1, torch.get_num_threads())
+    threads = 1 if dev.type == "cuda" else max(1, torch.get_num_threads())  # chunks in flight, at least
+    need = per_trial * chunk * threads
     if need > MEMORY_SHARE * avail:
         gib = 1 << 30
         raise UserError(
             f"the probe at m={m}, n={n} needs about {need / gib:.1f} GiB ({per_trial / gib:.2f} GiB per trial, "
-            f"{chunk} trials per chunk, {torch.get_num_threads()} threads), more than {MEMORY_SHARE:.0%} of the "
-            f"{avail / gib:.1f} GiB available; use smaller `widths`, `m_law` or `channels`"
+            f"{chunk} trials per chunk, {threads} at once), more than {MEMORY_SHARE:.0%} of the "
+            f"{avail / gib:.1f} GiB available on {dev.type}; use smaller `widths`, `m_law` or `channels`"
         )
 
 
-def estimate_seconds(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]], per_pair: int) -> float | None:
+def estimate_seconds(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> float | None:
     """Wall seconds the Monte Carlo of ``jobs`` should take here: one chunk of trials at the
     largest job timed, the others scaled by their working sets (a lower bound where per-trial
     overheads dominate); None when the engine does not report its working set."""
     probe = probes[0]
+    if not hasattr(probe, "trial_bytes"):
+        return None
     sized = [(probe.trial_bytes(m, n) or 0, m, n) for m, n in jobs]
     biggest, m, n = max(sized)
     if biggest <= 0:
@@ -489,7 +508,7 @@ def estimate_seconds(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, in
     return per_trial * trials / (max(1, torch.get_num_threads()) * world)
 
 
-def _announce_duration(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
+def _announce_duration(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
     """Say on stderr, before a run of more than 5 minutes, about how long it will take."""
     import sys
 
@@ -501,7 +520,7 @@ def _announce_duration(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, 
 
 
 def _run_jobs(
-    probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]], per_pair: int, seed: int, *, progress: bool
+    probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int, seed: int, *, progress: bool
 ) -> tuple[dict[tuple[int, int], list[NormalizedVariance]], list[dict[str, float]], float]:
     """Every ``(m, n)`` job over every pair: per-pair normalized variances, seconds per job and
     in all; ``progress``: a tqdm bar on stderr when it is a terminal."""
@@ -543,6 +562,15 @@ def _m_law_points(stats: dict[tuple[int, int], list[NormalizedVariance]], ms: Se
         s = pool_pairs(stats[(m, n)])
         points.append(MLawPoint(m, n, s.v, s.stderr, ratio, rse))
     return points
+
+
+def _input_shape(probe: Any) -> list[int]:
+    """Shape of one input of a probe (no batch axis)."""
+    if isinstance(probe, FactoryProbe):
+        return [int(d) for d in probe.input_shape]
+    if isinstance(probe, ResNeXtBlockProbe):
+        return [int(probe.channels), int(probe.spatial), int(probe.spatial)]
+    return [int(probe.channels)]
 
 
 def variance_model(fit: AlphaFit | str | os.PathLike[str], kind: str = "auto") -> Callable[[Any], np.ndarray]:
