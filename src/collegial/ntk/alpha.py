@@ -36,6 +36,7 @@ from collegial.models.layers import PARAMETERIZATIONS, Parameterization
 from collegial.models.probes import bottleneck_probe, mlp_probe
 from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm
 from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint, plot_alpha
+from collegial.ntk.engine import ProbeEngine, check_engines
 from collegial.ntk.generic import FactoryProbe
 from collegial.ntk.inputs import ProbeInputs
 from collegial.ntk.probe import CHUNK_BYTES, MLPProbe, ResNeXtBlockProbe, trial_seed
@@ -77,7 +78,7 @@ def m_law_ratio(vm: NormalizedVariance, v1: NormalizedVariance, m: int) -> tuple
 
 
 def pair_moments(
-    probes: Sequence[Any],
+    probes: Sequence[ProbeEngine],
     m: int,
     n: int,
     trials: int,
@@ -136,7 +137,7 @@ def pair_moments(
     return [merge_distributed(mom) for mom in moms]
 
 
-def monte_carlo(probe: Any, m: int, n: int, trials: int, *, seed: int, **kw: Any) -> Moments:
+def monte_carlo(probe: ProbeEngine, m: int, n: int, trials: int, *, seed: int, **kw: Any) -> Moments:
     """:func:`pair_moments` for one probe (its own pair)."""
     return pair_moments([probe], m, n, trials, seed=seed, **kw)[0]
 
@@ -222,7 +223,7 @@ def make_probe(
     inputs: ProbeInputs | None = None,
     pair: int = 0,
     engine: Engine = "auto",
-) -> ResNeXtBlockProbe | MLPProbe | FactoryProbe:
+) -> ProbeEngine:
     """The probe of input pair ``pair`` (see :func:`probe_spec` for ``family``, ``probe``,
     ``factory``, ``input_shape`` and ``engine``); ``inputs`` default :class:`ProbeInputs` ``()``
     (post-ReLU). ``channels`` / ``spatial`` resize the built-in blocks (C and H = W of the
@@ -237,7 +238,7 @@ def _build_probe(
     spec: ProbeSpec, *, channels: int | None, spatial: int | None, bn: ProbeBatchNorm, seed: int,
     dtype: torch.dtype, parameterization: Parameterization, inputs: ProbeInputs, pair: int,
     device: str | torch.device = "cpu",
-) -> ResNeXtBlockProbe | MLPProbe | FactoryProbe:
+) -> ProbeEngine:
     """The probe of input pair ``pair`` for a resolved :class:`ProbeSpec` (see :func:`make_probe`)."""
     check_choice("bn", bn, PROBE_BN_MODES, "BatchNorm mode")
     if (channels is not None and channels < 1) or (spatial is not None and spatial < 1):
@@ -285,6 +286,7 @@ def run_algorithm1(
     dtype: torch.dtype = torch.float32,
     parameterization: Parameterization = "standard",
     engine: Engine = "auto",
+    engines: Sequence[ProbeEngine] | None = None,
     progress: bool = False,
     device: str | torch.device = "cpu",
 ) -> AlphaFit:
@@ -305,22 +307,37 @@ def run_algorithm1(
     ``device``: where the built-in engines compute (``"cpu"``, ``"cuda"``: under ``torchrun``
     each rank's own GPU); their weights are drawn on the CPU from the same seeds, so the numbers
     agree across devices up to float rounding (:func:`probe_device`, :func:`chunks_in_flight`).
+
+    ``engines``: instead of a block, one :class:`~collegial.ntk.engine.ProbeEngine` per input
+    pair of ``inputs``, in pair order (any object with the protocol's members); ``family`` then
+    only names the result (default ``"custom"``), and ``bn``/``parameterization`` are recorded
+    as given (the engines define what they measure).
     """
     inputs = ProbeInputs() if inputs is None else inputs
     if not isinstance(inputs, ProbeInputs):
         raise UserError(f"inputs must be a ProbeInputs (e.g. ProbeInputs('relu', 0.6)), got {inputs!r}")
     ws = _check_widths(widths)
-    spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
-    probes, per_pair = _pair_probes(spec, inputs, trials, channels=channels, spatial=spatial, bn=bn, seed=seed,
-                                    dtype=dtype, parameterization=parameterization, device=device)
-    ms = _check_m_law(m_law, m_law_width) if spec.takes_m else []
+    if engines is not None:
+        given = {"probe": probe, "factory": factory, "input_shape": input_shape, "channels": channels,
+                 "spatial": spatial, "engine": None if engine == "auto" else engine}
+        if any(v is not None for v in given.values()):
+            raise UserError(f"`engines` measure their own block; leave out `{next(k for k, v in given.items() if v is not None)}`")
+        name, probes, per_pair, takes_m = family or "custom", check_engines(engines, inputs.pairs), _per_pair(trials, inputs), True
+        size = 0
+    else:
+        spec = probe_spec(family, probe=probe, factory=factory, input_shape=input_shape, engine=engine)
+        probes, per_pair = _pair_probes(spec, inputs, trials, channels=channels, spatial=spatial, bn=bn, seed=seed,
+                                        dtype=dtype, parameterization=parameterization, device=device)
+        name, takes_m = spec.name, spec.takes_m
+        size = probes[0].input_shape[1] if spec.kind == "bottleneck" else 0  # the bottleneck's resizable H = W
+    ms = _check_m_law(m_law, m_law_width) if takes_m else []
     rank, world = rank_and_world()
     jobs = [(1, n) for n in ws] + [(m, m_law_width) for m in ms]
     if ms and m_law_width not in ws:
         jobs.append((1, m_law_width))
     stats, job_seconds, seconds = _run_jobs(probes, jobs, per_pair, seed, progress=progress and rank == 0)
     return _alpha_fit(
-        spec, probes, inputs, stats, ws, per_pair, (ms, m_law_width),
+        name, probes, inputs, stats, ws, per_pair, (ms, m_law_width), spatial=int(size),
         bn=bn, seed=int(seed), parameterization=parameterization, seconds=seconds, world_size=world,
         job_seconds=job_seconds,
     )
@@ -354,16 +371,21 @@ def measure_points(
     return _run_jobs(probes, jobs, per_pair, seed, progress=False)[0]
 
 
-def _pair_probes(spec: ProbeSpec, inputs: ProbeInputs, trials: int, **build: Any) -> tuple[list[Any], int]:
+def _pair_probes(spec: ProbeSpec, inputs: ProbeInputs, trials: int, **build: Any) -> tuple[list[ProbeEngine], int]:
     """One probe per input pair of ``inputs`` (``build``: :func:`_build_probe`'s options) and the
     initializations per pair, ``trials // pairs``; :class:`UserError` below 2 per pair."""
+    return [_build_probe(spec, inputs=inputs, pair=p, **build) for p in range(inputs.pairs)], _per_pair(trials, inputs)
+
+
+def _per_pair(trials: int, inputs: ProbeInputs) -> int:
+    """Initializations per input pair, ``trials // pairs``; :class:`UserError` below 2 per pair."""
     if int(trials) != trials or trials < 2 * inputs.pairs:
         raise UserError(f"need at least 2 trials per input pair ({2 * inputs.pairs} in all), got {trials}")
-    return [_build_probe(spec, inputs=inputs, pair=p, **build) for p in range(inputs.pairs)], int(trials) // inputs.pairs
+    return int(trials) // inputs.pairs
 
 
 def _alpha_fit(
-    spec: ProbeSpec, probes: Sequence[Any], inputs: ProbeInputs,
+    name: str, probes: Sequence[ProbeEngine], inputs: ProbeInputs,
     stats: dict[tuple[int, int], list[NormalizedVariance]], ws: list[int], per_pair: int,
     m_law: tuple[Sequence[int], int], **fields: Any,
 ) -> AlphaFit:
@@ -380,9 +402,9 @@ def _alpha_fit(
     opts = inputs.options()
     first = probes[0]
     return AlphaFit(
-        family=spec.name,
-        channels=int(first.channels),
-        input_shape=_input_shape(first),
+        family=name,
+        channels=int(first.input_shape[0]),
+        input_shape=[int(d) for d in first.input_shape],
         trials=per_pair * inputs.pairs,
         widths=ws,
         variance=[pooled[(1, n)].v for n in ws],
@@ -394,7 +416,6 @@ def _alpha_fit(
         input_data=opts["input_data"],  # type: ignore[arg-type]
         pair_variance=[[e.v for e in stats[(1, n)]] for n in ws],
         m_law=_m_law_points(stats, *m_law),
-        spatial=int(first.spatial) if isinstance(first, ResNeXtBlockProbe) else 0,
         engine=str(first.engine),
         **fields,
     )
@@ -459,7 +480,7 @@ def available_memory(device: torch.device | None = None) -> int | None:
         return None
 
 
-def check_limits(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
+def check_limits(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
     """Refuse, before any trial, a run that cannot finish: more than :data:`MAX_TRIALS` trials
     per width, or a working set (one chunk of trials per thread, at the largest job) above
     :data:`MEMORY_SHARE` of the memory available now."""
@@ -470,7 +491,7 @@ def check_limits(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pai
     probe = probes[0]
     dev = torch.device(getattr(probe, "device", "cpu"))
     avail = available_memory(dev)
-    if avail is None or not hasattr(probe, "trial_bytes"):
+    if avail is None:
         return
     sizes = [(b, m, n) for m, n in jobs if (b := probe.trial_bytes(m, n))]
     if not sizes:
@@ -488,13 +509,11 @@ def check_limits(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pai
         )
 
 
-def estimate_seconds(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> float | None:
+def estimate_seconds(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]], per_pair: int) -> float | None:
     """Wall seconds the Monte Carlo of ``jobs`` should take here: one chunk of trials at the
     largest job timed, the others scaled by their working sets (a lower bound where per-trial
     overheads dominate); None when the engine does not report its working set."""
     probe = probes[0]
-    if not hasattr(probe, "trial_bytes"):
-        return None
     sized = [(probe.trial_bytes(m, n) or 0, m, n) for m, n in jobs]
     biggest, m, n = max(sized)
     if biggest <= 0:
@@ -508,7 +527,7 @@ def estimate_seconds(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per
     return per_trial * trials / (max(1, torch.get_num_threads()) * world)
 
 
-def _announce_duration(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
+def _announce_duration(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]], per_pair: int) -> None:
     """Say on stderr, before a run of more than 5 minutes, about how long it will take."""
     import sys
 
@@ -520,7 +539,7 @@ def _announce_duration(probes: Sequence[Any], jobs: Sequence[tuple[int, int]], p
 
 
 def _run_jobs(
-    probes: Sequence[Any], jobs: Sequence[tuple[int, int]], per_pair: int, seed: int, *, progress: bool
+    probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]], per_pair: int, seed: int, *, progress: bool
 ) -> tuple[dict[tuple[int, int], list[NormalizedVariance]], list[dict[str, float]], float]:
     """Every ``(m, n)`` job over every pair: per-pair normalized variances, seconds per job and
     in all; ``progress``: a tqdm bar on stderr when it is a terminal."""
@@ -562,15 +581,6 @@ def _m_law_points(stats: dict[tuple[int, int], list[NormalizedVariance]], ms: Se
         s = pool_pairs(stats[(m, n)])
         points.append(MLawPoint(m, n, s.v, s.stderr, ratio, rse))
     return points
-
-
-def _input_shape(probe: Any) -> list[int]:
-    """Shape of one input of a probe (no batch axis)."""
-    if isinstance(probe, FactoryProbe):
-        return [int(d) for d in probe.input_shape]
-    if isinstance(probe, ResNeXtBlockProbe):
-        return [int(probe.channels), int(probe.spatial), int(probe.spatial)]
-    return [int(probe.channels)]
 
 
 def variance_model(fit: AlphaFit | str | os.PathLike[str], kind: str = "auto") -> Callable[[Any], np.ndarray]:
