@@ -1,4 +1,5 @@
-"""Every parameter count and GFLOPs figure of SPEC section 6, to the paper's rounding."""
+"""Every parameter count, GFLOPs figure and rho the paper prints (:data:`collegial.paper.MODELS`),
+to the paper's rounding."""
 
 import json
 import math
@@ -9,30 +10,10 @@ import pytest
 from collegial.cli import main
 from collegial.models import PRESETS
 from collegial.models.costs import CostTable, model_costs
+from collegial.paper import MODELS
 
 # (dataset, family, arch, params in millions as printed in the paper)
-PARAMS = [
-    ("cifar10", "resnext29", "1x128d", 13.8),
-    ("cifar10", "resnext29", "3x64d", 13.3),
-    ("cifar10", "resnext29", "44x8d", 12.7),
-    ("cifar10", "resnext29", "60x6d", 12.6),
-    ("imagenet32", "resnext29", "1x128d", 14.8),
-    ("imagenet32", "resnext29", "3x64d", 14.4),
-    ("imagenet32", "resnext29", "37x10d", 14.8),
-    ("imagenet32", "resnext29", "10x10d", 5.2),
-    ("imagenet32", "resnext29", "3x40d", 8.0),
-    ("imagenet32", "wrn", "28-10", 37.1),
-    ("imagenet32", "wrn", "28-5", 9.5),
-    ("imagenet64", "resnext38", "1x96d", 37.5),
-    ("imagenet64", "resnext38", "2x64d", 39.0),
-    ("imagenet64", "resnext38", "22x10d", 36.3),
-    ("imagenet64", "resnext38", "8x10d", 16.3),
-    ("imagenet64", "resnext38", "1x128d", 57.8),
-    ("imagenet64", "resnext38", "3x64d", 56.1),
-    ("imagenet64", "resnext38", "37x10d", 57.7),
-    ("imagenet64", "resnext38", "10x10d", 19.1),
-    ("imagenet64", "wrn", "36-5", 37.6),
-]
+PARAMS = [(*m.key, m.params_m) for m in MODELS if m.params_m is not None]
 
 
 @pytest.mark.parametrize("dataset, family, arch, millions", PARAMS)
@@ -43,12 +24,12 @@ def test_params_match_paper(dataset, family, arch, millions):
 # Table 3 GFLOPs. Conv + linear FLOPs (2 x MACs) agree with every figure when rounded *up* to two
 # decimals (the paper's rounding); to the nearest they are 0.01 low on three of four rows.
 # Adding one FLOP per BN output element (--bn-flops) matches three of four to the nearest.
-GFLOPS = [("1x128d", 4.19), ("3x64d", 4.15), ("44x8d", 4.20), ("60x6d", 4.17)]
+GFLOPS = [(*m.key, m.gflops) for m in MODELS if m.gflops is not None]
 
 
-@pytest.mark.parametrize("arch, gflops", GFLOPS)
-def test_flops_match_paper(arch, gflops):
-    flops = model_costs("resnext29", arch, "cifar10").flops
+@pytest.mark.parametrize("dataset, family, arch, gflops", GFLOPS)
+def test_flops_match_paper(dataset, family, arch, gflops):
+    flops = model_costs(family, arch, dataset).flops
     assert math.ceil(flops / 1e7) / 100 == pytest.approx(gflops)
     assert abs(flops / 1e9 - gflops) < 0.0101
 
@@ -62,19 +43,18 @@ def test_bn_flops_option_adds_bn_elements():
 
 
 # rho = params(baseline) / params(model), as reported (the paper truncates some and rounds others).
-RHO = [
-    ("cifar10", "resnext29", "1x128d", "10x10d", 3.3),
-    ("imagenet32", "resnext29", "1x128d", "10x10d", 2.8),
-    ("imagenet32", "resnext29", "1x128d", "3x40d", 1.8),
-    ("imagenet64", "resnext38", "1x96d", "8x10d", 2.3),
-    ("imagenet64", "resnext38", "1x128d", "10x10d", 3.0),
-]
+RHO = [(m.dataset, m.family, m.rho_baseline, m.arch, m.rho) for m in MODELS if m.rho is not None]
 
 
 @pytest.mark.parametrize("dataset, family, base, arch, rho", RHO)
 def test_rho_match_paper(dataset, family, base, arch, rho):
     r = model_costs(family, base, dataset).params / model_costs(family, arch, dataset).params
     assert abs(r - rho) < 0.06
+
+
+def test_every_printed_figure_is_checked():
+    """20 parameter counts, 4 GFLOPs figures (Table 3) and 5 compressions: none lost from the facts."""
+    assert (len(PARAMS), len(GFLOPS), len(RHO)) == (20, 4, 5)
 
 
 def test_every_preset_builds_and_counts():

@@ -10,6 +10,7 @@ import pytest
 from collegial.cli import main
 from collegial.commands.reproduce import TARGETS, load_target
 from collegial.experiments import search_repro as sr
+from collegial.paper import printed_models
 from collegial.search.result import Candidate
 from collegial.ntk.curve import AlphaFit, synthetic_fit
 from collegial.search.variance import synthetic_curve
@@ -95,7 +96,7 @@ def test_reproduce_dispatch_lists_targets():
 def test_reproduce_costs_cli(capsys, tmp_path):
     assert main(["reproduce", "costs", "--json", "--out", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["matches"] == out["total"] == len(sr.PAPER_COSTS)
+    assert out["matches"] == out["total"] == len(printed_models())
     assert (tmp_path / "costs.md").read_text().count("| yes |") == out["total"]
     assert main(["reproduce", "costs", "--out", str(tmp_path)]) == 2  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err

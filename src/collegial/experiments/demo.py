@@ -28,15 +28,12 @@ from typing import Any
 from collegial.errors import UserError
 from collegial.models import format_arch
 from collegial.ntk.alpha import run_algorithm1
+from collegial.paper import paper_optima
 from collegial.provenance import provenance
 from collegial.search.plots import plot_both
 from collegial.search.solve import search
 from collegial.search.result import SearchResult, format_answer, format_table
 from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve, load_curve
-
-#: The paper's optima for ResNeXt-29 on CIFAR-10 against the 1x128d baseline (SPEC section 6).
-PAPER_CIFAR = {("params", "primal"): "37x10d", ("params", "dual"): "10x10d", ("flops", "primal"): "44x8d"}
-
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -166,7 +163,7 @@ def _cifar_section(cfg: DemoConfig, out: Path, curve: VarianceCurve, summary: di
     for budget in ("params", "flops"):
         res = search("resnext29", "cifar10", "1x128d", curve, budget=budget)
         plot_both(res, out, prefix=f"cifar10-{budget}-")
-        paper = {p: a for (b, p), a in PAPER_CIFAR.items() if b == budget}
+        paper = paper_optima("cifar10", "resnext29", "1x128d", budget)
         text, rows = _search_section(res, f"{budget} budget", paper)
         summary["search"][budget] = {"result": res.to_dict(), "comparison": rows}
         if budget == "params":

@@ -25,6 +25,7 @@ import numpy as np
 from collegial.errors import UserError
 from collegial.models import parse_arch
 from collegial.models.costs import model_costs
+from collegial.paper import SETTINGS, Setting, printed_models
 from collegial.search.solve import SOLVERS, cost_table, dual_m, primal_m, search
 from collegial.search.result import Candidate, SearchResult
 from collegial.ntk.curve import MODELS, AlphaFit
@@ -32,39 +33,6 @@ from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve
 
 #: Algorithm 1 trials per width when ``reproduce search`` runs it itself (the paper's T).
 REPRO_TRIALS = 2000
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One search setting of the paper and its reported optima."""
-
-    name: str
-    dataset: str
-    family: str
-    baseline: str
-    budget: str
-    rounding: str
-    primal: str
-    dual: str | None
-    dual_rho: float | None
-    vicinity: tuple[str, ...] = ()  # models the paper reports "in the close vicinity"
-    why_rounding: str = ""
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("CIFAR-10, params", "cifar10", "resnext29", "1x128d", "params", "floor",
-            "37x10d", "10x10d", 3.3),
-    Setting("CIFAR-10, FLOPs", "cifar10", "resnext29", "1x128d", "flops", "nearest",
-            "44x8d", None, None, ("60x6d",),
-            "44x8d has 4.191 GFLOPs > 4.181 for 1x128d: only nearest rounding reaches it"),
-    Setting("ImageNet32, params", "imagenet32", "resnext29", "1x128d", "params", "floor",
-            "37x10d", "10x10d", 2.8),
-    Setting("ImageNet64 (1x96d), params", "imagenet64", "resnext38", "1x96d", "params", "floor",
-            "22x10d", "8x10d", 2.3,
-            why_rounding="22x10d (36.3M) is floor; nearest would give 23x10d (37.7M)"),
-    Setting("ImageNet64 (1x128d), params", "imagenet64", "resnext38", "1x128d", "params", "floor",
-            "37x10d", "10x10d", 3.0),
-)
 
 
 @dataclass
@@ -433,52 +401,27 @@ def reproduce_search(
 # reproduce costs: the paper's cost figures (SPEC section 6)
 
 
-#: (dataset, family, arch, params in millions, GFLOPs or None, (baseline, rho) or None)
-PAPER_COSTS: tuple[tuple[str, str, str, float, float | None, tuple[str, float] | None], ...] = (
-    ("cifar10", "resnext29", "1x128d", 13.8, 4.19, None),
-    ("cifar10", "resnext29", "3x64d", 13.3, 4.15, None),
-    ("cifar10", "resnext29", "44x8d", 12.7, 4.20, None),
-    ("cifar10", "resnext29", "60x6d", 12.6, 4.17, None),
-    ("cifar10", "resnext29", "10x10d", math.nan, None, ("1x128d", 3.3)),
-    ("imagenet32", "resnext29", "1x128d", 14.8, None, None),
-    ("imagenet32", "resnext29", "3x64d", 14.4, None, None),
-    ("imagenet32", "resnext29", "37x10d", 14.8, None, None),
-    ("imagenet32", "resnext29", "10x10d", 5.2, None, ("1x128d", 2.8)),
-    ("imagenet32", "resnext29", "3x40d", 8.0, None, ("1x128d", 1.8)),
-    ("imagenet32", "wrn", "28-10", 37.1, None, None),
-    ("imagenet32", "wrn", "28-5", 9.5, None, None),
-    ("imagenet64", "resnext38", "1x96d", 37.5, None, None),
-    ("imagenet64", "resnext38", "2x64d", 39.0, None, None),
-    ("imagenet64", "resnext38", "22x10d", 36.3, None, None),
-    ("imagenet64", "resnext38", "8x10d", 16.3, None, ("1x96d", 2.3)),
-    ("imagenet64", "resnext38", "1x128d", 57.8, None, None),
-    ("imagenet64", "resnext38", "3x64d", 56.1, None, None),
-    ("imagenet64", "resnext38", "37x10d", 57.7, None, None),
-    ("imagenet64", "resnext38", "10x10d", 19.1, None, ("1x128d", 3.0)),
-    ("imagenet64", "wrn", "36-5", 37.6, None, None),
-)
-
-
 def costs_rows() -> list[dict[str, Any]]:
-    """Ours against every figure of SPEC section 6 (params to 0.1M, GFLOPs rounded up to 0.01 as
+    """Ours against every figure the paper prints (:func:`collegial.paper.printed_models`; params to 0.1M, GFLOPs rounded up to 0.01 as
     the paper does, rho to within 0.06)."""
     rows = []
-    for ds, fam, arch, params, gflops, rho in PAPER_COSTS:
+    for pm in printed_models():
+        ds, fam, arch = pm.key
         c = model_costs(fam, arch, ds)
         row: dict[str, Any] = {"dataset": ds, "family": fam, "arch": arch, "params": c.params, "flops": c.flops}
         checks = []
-        if not math.isnan(params):
-            row["paper_params_m"] = params
-            checks.append(round(c.params / 1e6, 1) == params)
-        if gflops is not None:
-            row["paper_gflops"] = gflops
-            checks.append(math.ceil(c.flops / 1e7) / 100 == gflops)
-        if rho is not None:
-            base = model_costs(fam, rho[0], ds).params
+        if pm.params_m is not None:
+            row["paper_params_m"] = pm.params_m
+            checks.append(round(c.params / 1e6, 1) == pm.params_m)
+        if pm.gflops is not None:
+            row["paper_gflops"] = pm.gflops
+            checks.append(math.ceil(c.flops / 1e7) / 100 == pm.gflops)
+        if pm.rho is not None and pm.rho_baseline is not None:
+            base = model_costs(fam, pm.rho_baseline, ds).params
             row["rho"] = base / c.params
-            row["paper_rho"] = rho[1]
-            row["rho_baseline"] = rho[0]
-            checks.append(abs(base / c.params - rho[1]) < 0.06)
+            row["paper_rho"] = pm.rho
+            row["rho_baseline"] = pm.rho_baseline
+            checks.append(abs(base / c.params - pm.rho) < 0.06)
         row["match"] = all(checks)
         rows.append(row)
     return rows

@@ -362,22 +362,11 @@ def mlp(
 
 
 def _add_presets() -> None:
-    table = [
-        ("resnext29", "cifar10", ["1x128d", "3x64d", "37x10d", "10x10d", "44x8d", "60x6d"]),
-        ("resnext29", "cifar100", ["1x128d", "3x64d", "44x8d", "60x6d"]),
-        ("resnext29", "imagenet32", ["1x128d", "3x64d", "37x10d", "10x10d", "3x40d"]),
-        ("wrn", "imagenet32", ["28-10", "28-5"]),
-        (
-            "resnext38",
-            "imagenet64",
-            ["1x96d", "2x64d", "22x10d", "8x10d", "1x128d", "3x64d", "37x10d", "10x10d"],
-        ),
-        ("wrn", "imagenet64", ["36-5"]),
-    ]
-    for family, dataset, archs in table:
-        for a in archs:
-            name = f"{dataset}-{family}-{a}"
-            PRESETS[name] = Preset(name, family, a, dataset)
+    """One preset per model the paper names (:data:`collegial.paper.MODELS`)."""
+    from collegial.paper import MODELS
+
+    for m in MODELS:
+        PRESETS[m.preset] = Preset(m.preset, m.family, m.arch, m.dataset)
 
 
 _add_presets()
