@@ -21,6 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -164,15 +165,17 @@ def probe_key(family: str) -> dict[str, Any]:
 
 def alpha_on_the_fly(
     *, family: str, trials: int = ON_THE_FLY_TRIALS, seed: int = 0, inputs: Any = None,
-    progress: bool = False,
+    progress: bool = False, widths: Sequence[int] | None = None,
 ) -> tuple[AlphaFit, str]:
-    """Run Algorithm 1 on ``family``'s declared probe (default widths, no 1/m check) or reuse a
+    """Run Algorithm 1 on ``family``'s declared probe (``widths``, default
+    :data:`~collegial.ntk.alpha.DEFAULT_WIDTHS`; no 1/m check) or reuse a
     cached result; returns the fit and where it came from. The cache file is
     ``cache_dir()/<sha1 of the probe options>.json`` in the ``alpha.json`` schema
     (:func:`probe_key` identifies the probe)."""
     inputs = ProbeInputs() if inputs is None else inputs
+    widths = sorted(set(widths or ntk_alpha.DEFAULT_WIDTHS))
     key_obj = {"schema": SCHEMA_VERSION, **probe_key(family), "trials": trials, "seed": seed,
-               "widths": list(ntk_alpha.DEFAULT_WIDTHS), **inputs.options()}
+               "widths": widths, **inputs.options()}
     key = hashlib.sha1(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"{key}.json"
     source = f"Algorithm 1 (cached at {path})"
@@ -182,7 +185,7 @@ def alpha_on_the_fly(
         except UserError:
             pass  # a corrupt or outdated cache entry is recomputed
     fit = ntk_alpha.run_algorithm1(family=get_family(family).probe_owner, trials=trials, seed=seed, inputs=inputs, m_law=(),
-                         progress=progress)
+                         progress=progress, widths=widths)
     try:
         fit.to_json(path, overwrite=True)  # atomic
     except (OSError, UserError):
@@ -258,11 +261,12 @@ def load_curve(
     draws: int = DEFAULT_DRAWS,
     progress: bool = False,
     allow_probe_mismatch: bool = False,
+    widths: Sequence[int] | None = None,
 ) -> VarianceCurve:
     """The curve of model family ``family``: from ``alpha_file``, which must have been measured
     by the probe ``family`` declares, at its declared size (:func:`check_probe`; with
     ``allow_probe_mismatch`` another size is used, and :attr:`VarianceCurve.notes` says so), or,
-    when None, from Algorithm 1 run here on that probe (cached: :func:`alpha_on_the_fly`)."""
+    when None, from Algorithm 1 run here on that probe at ``widths`` (cached: :func:`alpha_on_the_fly`)."""
     check_choice("model", model, VARIANCE_MODELS, "variance model")  # before any work
     notes: list[str] = []
     if alpha_file is not None:
@@ -277,7 +281,7 @@ def load_curve(
         if trials < 2:
             raise UserError(f"need at least 2 Monte Carlo trials per width, got {trials}")
         fit, source = alpha_on_the_fly(family=family, trials=trials, seed=seed, inputs=inputs,
-                                       progress=progress)
+                                       progress=progress, widths=widths)
         origin = {"path": None, "sha256": None, "provenance": fit.provenance}
     return VarianceCurve(fit, model, draws, seed, source, notes, origin)
 
