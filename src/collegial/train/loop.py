@@ -51,7 +51,7 @@ from collegial.train.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from collegial.train.data import DeviceLoader, ImageData, normalization_stats
+from collegial.train.data import DeviceLoader, HeldOut, ImageData, hold_out, normalization_stats
 from collegial.train.distributed import Dist, all_reduce_sum, barrier, setup, wrap_ddp
 from collegial.train.flops import peak_flops
 from collegial.train.recipes import Recipe
@@ -82,6 +82,9 @@ class RunConfig:
     ``deterministic=None`` means on for the CPU, off for CUDA. ``sync_every`` (steps between
     host syncs for the loss check, progress bar and SIGTERM; default 1 on the CPU, 50 on CUDA).
     ``peak_tflops`` sets the MFU denominator (auto for known GPUs; none on the CPU).
+    ``val_images``: that many training images held out of training and evaluated each epoch
+    (``val_*`` metrics), the same images for every seed (:func:`~collegial.train.data.hold_out`);
+    0: none, every training image is trained on.
     """
 
     family: str
@@ -104,11 +107,13 @@ class RunConfig:
     sync_every: int | None = None
     peak_tflops: float | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    val_images: int = 0
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a finished (or stopped) run reports; errors in %."""
+    """What a finished (or stopped) run reports; errors in %. The ``val_*`` metrics (of the
+    last epoch) are ``None`` unless the run held out validation images."""
 
     out: Path
     epochs: int
@@ -118,6 +123,9 @@ class RunResult:
     params: int
     history: list[dict[str, Any]]
     stopped: str | None = None  # "SIGTERM" or "SIGINT" when stopped early (after a checkpoint)
+    val_top1_err: float | None = None
+    val_top5_err: float | None = None
+    val_loss: float | None = None
 
 
 # ---- small pieces ---------------------------------------------------------------------------
@@ -181,6 +189,7 @@ def _run_config_dict(cfg: RunConfig, recipe: Recipe, info: Dist, params: int) ->
         "compile": cfg.compile,
         "model_kwargs": dict(cfg.model_kwargs),
         "params": params,
+        "val_images": cfg.val_images,
     }
 
 
@@ -223,7 +232,8 @@ def _check_resumable(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -
     old = ckpt.get("config", {})
     keys = ["family", "arch", "dataset", "seed", "model_kwargs", "amp", "channels_last"]
     keys += ["data"] if "data" in old else []  # checkpoints written before data fingerprints
-    for key in keys:
+    old = {"val_images": 0, **old}  # checkpoints written before validation splits held none out
+    for key in [*keys, "val_images"]:
         if old.get(key) != config[key]:
             raise UserError(
                 f"{path} was trained with {key}={old.get(key)!r}, not {config[key]!r}; "
@@ -307,9 +317,10 @@ def _top_correct(
 
 @torch.no_grad()
 def evaluate(
-    net: nn.Module, loader: DeviceLoader, info: Dist, *, amp: bool = False
+    net: nn.Module, loader: DeviceLoader, info: Dist, *, amp: bool = False, split: str = "test"
 ) -> dict[str, float]:
-    """Test loss and top-1 / top-5 error (%) over the whole (sharded) loader, summed over ranks."""
+    """Loss and top-1 / top-5 error (%) over the whole (sharded) loader, summed over ranks, as
+    ``{split}_loss``, ``{split}_top1_err``, ``{split}_top5_err``."""
     was_training = net.training
     net.eval()
     device = loader.device
@@ -327,9 +338,9 @@ def evaluate(
     loss, top1, top5, n = all_reduce_sum(sums, info).tolist()
     net.train(was_training)
     return {
-        "test_loss": loss / n,
-        "test_top1_err": 100.0 * (1 - top1 / n),
-        "test_top5_err": 100.0 * (1 - top5 / n),
+        f"{split}_loss": loss / n,
+        f"{split}_top1_err": 100.0 * (1 - top1 / n),
+        f"{split}_top5_err": 100.0 * (1 - top5 / n),
     }
 
 
@@ -363,6 +374,7 @@ class _Run:
     sched: LRScheduler
     train_loader: DeviceLoader
     test_loader: DeviceLoader
+    val_loader: DeviceLoader | None
     config: dict[str, Any]
     params: int
     sync_every: int
@@ -411,12 +423,13 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
         (lambda s: print(s, flush=True)) if (cfg.verbose and info.is_main) else (lambda s: None)
     )
     _check_settings(cfg, data)
+    held = hold_out(data, cfg.val_images)
     deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
     out = Path(cfg.out)
 
     with _run_lock(out, info), _deterministic(deterministic, device), _StopOnSigterm().installed() as stop:
         ckpt, stale = _prepare_out(cfg, info)
-        run = _build(cfg, recipe, data, ckpt, info, device, log, stop)
+        run = _build(cfg, recipe, data, held, ckpt, info, device, log, stop)
         # every setting has been validated: only now start over (delete the old run) or go on
         _start_out(out, stale, info, {
             "config.json": strict_json({**run.config, "provenance": provenance(cfg.seed)}, indent=2) + "\n",
@@ -459,6 +472,7 @@ def _build(
     cfg: RunConfig,
     recipe: Recipe,
     data: ImageData,
+    held: HeldOut,
     ckpt: dict[str, Any] | None,
     info: Dist,
     device: torch.device,
@@ -466,7 +480,7 @@ def _build(
     stop: _StopOnSigterm,
 ) -> _Run:
     """Model, optimizer and schedule on ``device`` (seeded by ``cfg.seed``), restored from
-    ``ckpt`` when resuming, wrapped for DDP / ``torch.compile``, and the two data loaders;
+    ``ckpt`` when resuming, wrapped for DDP / ``torch.compile``, and the data loaders;
     validates every setting (nothing on disk changes here)."""
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.family, arch=cfg.arch, dataset=cfg.dataset, **cfg.model_kwargs)
@@ -493,11 +507,12 @@ def _build(
     if cfg.compile:
         net = torch.compile(net)  # type: ignore[assignment]
         eval_net = torch.compile(model)  # type: ignore[assignment]
-    train_loader, test_loader = _loaders(cfg, recipe, data, info, device)
+    train_loader, test_loader, val_loader = _loaders(cfg, recipe, data, held, info, device)
     return _Run(
         cfg=cfg, recipe=recipe, info=info, device=device, out=out, log=log, stop=stop,
         model=model, net=net, eval_net=eval_net, opt=opt, sched=sched,
-        train_loader=train_loader, test_loader=test_loader, config=config, params=params,
+        train_loader=train_loader, test_loader=test_loader, val_loader=val_loader, config=config,
+        params=params,
         sync_every=cfg.sync_every or (1 if device.type == "cpu" else 50),
         start_epoch=pos.epoch, start_batch=pos.batch, history=pos.history, partial=pos.partial,
     )
@@ -531,10 +546,12 @@ def _resume(
 
 
 def _loaders(
-    cfg: RunConfig, recipe: Recipe, data: ImageData, info: Dist, device: torch.device
-) -> tuple[DeviceLoader, DeviceLoader]:
-    """The training loader (global batch, augmentation and shuffling of ``recipe``) and the test
-    loader (``cfg.eval_batch_size`` per process), both on ``device`` and sharded over ranks."""
+    cfg: RunConfig, recipe: Recipe, data: ImageData, held: HeldOut, info: Dist, device: torch.device
+) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader | None]:
+    """The training loader over ``held.train_x`` (global batch, augmentation and shuffling of
+    ``recipe``), the test loader and the validation loader (``None`` without held-out images;
+    both ``cfg.eval_batch_size`` per process), all on ``device`` and sharded over ranks. The
+    normalization is that of all of ``data``'s training images, held out or not."""
     mean, std = normalization_stats(data, recipe.normalization)
     loader_kw = dict(
         mean=mean,
@@ -546,8 +563,8 @@ def _loaders(
         channels_last=cfg.channels_last,
     )
     train_loader = DeviceLoader(
-        data.train_x,
-        data.train_y,
+        held.train_x,
+        held.train_y,
         global_batch_size=recipe.batch_size,
         train=True,
         crop_padding=recipe.crop_padding,
@@ -561,7 +578,16 @@ def _loaders(
         train=False,
         **loader_kw,  # type: ignore[arg-type]
     )
-    return train_loader, test_loader
+    val_loader = None
+    if held.num_val:
+        val_loader = DeviceLoader(
+            held.val_x,
+            held.val_y,
+            batch_size=cfg.eval_batch_size,
+            train=False,
+            **loader_kw,  # type: ignore[arg-type]
+        )
+    return train_loader, test_loader, val_loader
 
 
 def _announce(run: _Run, data: ImageData) -> None:
@@ -581,6 +607,7 @@ def _announce(run: _Run, data: ImageData) -> None:
         + (f", {format_flops(flops_img / 3)}/image fwd" if flops_img else "")
         + f"; {recipe.epochs} epochs x {run.steps} steps of {recipe.batch_size}"
         + (f" ({info.world_size} processes)" if info.enabled else "")
+        + (f"; {cfg.val_images} training images held out for validation" if cfg.val_images else "")
         + f"; {device}"
         + (" bf16" if cfg.amp else "")
         + (" channels_last" if cfg.channels_last else "")
@@ -741,6 +768,8 @@ def _epoch_record(run: _Run, epoch: int, sums: _EpochSums) -> dict[str, Any]:
     and error, test metrics, throughput (and TFLOP/s, MFU when known)."""
     t_eval = time.perf_counter()
     test = evaluate(run.eval_net, run.test_loader, run.info, amp=run.cfg.amp)
+    if run.val_loader is not None:
+        test.update(evaluate(run.eval_net, run.val_loader, run.info, amp=run.cfg.amp, split="val"))
     tot, flops_img, peak = sums.tot, run.flops_img, run.peak
     n_img = max(tot[2], 1.0)
     ips = tot[2] / max(sums.seconds, 1e-9)
@@ -764,7 +793,10 @@ def _log_epoch(run: _Run, record: dict[str, Any]) -> None:
         f"epoch {record['epoch']:>3}/{run.recipe.epochs} | lr {record['lr']:.4g} | "
         f"train loss {record['train_loss']:.4f} err {record['train_top1_err']:.2f}% | "
         f"test loss {record['test_loss']:.4f} top-1 {record['test_top1_err']:.2f}% "
-        f"top-5 {record['test_top5_err']:.2f}% | {record['images_per_s']:.1f} img/s"
+        f"top-5 {record['test_top5_err']:.2f}%"
+        + (f" | val loss {record['val_loss']:.4f} top-1 {record['val_top1_err']:.2f}%"
+           if "val_loss" in record else "")
+        + f" | {record['images_per_s']:.1f} img/s"
         + (f" | {record['tflops_per_s']:.3g} TFLOP/s" if run.flops_img else "")
         + (f" | MFU {100 * record['mfu']:.1f}%" if record["mfu"] is not None else "")
     )
@@ -833,6 +865,9 @@ def _result(run: _Run, stopped: str | None = None) -> RunResult:
         params=run.params,
         history=run.history,
         stopped=stopped,
+        val_top1_err=last.get("val_top1_err"),
+        val_top5_err=last.get("val_top5_err"),
+        val_loss=last.get("val_loss"),
     )
 
 
@@ -850,6 +885,10 @@ def _write_result(run: _Run) -> RunResult:
             "test_top1_err": res.test_top1_err,
             "test_top5_err": res.test_top5_err,
             "test_loss": res.test_loss,
+            "val_images": cfg.val_images,
+            "val_top1_err": res.val_top1_err,
+            "val_top5_err": res.val_top5_err,
+            "val_loss": res.val_loss,
             # what produced it, so that a reader (figure1) can check a reused result is its own
             "recipe": run.config.get("recipe"),
             "data": run.config.get("data"),
