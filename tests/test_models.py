@@ -7,9 +7,13 @@ from torch import nn
 from collegial.models import (
     BlockDiagonalLinear,
     CollegialMLP,
+    SmallConfig,
     create_model,
+    get_dataset_spec,
     get_family,
     list_families,
+    parse_arch,
+    register_model,
 )
 
 
@@ -77,31 +81,49 @@ def test_ntk_parameterization_scaling():
     assert abs(std.weight.std().item() - 1 / 20) < 0.002
 
 
-SMALL = {
-    "resnext29": ("2x4d", "cifar10", dict(widen_factor=1, blocks_per_stage=1, stem_channels=8)),
-    "resnext38": ("2x4d", "imagenet64", dict(widen_factor=1, blocks_per_stage=1, stem_channels=8, num_classes=7)),
-    "resnext50": ("2x4d", "imagenet", dict(widen_factor=1, blocks_per_stage=1, stem_channels=8, num_classes=7, resolution=64)),
-    "resnext101": ("2x4d", "imagenet", dict(widen_factor=1, blocks_per_stage=1, stem_channels=8, num_classes=7, resolution=64)),
-    "resnext11": ("2x4d", "mnist", {}),
-    "wrn": ("10-1", "cifar10", {}),
-    "mlp": ("3x8d", "mnist", {}),
-}
+def build_small_member_and_step(family: str) -> None:
+    """Build ``family``'s declared small member, run a batch of 2 of its dataset's images
+    (sizes from the dataset and the member's overrides) and one backward pass."""
+    fam = get_family(family)
+    assert fam.small is not None, f"{family} declares no small member (register_model(..., small=SmallConfig(...)))"
+    kw = fam.small.kwargs()
+    spec = get_dataset_spec(fam.small.dataset)
+    torch.manual_seed(0)
+    model = create_model(family, **kw)
+    res, ch = kw.get("resolution", spec.resolution), kw.get("in_channels", spec.in_channels)
+    out = model(torch.randn(2, ch, res, res))
+    assert out.shape == (2, kw.get("num_classes", spec.num_classes))
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert fam.doc
 
 
 @pytest.mark.parametrize("family", list_families())
-def test_every_family_builds_small_member_and_trains_a_step(family):
-    arch, dataset, kw = SMALL[family]
-    torch.manual_seed(0)
-    model = create_model(family, arch=arch, dataset=dataset, **kw)
-    res = kw.get("resolution", {"cifar10": 32, "imagenet64": 64, "imagenet": 224, "mnist": 28}[dataset])
-    ch = 1 if dataset == "mnist" else 3
-    classes = kw.get("num_classes", 10)
-    x = torch.randn(2, ch, res, res)
-    out = model(x)
-    assert out.shape == (2, classes)
-    out.logsumexp(1).sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
-    assert get_family(family).doc
+def test_every_family_builds_its_small_member_and_trains_a_step(family):
+    build_small_member_and_step(family)
+
+
+def test_a_newly_registered_family_is_tested_from_its_declaration(family_registry):
+    @register_model("tiny_conv_h4", default_dataset="mnist", small=SmallConfig("2x3d", "fashion-mnist", {"num_classes": 4}))
+    def tiny_conv_h4(arch, *, num_classes, in_channels, resolution):
+        """A toy family."""
+        m, n = parse_arch(arch)
+        return nn.Sequential(nn.Conv2d(in_channels, m * n, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(m * n, num_classes))
+
+    assert "tiny_conv_h4" in list_families()
+    build_small_member_and_step("tiny_conv_h4")
+
+
+@pytest.mark.parametrize("small, message", [
+    (("2x3d", "mnist"), "must be a SmallConfig"),
+    (SmallConfig("10-1", "mnist"), "small member"),
+    (SmallConfig("2x3d", "svhn"), "unknown dataset 'svhn'"),
+    (SmallConfig("2x3d", "mnist", {1: 2}), "overrides must map keyword names"),
+])
+def test_a_bad_small_member_is_refused_at_registration(small, message, family_registry):
+    with pytest.raises(ValueError, match=message):
+        register_model("bad_small_h4", small=small)
 
 
 def test_resnext_cardinality_is_grouped_conv():

@@ -17,14 +17,8 @@ from collegial.commands import search as search_command
 from collegial.errors import UserError
 from collegial.models import create_model, get_family, list_families
 from collegial.models.layers import CollegialMLP
-from collegial.models.probes import (
-    BOTTLENECK_SHAPE,
-    MLP_SHAPE,
-    RESNEXT11_SHAPE,
-    bottleneck_probe,
-    mlp_probe,
-    resnext11_probe,
-)
+from collegial.models.mlp import MLP_SHAPE, mlp_probe
+from collegial.models.resnext import BOTTLENECK_SHAPE, RESNEXT11_SHAPE, bottleneck_probe, resnext11_probe
 from collegial.ntk.alpha import probe_spec, run_algorithm1
 from collegial.ntk.curve import synthetic_fit
 from collegial.ntk.generic import FactoryProbe

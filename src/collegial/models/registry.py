@@ -1,5 +1,9 @@
 """Model registry in the style of timm: ``@register_model`` + ``create_model(name, **overrides)``.
 
+The mechanism only: each family registers itself where it is defined (the built-ins in
+:mod:`collegial.models.resnext`, :mod:`~collegial.models.wrn` and :mod:`~collegial.models.mlp`,
+imported by :mod:`collegial.models`; others through :mod:`collegial.models.plugins`).
+
 A *family* is a function ``fn(arch, *, num_classes, in_channels, resolution, **kw) -> nn.Module``
 (``arch`` is ``MxNd`` for collegial families, ``DEPTH-K`` for Wide ResNets). A *preset* names one
 of the paper's configurations: family + arch + dataset.
@@ -11,30 +15,36 @@ of the paper's configurations: family + arch + dataset.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import nn
 
 from collegial.errors import UserError
 from collegial.models.arch import ArchError, parse_arch, parse_wrn
-from collegial.models.datasets import get_dataset_spec
-from collegial.models.layers import CollegialMLP
-from collegial.models.probes import (
-    BOTTLENECK_SHAPE,
-    MLP_SHAPE,
-    RESNEXT11_SHAPE,
-    bottleneck_probe,
-    mlp_probe,
-    resnext11_probe,
-)
-from collegial.models.resnext import ResNeXt
-from collegial.models.wrn import WideResNet
+from collegial.models.datasets import DATASETS, get_dataset_spec
 
 ArchKind = Literal["ce", "wrn"]
-#: ``(m, n) -> nn.Module``: one collegial block of a family (see :mod:`collegial.models.probes`).
+#: ``(m, n) -> nn.Module``: one collegial block of a family (e.g.
+#: :func:`collegial.models.resnext.bottleneck_probe`).
 ProbeFactory = Callable[[int, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class SmallConfig:
+    """A family's small member, declared at registration: ``arch`` on ``dataset`` with
+    ``overrides`` (keywords of the family function, e.g. fewer blocks) builds and trains a step
+    in about a second on a CPU. The tests build every registered family's small member, so a
+    new family is tested without editing them."""
+
+    arch: str
+    dataset: str
+    overrides: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+    def kwargs(self) -> dict[str, object]:
+        """``create_model`` keywords: ``arch``, ``dataset`` and the overrides."""
+        return {"arch": self.arch, "dataset": self.dataset, **self.overrides}
 
 
 @dataclass(frozen=True)
@@ -50,8 +60,10 @@ class Family:
     doc: str
     probe: ProbeFactory | None = None
     probe_input_shape: tuple[int, ...] | None = None
-    #: Module that registered the family (``collegial.models.registry`` for the built-ins).
+    #: Module that registered the family (e.g. ``collegial.models.resnext``).
     module: str = ""
+    #: Its small member (None: the family declares none).
+    small: SmallConfig | None = None
 
     def shares_probe(self, other: Family) -> bool:
         """Whether ``other`` declares the very same probe (factory and input shape)."""
@@ -87,6 +99,7 @@ def register_model(
     default_dataset: str = "cifar10",
     probe: ProbeFactory | None = None,
     probe_input_shape: Sequence[int] | None = None,
+    small: SmallConfig | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a family function ``fn(arch, *, num_classes, in_channels,
     resolution, **kw) -> nn.Module`` under ``name``.
@@ -95,8 +108,9 @@ def register_model(
     count (``m`` paths of width ``n``, initialized as the family initializes it), and
     ``probe_input_shape`` the shape of one input to it without the batch axis, e.g.
     ``(32, 8, 8)``. ``collegial fit-alpha --family NAME`` measures that block and
-    ``collegial search NAME`` uses its curve. Registering a name twice raises ``ValueError``
-    (the same function again, e.g. a module imported twice, is a no-op).
+    ``collegial search NAME`` uses its curve. ``small``: the family's small member
+    (:class:`SmallConfig`), which the tests build. Registering a name twice raises
+    ``ValueError`` (the same function again, e.g. a module imported twice, is a no-op).
     """
     if not isinstance(name, str) or not name or any(ch.isspace() for ch in name):
         raise ValueError(f"a model family name is a non-empty word, got {name!r}")
@@ -104,6 +118,7 @@ def register_model(
         raise ValueError(f"arch_kind must be 'ce' or 'wrn', got {arch_kind!r}")
     if (probe is None) != (probe_input_shape is None):
         raise ValueError(f"family {name!r}: give probe and probe_input_shape together")
+    _check_small(name, arch_kind, small)
     shape: tuple[int, ...] | None = None
     if probe is not None:
         if not callable(probe):
@@ -125,10 +140,26 @@ def register_model(
             raise ValueError(f"model family {name!r} registered twice (by {old.module} and {fn.__module__})")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _FAMILIES[name] = Family(name, fn, arch_kind, default_dataset, doc, probe, shape,
-                                 getattr(fn, "__module__", ""))
+                                 getattr(fn, "__module__", ""), small)
         return fn
 
     return deco
+
+
+def _check_small(name: str, arch_kind: ArchKind, small: SmallConfig | None) -> None:
+    """``ValueError`` unless ``small`` is None or a :class:`SmallConfig` of the family's kind."""
+    if small is None:
+        return
+    if not isinstance(small, SmallConfig):
+        raise ValueError(f"family {name!r}: small must be a SmallConfig(arch, dataset, overrides)")
+    try:
+        parse_wrn(small.arch) if arch_kind == "wrn" else parse_arch(small.arch)
+    except ArchError as e:
+        raise ValueError(f"family {name!r}: small member: {e}") from None
+    if small.dataset not in DATASETS:
+        raise ValueError(f"family {name!r}: small member on unknown dataset {small.dataset!r}")
+    if not isinstance(small.overrides, Mapping) or not all(isinstance(k, str) for k in small.overrides):
+        raise ValueError(f"family {name!r}: small member overrides must map keyword names to values")
 
 
 def _origin(fn: Callable[..., object]) -> tuple[str, str]:
@@ -251,114 +282,6 @@ def _check_fits(fam: Family, arch: str, kw: dict[str, object]) -> None:
             f"{fam.name} {arch} would have {params / 1e9:.0f}G parameters; too large to fit in memory"
         )
 
-
-def _resnext(
-    arch: str,
-    *,
-    blocks: tuple[int, ...],
-    stem: str,
-    num_classes: int,
-    in_channels: int,
-    resolution: int,
-    widen_factor: int = 4,
-    base_channels: int = 64,
-    stem_channels: int = 64,
-    stem_stride: int = 1,
-    blocks_per_stage: int | None = None,
-    bn: bool = True,
-) -> nn.Module:
-    m, n = parse_arch(arch)
-    if blocks_per_stage is not None:
-        blocks = (blocks_per_stage,) * len(blocks)
-    channels = tuple(base_channels * widen_factor * 2**i for i in range(len(blocks)))
-    del resolution  # global average pooling: any resolution works
-    return ResNeXt(
-        cardinality=m,
-        width=n,
-        blocks=blocks,
-        stage_channels=channels,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        stem=stem,
-        stem_channels=stem_channels,
-        stem_stride=stem_stride,
-        bn=bn,
-    )
-
-
-@register_model("resnext29", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
-def resnext29(arch: str, **kw: object) -> nn.Module:
-    """ResNeXt-29 (CIFAR, ImageNet32): 3 stages x 3 blocks, out 256/512/1024, 3x3 stem."""
-    return _resnext(arch, blocks=(3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
-
-
-@register_model("resnext38", default_dataset="imagenet64", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
-def resnext38(arch: str, **kw: object) -> nn.Module:
-    """ResNeXt-38 (ImageNet64): ResNeXt-29 plus a 4th stage of 3 blocks, out 2048, stride 2."""
-    return _resnext(arch, blocks=(3, 3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
-
-
-@register_model("resnext50", default_dataset="imagenet", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
-def resnext50(arch: str, **kw: object) -> nn.Module:
-    """ResNeXt-50 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 6, 3]."""
-    return _resnext(arch, blocks=(3, 4, 6, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
-
-
-@register_model("resnext101", default_dataset="imagenet", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE)
-def resnext101(arch: str, **kw: object) -> nn.Module:
-    """ResNeXt-101 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 23, 3]."""
-    return _resnext(arch, blocks=(3, 4, 23, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
-
-
-@register_model("resnext11", default_dataset="mnist", probe=resnext11_probe, probe_input_shape=RESNEXT11_SHAPE)
-def resnext11(arch: str, **kw: object) -> nn.Module:
-    """Small CPU member: ResNeXt-29's layout, 1 block per stage, out 32/64/128, stem 16 stride 2."""
-    kw.setdefault("widen_factor", 1)
-    kw.setdefault("base_channels", 32)
-    kw.setdefault("stem_channels", 16)
-    kw.setdefault("stem_stride", 2)
-    return _resnext(arch, blocks=(1, 1, 1), stem="cifar", **kw)  # type: ignore[arg-type]
-
-
-@register_model("wrn", arch_kind="wrn", default_dataset="imagenet32")
-def wrn(
-    arch: str,
-    *,
-    num_classes: int,
-    in_channels: int,
-    resolution: int,
-    num_stages: int | None = None,
-) -> nn.Module:
-    """Wide ResNet WRN-DEPTH-K of Chrabaszcz et al. 2017 (4 stages at 64x64, else 3)."""
-    depth, k = parse_wrn(arch)
-    stages = num_stages if num_stages is not None else (4 if resolution >= 64 else 3)
-    return WideResNet(depth, k, num_classes=num_classes, in_channels=in_channels, num_stages=stages)
-
-
-@register_model("mlp", default_dataset="mnist", probe=mlp_probe, probe_input_shape=MLP_SHAPE)
-def mlp(
-    arch: str,
-    *,
-    num_classes: int,
-    in_channels: int,
-    resolution: int,
-    depth: int = 4,
-    activation: str = "relu",
-    parameterization: str = "standard",
-    bias: bool = True,
-) -> nn.Module:
-    """Fully connected collegial ensemble: m paths of width n, depth 4, on flattened inputs."""
-    m, n = parse_arch(arch)
-    return CollegialMLP(
-        in_channels * resolution * resolution,
-        num_classes,
-        m,
-        n,
-        depth=depth,
-        activation=activation,  # type: ignore[arg-type]
-        parameterization=parameterization,  # type: ignore[arg-type]
-        bias=bias,
-    )
 
 
 def _add_presets() -> None:

@@ -1,9 +1,16 @@
-"""ResNeXt (bottleneck type C) for every depth, following the official CE training code.
+"""ResNeXt (bottleneck type C) for every depth, following the official CE training code, and
+the ResNeXt families (``resnext29``, ``resnext38``, ``resnext50``, ``resnext101``,
+``resnext11``), registered here with their probe blocks.
 
 One :class:`Bottleneck` class serves ResNeXt-29/38 (CIFAR and downsampled ImageNet stems) and
 ResNeXt-50/101 (ImageNet stem). With cardinality m and bottleneck width n, a block whose output
 has ``out`` channels has ``D = m * int(n * out / ref)`` inner channels, where ``ref`` is the
 output width of the first stage (256 in the paper's models).
+
+A probe block (``register_model(..., probe=...)``) is ``(m, n) -> nn.Module``: one collegial
+block of its family, ``m`` paths of width ``n``, at the family's real channel count, freshly
+initialized the way the family is; Algorithm 1 measures its NTK variance on inputs of
+``probe_input_shape`` (one input, no batch axis). ``docs/probes.md`` lists every family's block.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import Tensor, nn
+
+from collegial.models.arch import parse_arch
+from collegial.models.registry import SmallConfig, register_model
 
 
 def _norm(channels: int, bn: bool) -> nn.Module:
@@ -146,3 +156,117 @@ def init_resnet_(model: nn.Module) -> nn.Module:
             if mod.bias is not None:
                 nn.init.zeros_(mod.bias)
     return model
+
+
+# ------------------------------------------------------------------------------ probe blocks
+
+#: Channels C and spatial size of the paper's bottleneck probe (SPEC section 3: C = 256 on
+#: 8x8), declared by the ResNeXt families that reproduce the paper (resnext29/38/50/101).
+BOTTLENECK_CHANNELS = 256
+BOTTLENECK_SPATIAL = 8
+BOTTLENECK_SHAPE: tuple[int, ...] = (BOTTLENECK_CHANNELS, BOTTLENECK_SPATIAL, BOTTLENECK_SPATIAL)
+
+#: resnext11's first-stage block: the stem's 16 channels in, stage 1's 32 out (also the
+#: reference width, so D = m * n), on the stem's output map: 28x28 MNIST through a 3x3 stride-2
+#: convolution (padding 1) is 14x14.
+RESNEXT11_IN_CHANNELS = 16
+RESNEXT11_OUT_CHANNELS = 32
+RESNEXT11_SPATIAL = 14
+RESNEXT11_SHAPE: tuple[int, ...] = (RESNEXT11_IN_CHANNELS, RESNEXT11_SPATIAL, RESNEXT11_SPATIAL)
+
+
+def bottleneck_probe(m: int, n: int) -> nn.Module:
+    """The paper's BatchNorm-free ResNeXt bottleneck: C = 256 in and out, ``D = m * n`` inner
+    channels (3x3 conv in m groups), identity shortcut, Kaiming fan-in normal init."""
+    c = BOTTLENECK_CHANNELS
+    return init_resnet_(Bottleneck(c, c, cardinality=m, width=n, ref_channels=c, bn=False))
+
+
+def resnext11_probe(m: int, n: int) -> nn.Module:
+    """resnext11's first-stage block without BatchNorm: 16 channels in, 32 out, ``D = m * n``
+    inner channels (3x3 conv in m groups), 1x1 projection shortcut, initialized like the family."""
+    c_out = RESNEXT11_OUT_CHANNELS
+    block = Bottleneck(RESNEXT11_IN_CHANNELS, c_out, cardinality=m, width=n, ref_channels=c_out, bn=False)
+    return init_resnet_(block)
+
+
+# ------------------------------------------------------------------------------ families
+
+
+def _resnext(
+    arch: str,
+    *,
+    blocks: tuple[int, ...],
+    stem: str,
+    num_classes: int,
+    in_channels: int,
+    resolution: int,
+    widen_factor: int = 4,
+    base_channels: int = 64,
+    stem_channels: int = 64,
+    stem_stride: int = 1,
+    blocks_per_stage: int | None = None,
+    bn: bool = True,
+) -> nn.Module:
+    m, n = parse_arch(arch)
+    if blocks_per_stage is not None:
+        blocks = (blocks_per_stage,) * len(blocks)
+    channels = tuple(base_channels * widen_factor * 2**i for i in range(len(blocks)))
+    del resolution  # global average pooling: any resolution works
+    return ResNeXt(
+        cardinality=m,
+        width=n,
+        blocks=blocks,
+        stage_channels=channels,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        stem=stem,
+        stem_channels=stem_channels,
+        stem_stride=stem_stride,
+        bn=bn,
+    )
+
+
+#: What the small members of the large ResNeXts shrink: one block per stage, narrow stages.
+_SMALL_RESNEXT = {"widen_factor": 1, "blocks_per_stage": 1, "stem_channels": 8}
+#: The ImageNet ones also on 64x64 inputs with 7 classes.
+_SMALL_IMAGENET = {**_SMALL_RESNEXT, "num_classes": 7, "resolution": 64}
+
+
+@register_model("resnext29", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE,
+                small=SmallConfig("2x4d", "cifar10", _SMALL_RESNEXT))
+def resnext29(arch: str, **kw: object) -> nn.Module:
+    """ResNeXt-29 (CIFAR, ImageNet32): 3 stages x 3 blocks, out 256/512/1024, 3x3 stem."""
+    return _resnext(arch, blocks=(3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
+
+
+@register_model("resnext38", default_dataset="imagenet64", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE,
+                small=SmallConfig("2x4d", "imagenet64", {**_SMALL_RESNEXT, "num_classes": 7}))
+def resnext38(arch: str, **kw: object) -> nn.Module:
+    """ResNeXt-38 (ImageNet64): ResNeXt-29 plus a 4th stage of 3 blocks, out 2048, stride 2."""
+    return _resnext(arch, blocks=(3, 3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
+
+
+@register_model("resnext50", default_dataset="imagenet", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE,
+                small=SmallConfig("2x4d", "imagenet", _SMALL_IMAGENET))
+def resnext50(arch: str, **kw: object) -> nn.Module:
+    """ResNeXt-50 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 6, 3]."""
+    return _resnext(arch, blocks=(3, 4, 6, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
+
+
+@register_model("resnext101", default_dataset="imagenet", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE,
+                small=SmallConfig("2x4d", "imagenet", _SMALL_IMAGENET))
+def resnext101(arch: str, **kw: object) -> nn.Module:
+    """ResNeXt-101 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 23, 3]."""
+    return _resnext(arch, blocks=(3, 4, 23, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
+
+
+@register_model("resnext11", default_dataset="mnist", probe=resnext11_probe, probe_input_shape=RESNEXT11_SHAPE,
+                small=SmallConfig("2x4d", "mnist"))
+def resnext11(arch: str, **kw: object) -> nn.Module:
+    """Small CPU member: ResNeXt-29's layout, 1 block per stage, out 32/64/128, stem 16 stride 2."""
+    kw.setdefault("widen_factor", 1)
+    kw.setdefault("base_channels", 32)
+    kw.setdefault("stem_channels", 16)
+    kw.setdefault("stem_stride", 2)
+    return _resnext(arch, blocks=(1, 1, 1), stem="cifar", **kw)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """Wide ResNets (Zagoruyko & Komodakis 2016) as used by Chrabaszcz et al. 2017 for downsampled
-ImageNet: pre-activation basic blocks, stage widths ``16k, 32k, 64k[, 128k]``.
+ImageNet: pre-activation basic blocks, stage widths ``16k, 32k, 64k[, 128k]``; the ``wrn``
+family, registered here (no probe block: a WRN is no collegial ensemble).
 
 WRN-N-k with S stages has ``(N - 4) / (2 S)`` blocks per stage; S = 3 at 32x32 and below
 (WRN-28-10, WRN-28-5) and S = 4 at 64x64 (WRN-36-5: one more stage of stride 2).
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from collegial.models.arch import parse_wrn
+from collegial.models.registry import SmallConfig, register_model
 from collegial.models.resnext import init_resnet_
 
 
@@ -70,3 +73,18 @@ class WideResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.relu(self.bn(self.blocks(self.stem(x))))
         return self.classifier(self.pool(h).flatten(1))
+
+
+@register_model("wrn", arch_kind="wrn", default_dataset="imagenet32", small=SmallConfig("10-1", "cifar10"))
+def wrn(
+    arch: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    resolution: int,
+    num_stages: int | None = None,
+) -> nn.Module:
+    """Wide ResNet WRN-DEPTH-K of Chrabaszcz et al. 2017 (4 stages at 64x64, else 3)."""
+    depth, k = parse_wrn(arch)
+    stages = num_stages if num_stages is not None else (4 if resolution >= 64 else 3)
+    return WideResNet(depth, k, num_classes=num_classes, in_channels=in_channels, num_stages=stages)

@@ -33,7 +33,8 @@ from collegial.distributed import rank_and_world
 from collegial.errors import UserError
 from collegial.models import get_family
 from collegial.models.layers import PARAMETERIZATIONS, Parameterization
-from collegial.models.probes import bottleneck_probe, mlp_probe
+from collegial.models.mlp import mlp_probe
+from collegial.models.resnext import bottleneck_probe
 from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm
 from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint, plot_alpha
 from collegial.ntk.engine import ProbeEngine, check_engines
