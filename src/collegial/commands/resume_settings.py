@@ -6,7 +6,8 @@ family, architecture, dataset, the whole recipe, the seed (and the seeds of a ``
 its ``seedS`` folders), the number of training, test and held-out validation images, amp and channels_last (the device, threads and batch size of evaluation are the
 machine's choice). A setting given again must equal the stored one, or
 the command stops in one line naming each difference; only ``--epochs`` may change (to train a
-finished run longer). Nothing is read or checked without ``--resume``.
+finished run longer; the milestones stay those the run started with, so that the epochs already
+trained keep their schedule). Nothing is read or checked without ``--resume``.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def _stored_base(path: Path, old: dict[str, Any], flag: str, advice: str = "") -
         raise UserError(f"{flag}: {path} holds no valid recipe ({e}){advice}") from None
 
 
-def config_recipe(path: Path, old: dict[str, Any], overrides: dict[str, Any]) -> Recipe:
-    """``--config``: the stored recipe with the recipe flags given (they override it)."""
-    return _stored_base(path, old, "--config").override(**overrides)
+def config_recipe(path: Path, old: dict[str, Any], overrides: dict[str, Any], *,
+                  fixed_milestones: bool = False) -> Recipe:
+    """``--config``: the stored recipe with the recipe flags given (they override it; its
+    milestones follow a new ``--epochs`` as a recipe's do, unless ``fixed_milestones``)."""
+    return _stored_base(path, old, "--config").with_overrides(overrides, fixed_milestones=fixed_milestones)

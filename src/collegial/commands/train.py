@@ -4,7 +4,10 @@
 mnist for mlp and resnext11, cifar10 for resnext29, ...); a preset names its own.
 
 Every recipe field can be overridden (``--epochs``, ``--batch-size``, ``--lr``, ``--momentum``,
-``--weight-decay``, ``--milestones``, ``--gamma``, ...). ``--seeds K`` trains seeds
+``--weight-decay``, ``--milestones``, ``--gamma``, ...); the milestones follow ``--epochs`` (the
+recipe's schedule scaled to the run's length) unless ``--fixed-milestones`` or ``--milestones`` is
+given. ``--val-images N`` holds N training images out of training and reports their error each
+epoch (the same images for every seed and model). ``--seeds K`` trains seeds
 ``S .. S+K-1`` (one run directory each, ``DIR/seed{S}``) and prints the final test errors as
 mean +- standard error in the paper's table format (``--json``: one JSON object instead, the
 summary written to ``result.json``, or ``summary.json`` for several seeds). Several processes:
@@ -75,10 +78,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("recipe overrides (default: the dataset's recipe)")
     add_recipe_arguments(g)
     g.add_argument(
-        "--scale-milestones",
+        "--fixed-milestones",
         action="store_true",
-        help="with --epochs, rescale the recipe's milestones to the new length",
+        help="with --epochs, keep the recipe's milestones as they are (default: scaled to the run's epochs, "
+        "e.g. mnist's 5,8 of 10 epochs become 1,2 for --epochs 2)",
     )
+    # the default since milestones follow --epochs; still accepted so that old commands run as they did
+    g.add_argument("--scale-milestones", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=None, help="first seed (default 0; with --resume the run's)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds to train (default 1; with --resume the run's)")
     p.add_argument(
@@ -230,23 +236,23 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
+    if args.fixed_milestones and args.scale_milestones:
+        raise UserError("--fixed-milestones and --scale-milestones contradict each other; pick one "
+                        "(milestones follow --epochs by default)")
 
 
 def _recipe(args: argparse.Namespace, dataset: str, stored: tuple[Path, dict[str, Any]] | None = None,
             config: tuple[Path, dict[str, Any]] | None = None) -> Recipe:
-    """The dataset's recipe with the command line's overrides (with ``--resume``: the stored
-    run's; with ``--config``: that run's, overridden by the flags given)."""
+    """The dataset's recipe with the command line's overrides, its milestones following
+    ``--epochs`` unless ``--fixed-milestones`` or ``--milestones`` is given (with ``--resume``:
+    the stored run's recipe, its milestones as they were; with ``--config``: that run's recipe,
+    overridden by the flags given)."""
     overrides: dict[str, Any] = recipe_overrides(args)
     if stored is not None:
         return stored_recipe(*stored, overrides)
     if config is not None and config[1].get("dataset") == dataset:
-        return config_recipe(*config, overrides)
-    recipe = get_recipe(dataset)
-    if args.scale_milestones:
-        if "epochs" not in overrides:
-            raise UserError("--scale-milestones needs --epochs")
-        recipe = recipe.scaled(recipe.override(epochs=overrides.pop("epochs")).epochs)
-    return recipe.override(**overrides)
+        return config_recipe(*config, overrides, fixed_milestones=args.fixed_milestones)
+    return get_recipe(dataset).with_overrides(overrides, fixed_milestones=args.fixed_milestones)
 
 
 def _run_dirs(args: argparse.Namespace, family: str, arch: str, dataset: str, seeds: list[int]) -> tuple[Path, list[Path]]:

@@ -26,8 +26,9 @@ augmentation has no field here (the in-memory loader does not support ImageNet 2
 MNIST / Fashion-MNIST: not in the paper; a short recipe of the project's choosing that trains
 small CPU models in minutes (milestones at 50% and 75% of training, no augmentation).
 
-Milestones beyond ``epochs`` simply never fire; :meth:`Recipe.scaled` rescales them when
-shortening a recipe.
+Milestones beyond ``epochs`` simply never fire. A run of another length follows the recipe's
+schedule scaled to its epochs (:meth:`Recipe.scaled`, what :meth:`Recipe.with_overrides` does when
+``epochs`` changes and no ``milestones`` are given), unless it asks for fixed milestones.
 """
 
 from __future__ import annotations
@@ -117,6 +118,17 @@ class Recipe:
             value = max(1, round(m * ratio), (scaled[-1] + 1) if scaled else 1)
             scaled.append(value)
         return dataclasses.replace(out, milestones=tuple(scaled))
+
+    def with_overrides(self, overrides: dict[str, Any], *, fixed_milestones: bool = False) -> Recipe:
+        """:meth:`override` for a run: when ``overrides`` changes ``epochs`` but gives no
+        ``milestones``, the milestones follow the new length (:meth:`scaled`), so that a
+        2-epoch run of a 10-epoch recipe still decays its learning rate; ``fixed_milestones``
+        keeps them as they are (those beyond the new length never fire)."""
+        changes = dict(overrides)
+        if changes.get("epochs") is not None and changes.get("milestones") is None and not fixed_milestones:
+            epochs = self.override(epochs=changes.pop("epochs")).epochs
+            return self.scaled(epochs).override(**changes)
+        return self.override(**changes)
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate during (0-based) ``epoch``, as ``MultiStepLR`` stepped once per epoch."""
