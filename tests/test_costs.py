@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from collegial.cli import main
-from collegial.models import PRESETS
+from collegial.models import PRESETS, format_arch
 from collegial.models.costs import CostTable, model_costs
 from collegial.paper import MODELS
 
@@ -69,7 +69,7 @@ def test_cost_table_is_exact(family, dataset):
     assert table.polynomial
     rng = np.random.default_rng(0)
     for m, n in [(1, 128), (37, 10), (3, 7)] + [tuple(rng.integers(1, 40, 2)) for _ in range(3)]:
-        c = model_costs(family, f"{m}x{n}d", dataset)
+        c = model_costs(family, format_arch(m, n), dataset)
         assert table(int(m), int(n)) == c
     ms, ns = np.meshgrid(np.arange(1, 50), np.arange(2, 129))
     assert table.cost("params", ms, ns).shape == ms.shape

@@ -12,7 +12,9 @@ from collegial.cli import main
 from collegial.errors import UserError
 from collegial.ntk.curve import AlphaFit, synthetic_fit
 from collegial.models.costs import model_costs
-from collegial.search.solve import cost_table, dual_m, parse_budget_value, parse_n_range, primal_m, search
+from collegial.commands.budget import parse_budget_value
+from collegial.search.problems import dual_m, primal_m
+from collegial.search.solve import cost_table, parse_n_range, search
 from collegial.search.result import MAX_SET, arch_probabilities, format_answer
 from collegial.search.variance import VarianceCurve, load_curve
 
@@ -170,6 +172,9 @@ def test_search_errors(alpha_file, table):
     c = load_curve(alpha_file, "prop1")
     with pytest.raises(UserError, match="below the smallest member"):
         search("resnext29", "cifar10", "1x128d", c, budget_value=1000)
+    for bad in ("13.8M", 0, 10**19, True):  # the library takes a count; the command parses text
+        with pytest.raises(UserError, match="`budget_value`"):
+            search("resnext29", "cifar10", "1x128d", c, budget_value=bad)
     with pytest.raises(UserError, match="not a member"):
         search("resnext29", "cifar10", "28-10", c)
     with pytest.raises(UserError, match="no \\(m, n\\) architecture"):

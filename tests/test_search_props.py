@@ -12,8 +12,9 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from collegial.errors import UserError
+from collegial.models import format_arch
 from collegial.search.solve import search as _search
-from collegial.search.solve import solve_dual_arrays, solve_primal_arrays
+from collegial.search.problems import argmin_ties, solve_batch, solve_dual_arrays, solve_primal_arrays
 
 
 def search(*args, **kw):
@@ -85,7 +86,7 @@ def _prop1(alpha: float) -> VarianceCurve:
 @example(PolyTable({"params": 0, "flops": 0}, {"params": 0, "flops": 0}, {"params": 1, "flops": 51481}),
          _prop1(25.0), 40, 38, (1, 65), "flops")
 def test_floor_primal_within_budget_and_dual_no_worse(tab, curve, m_b, n_b, n_range, kind):
-    res = search("resnext29", "cifar10", f"{m_b}x{n_b}d", curve, budget=kind, rounding="floor",
+    res = search("resnext29", "cifar10", format_arch(m_b, n_b), curve, budget=kind, rounding="floor",
                  n_range=n_range, table=tab)
     budget = tab.cost(kind, m_b, n_b)
     p, d, b = res.primal, res.dual, res.baseline
@@ -107,7 +108,7 @@ def test_floor_primal_within_budget_and_dual_no_worse(tab, curve, m_b, n_b, n_ra
 def test_floor_primal_within_explicit_budget(tab, curve, m_b, n_b, kind, scale):
     budget = int(tab.cost(kind, m_b, n_b) * scale)
     assume(budget >= tab.cost(kind, 1, 2))
-    res = search("resnext29", "cifar10", f"{m_b}x{n_b}d", curve, budget=kind, rounding="floor",
+    res = search("resnext29", "cifar10", format_arch(m_b, n_b), curve, budget=kind, rounding="floor",
                  n_range=(2, 128), budget_value=budget, table=tab)
     p = res.primal
     assert (p.params if kind == "params" else p.flops) <= budget
@@ -116,7 +117,7 @@ def test_floor_primal_within_explicit_budget(tab, curve, m_b, n_b, kind, scale):
 @settings(**COMMON)
 @given(tables, curves(), st.integers(1, 64), st.integers(1, 128), st.sampled_from(["params", "flops"]))
 def test_nearest_primal_is_within_half_a_path(tab, curve, m_b, n_b, kind):
-    res = search("resnext29", "cifar10", f"{m_b}x{n_b}d", curve, budget=kind, rounding="nearest",
+    res = search("resnext29", "cifar10", format_arch(m_b, n_b), curve, budget=kind, rounding="nearest",
                  n_range=(2, 128), table=tab)
     p = res.primal
     budget = tab.cost(kind, m_b, n_b)
@@ -142,7 +143,7 @@ def test_primal_and_dual_share_n_when_the_grid_does_not_bind(tab, curve, n_b, ki
     # the best width's worst rounded objective beats every other width's best one
     assume(v[i] / (x[i] - 1) < np.min(v[others] / x[others]))
     assume(v[i] * b[i] / v_base + b[i] < np.min(v[others] * b[others] / v_base))
-    res = search("resnext29", "cifar10", f"{m_b}x{n_b}d", curve, budget=kind, n_range=(2, 64), table=tab)
+    res = search("resnext29", "cifar10", format_arch(m_b, n_b), curve, budget=kind, n_range=(2, 64), table=tab)
     assert res.primal.n == res.dual.n == n[i]
 
 
@@ -161,3 +162,42 @@ def test_array_solvers(cands, a, budget, v_base):
     assert np.all(v / d.m <= v_base)
     assert np.all((d.m == 1) | (v / np.maximum(d.m - 1, 1) > v_base))
     assert d.cost[d.best] == d.cost.min()
+
+
+@settings(**COMMON)
+@given(st.integers(1, 6), st.integers(2, 30), st.integers(0, 10**6), st.integers(0, 2**32 - 1),
+       st.sampled_from(["integer", "relaxed"]), st.sampled_from(["floor", "nearest"]))
+def test_batched_solver_is_the_one_curve_solver_per_row(k, nn, a, seed, solver, rounding):
+    """Every row of a batch of curves gets the answer of that curve solved alone (the search's
+    point, its bootstrap draws and the reproduction's scans call the same solver)."""
+    rng = np.random.default_rng(seed)
+    b = rng.integers(1, 10**6, nn)
+    v = rng.choice([1e-3, 0.5, 1.0, 7.0], size=(k, nn)) * rng.integers(1, 4, (k, nn))  # exact ties too
+    budget = a + int(b.max()) * 3
+    target = v[:, :1] / 2
+    primal, dual = solve_batch(a, b, v, budget=budget, v_target=target, rounding=rounding, solver=solver)
+    for r in range(k):
+        p1, d1 = solve_batch(a, b, v[r], budget=budget, v_target=target[r], rounding=rounding, solver=solver)
+        assert primal.best[r] == p1.best[0] and dual.best[r] == d1.best[0]
+        assert (dual.m[r] == d1.m[0]).all() and (primal.m[r] == p1.m[0]).all()
+    if solver == "integer":  # one tie rule: least objective, then cheaper (primal) / smoother (dual), then first
+        order = [np.lexsort((primal.cost[r], primal.objective[r]))[0] for r in range(k)]
+        assert primal.best.tolist() == order
+        order = [np.lexsort((dual.variance[r], dual.cost[r]))[0] for r in range(k)]
+        assert dual.best.tolist() == order
+
+
+def test_dual_costs_do_not_overflow_at_huge_m():
+    """At n = 1 the dual's m reaches ~1e14 paths: its cost is computed in float64 and stays the
+    largest, where an int64 ``a + m * b`` wraps around to a negative 'cheapest' candidate."""
+    b = np.array([10**6, 10**6 + 1], dtype=np.int64)
+    v = np.array([[1e9, 1e-5], [1e-5, 1e9]])
+    _, dual = solve_batch(5, b, v, budget=10**8, v_target=1e-5)
+    assert (dual.cost > 0).all() and dual.best.tolist() == [1, 0]
+    assert dual.m.max() == 10**14 and dual.archs(np.array([1, 2])) == ["1x2d", "1x1d"]
+
+
+def test_argmin_ties_takes_the_first_when_every_tie_key_is_infinite():
+    obj = np.array([[2.0, 1.0, 1.0], [np.inf, np.inf, np.inf]])
+    assert argmin_ties(obj, np.array([[0.0, np.inf, np.inf], [np.inf, np.inf, np.inf]])).tolist() == [1, 0]
+    assert argmin_ties(obj, np.array([[0.0, 3.0, 2.0], [5.0, 4.0, 4.0]])).tolist() == [2, 1]

@@ -124,7 +124,8 @@ def _library_errors():
     from collegial.ntk.generic import FactoryProbe
     from collegial.ntk.inputs import ProbeInputs
     from collegial.ntk.probe import ResNeXtBlockProbe
-    from collegial.search.solve import parse_budget_value, parse_n_range, primal_m, search
+    from collegial.search.problems import primal_m
+    from collegial.search.solve import parse_n_range, search
     from collegial.search.variance import load_curve
     from collegial.train.distributed import setup
 
@@ -141,7 +142,7 @@ def _library_errors():
         (lambda: srch(n_range="9:3"), "`n_range` 9:3 is empty"),
         (lambda: srch(n_range="2:100"), "narrower `n_range`"),
         (lambda: parse_n_range("2-8"), "malformed `n_range`"),
-        (lambda: parse_budget_value("lots"), "malformed `budget_value`"),
+        (lambda: srch(budget_value="lots"), "`budget_value` 'lots' must be an integer"),
         (lambda: primal_m(0, np.array([1]), 5, "up"), "`rounding='up'`"),
         (lambda: load_curve(None, "cubic"), "`model='cubic'`: unknown variance model"),
         (lambda: run_algorithm1(**small, bn="frozen"), "`bn='frozen'`: unknown BatchNorm mode"),

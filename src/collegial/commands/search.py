@@ -16,12 +16,13 @@ import argparse
 import sys
 from typing import Any
 
+from collegial.commands.budget import parse_budget_value
 from collegial.commands.common import add_output_arguments, emit, prepare_out, write_json
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.commands.verify import add_verify_arguments
 from collegial.errors import UserError, flag_names
 from collegial.io import write_text_atomic
-from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
+from collegial.models import format_arch, get_dataset_spec, get_family, list_families, validate_arch
 from collegial.provenance import provenance
 from collegial.search.solve import BUDGETS, ROUNDINGS, SOLVERS, TIE_RULES, search
 from collegial.search.result import format_table
@@ -150,6 +151,7 @@ FLAGS = {"n_range": "--n-range", "budget_value": "--budget-value", "level": "--l
 @flag_names(FLAGS)
 def run(args: argparse.Namespace) -> int:
     fam, dataset, pair_images, inputs, speed = _check_first(args)
+    budget_value = parse_budget_value(args.budget_value)
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     if args.alpha_file is None:
         print(f"collegial search: no --alpha-file; running Algorithm 1 ({fam.name}'s probe block, "
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     def solve(c: Any) -> Any:
         budget = "params" if args.budget == "throughput" else args.budget
         return search(args.family, dataset, args.baseline, c, budget=budget, rounding=args.rounding,
-                      n_range=args.n_range, budget_value=args.budget_value, ties=args.ties, level=args.level,
+                      n_range=args.n_range, budget_value=budget_value, ties=args.ties, level=args.level,
                       bn_flops=args.bn_flops, solver=args.solver)
 
     res = solve(curve)
@@ -384,7 +386,7 @@ def _m_check(args: argparse.Namespace, res: Any, curve: Any, dataset: str) -> An
     measure, log = cached_measure(fit, images)
     pts = points_to_measure(res, fit)
     if pts:
-        print(f"collegial search: checking the 1/m law at {', '.join(f'{m}x{n}d' for m, n in pts)} "
+        print(f"collegial search: checking the 1/m law at {', '.join(format_arch(m, n) for m, n in pts)} "
               f"(T={fit.trials}, measured once, then cached; --no-m-check skips)", file=sys.stderr)
     mc = run_m_check(res, curve, measure, cost_table(args.family, dataset, args.bn_flops))
     mc.source = "; ".join(log)

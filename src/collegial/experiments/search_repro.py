@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from collegial.errors import UserError
-from collegial.models import parse_arch
+from collegial.models import format_arch, parse_arch
 from collegial.models.costs import model_costs
 from collegial.paper import SETTINGS, Setting, printed_models
-from collegial.search.solve import SOLVERS, cost_table, dual_m, primal_m, search
+from collegial.search.problems import SOLVERS, solve_batch
+from collegial.search.solve import cost_table, search
 from collegial.search.result import Candidate, SearchResult
 from collegial.ntk.curve import MODELS, AlphaFit
 from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve
@@ -135,18 +136,9 @@ def optima_many(
     a = tab.fixed(s.budget)
     b = np.asarray(tab.per_path(s.budget, n), dtype=np.int64)
     ib = int(np.searchsorted(n, n_b))
-    budget = a + m_b * int(b[ib])
-    mp = primal_m(a, b, budget, s.rounding)
-    md = dual_m(v, v[:, ib : ib + 1] / m_b)  # (G, N)
-    if solver == "relaxed":
-        ip = idd = np.argmin(np.where(mp >= 1, v * b, np.inf), axis=1)
-    else:
-        ip = np.argmin(np.where(mp >= 1, v / np.maximum(mp, 1), np.inf), axis=1)
-        idd = np.argmin(a + md * b, axis=1)
-    rows = np.arange(v.shape[0])
-    primal = [f"{mp[i]}x{n[i]}d" for i in ip]
-    dual = [f"{md[r, i]}x{n[i]}d" for r, i in zip(rows, idd)]
-    return primal, dual
+    primal, dual = solve_batch(a, b, v, budget=a + m_b * int(b[ib]), v_target=v[:, ib : ib + 1] / m_b,
+                               rounding=s.rounding, solver=solver)  # type: ignore[arg-type]
+    return primal.archs(n), dual.archs(n)
 
 
 def _hits(v: np.ndarray, settings: tuple[Setting, ...], solver: str) -> list[tuple[Setting, str, str, np.ndarray]]:
@@ -342,8 +334,8 @@ def _ratio_lines(ratios: list[dict[str, Any]], model: str) -> list[str]:
     for r in ratios:
         tab = (f"; Monte Carlo table {r['table_ratio']:.2f} ± {r['table_ratio_se']:.2f}"
                if "table_ratio" in r else "")
-        lines.append(f"- n={r['n']} vs baseline {r['m_b']}x{r['n_b']}d: {r['ratio']:.2f} ± {r['ratio_se']:.2f}{tab} "
-                     f"(paper's {r['paper_m']}x{r['n']}d needs {r['needed'][0]} < ratio <= {r['needed'][1]})")
+        lines.append(f"- n={r['n']} vs baseline {format_arch(r['m_b'], r['n_b'])}: {r['ratio']:.2f} ± {r['ratio_se']:.2f}{tab} "
+                     f"(paper's {format_arch(r['paper_m'], r['n'])} needs {r['needed'][0]} < ratio <= {r['needed'][1]})")
     return lines
 
 

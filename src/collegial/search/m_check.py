@@ -51,7 +51,8 @@ from collegial.ntk.curve import SCHEMA_VERSION, AlphaFit, MLawPoint
 from collegial.ntk.inputs import DEFAULT_CORRELATION, ProbeInputs
 from collegial.ntk.probe import BLOCK_ENGINES
 from collegial.ntk.variance import NormalizedVariance, pool_pairs
-from collegial.search.solve import BUDGETS, CostModel, primal_m, solve_dual_arrays, solve_primal_arrays
+from collegial.search.problems import primal_m, solve_dual_arrays, solve_primal_arrays
+from collegial.search.solve import BUDGETS, CostModel
 from collegial.search.result import Candidate, SearchResult
 from collegial.search.variance import VarianceCurve, cache_dir, probe_key
 

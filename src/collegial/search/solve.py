@@ -1,22 +1,12 @@
-"""The primal and dual problems over integer (m, n) (SPEC section 4), with near-ties.
+"""The search: the primal and dual problems (:mod:`collegial.search.problems`, the one solver)
+for a family against a baseline, over the family's candidate widths, with the bootstrap of the
+variance curve; the result is a :class:`~collegial.search.result.SearchResult`.
 
-With ``cost(m, n) = A + m * B(n)`` (exact, :class:`~collegial.models.costs.CostTable`) and a
-variance curve ``V1(n)`` (:mod:`collegial.search.variance`):
-
-* **primal** (optimally smooth): for each width n take the multiplicity that meets the budget,
-  ``m = floor((budget - A) / B(n))`` (``rounding="floor"``: never above the budget) or the
-  ``m`` whose cost is nearest the budget (``rounding="nearest"``), and minimize ``V1(n) / m``;
-* **dual** (optimally compact): for each n take the least ``m`` with ``V1(n) / m <= V_base``
-  (``V_base = V1(n_b) / m_b``, the baseline's variance) and minimize the cost;
-  ``rho = cost(baseline) / cost``.
-
-``solver="relaxed"`` instead takes n from the continuous relaxation (m real), where both problems
-reduce to ``argmin_n V1(n) * B(n)`` and share n (SPEC section 4), and only then rounds m (floor or
-nearest for the primal, least feasible for the dual). The default, ``"integer"``, solves the
-integer problems exactly.
-
-The baseline's own width is always a candidate (it is feasible for both problems), so the
-primal's variance never exceeds the baseline's under floor rounding and the dual's rho is >= 1.
+The candidates are the widths of ``n_range`` the family can build, with exact costs
+``A + m * B(n)`` from its :class:`~collegial.models.costs.CostTable`. The primal's budget is the
+baseline's cost (or ``budget_value``), the dual's target the baseline's variance. The baseline's
+own width is always a candidate (it is feasible for both problems), so the primal's variance never
+exceeds the baseline's under floor rounding and the dual's rho is >= 1.
 
 **Near-ties.** The curve is a Monte Carlo estimate. Each bootstrap draw of the curve (see
 :class:`~collegial.search.variance.VarianceCurve`) re-solves both problems for the same candidate
@@ -60,6 +50,16 @@ from collegial.models import format_arch, get_dataset_spec, get_family, validate
 from collegial.models.arch import MAX_N
 from collegial.models.costs import COST_KINDS, CostKind, CostTable
 from collegial.ntk.curve import MODELS
+from collegial.search.problems import (
+    ROUNDINGS,
+    SOLVERS,
+    ArraySolution,
+    Rounding,
+    Solver,
+    dual_m,
+    primal_m,
+    solve_batch,
+)
 from collegial.search.result import (
     Candidate,
     Curve,
@@ -69,18 +69,17 @@ from collegial.search.result import (
 )
 from collegial.search.variance import VarianceCurve
 
+#: ``primal_m`` and ``dual_m`` are imported from here by experiments/figure1.py until its
+#: ``curve_points`` calls :func:`~collegial.search.problems.solve_batch`.
+__all__ = ["BUDGETS", "ROUNDINGS", "SOLVERS", "TIE_RULES", "CostModel", "by_model", "cost_table", "dual_m",
+           "parse_n_range", "primal_m", "search"]
+
 #: The cost kind a budget counts (the vocabulary of :mod:`collegial.models.costs`).
 Budget = CostKind
 BUDGETS: tuple[Budget, ...] = COST_KINDS
-#: How the primal's m meets the budget.
-Rounding = Literal["floor", "nearest"]
-ROUNDINGS: tuple[Rounding, ...] = ("floor", "nearest")
 #: How near-ties are told apart from the optimum.
 TieRule = Literal["paired", "overlap"]
 TIE_RULES: tuple[TieRule, ...] = ("paired", "overlap")
-#: Exact integer problems, or n from the continuous relaxation.
-Solver = Literal["integer", "relaxed"]
-SOLVERS: tuple[Solver, ...] = ("integer", "relaxed")
 DEFAULT_N_RANGE = (2, 128)
 #: Largest budget accepted (parameters or FLOPs): far beyond any buildable model, within int64.
 MAX_BUDGET = 1e18
@@ -92,86 +91,6 @@ class CostModel(Protocol):
     def fixed(self, kind: str) -> int: ...
 
     def per_path(self, kind: str, n: np.ndarray | int) -> np.ndarray: ...
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure array solvers (no I/O, no models): the invariants the property tests check live here.
-
-
-def primal_m(a: int, b: np.ndarray, budget: int, rounding: Rounding = "floor") -> np.ndarray:
-    """Multiplicity per width meeting ``budget``: ``(N,)`` int64, 0 where no ``m >= 1`` fits.
-
-    ``floor``: the largest m with ``a + m * b <= budget``; ``nearest``: the m minimizing
-    ``|a + m * b - budget|`` (ties to the smaller m)."""
-    check_choice("rounding", rounding, ROUNDINGS, "rounding rule")
-    b = np.asarray(b, dtype=np.int64)
-    if np.any(b <= 0):
-        raise ValueError("per-path costs must be positive")
-    room = np.int64(budget) - np.int64(a)
-    if room <= 0:
-        return np.zeros_like(b)
-    m = room // b
-    if rounding == "nearest":
-        rem = room - m * b
-        m = m + (2 * rem > b)
-    return m.astype(np.int64)
-
-
-def dual_m(v: np.ndarray, v_base: np.ndarray | float) -> np.ndarray:
-    """Least integer ``m >= 1`` with ``v / m <= v_base`` (as computed in float64), elementwise.
-
-    ``v``: ``(..., N)``; ``v_base``: scalar or ``(..., 1)``."""
-    v = np.asarray(v, dtype=np.float64)
-    vb = np.asarray(v_base, dtype=np.float64)
-    m = np.maximum(np.ceil(v / vb) - 1, 1.0)
-    for _ in range(4):  # float rounding: at most a couple of increments
-        over = (v / m) > vb
-        if not over.any():
-            break
-        m = m + over
-    return np.minimum(m, 2.0**62).astype(np.int64)  # no wrap-around for absurd curves
-
-
-@dataclass(frozen=True)
-class ArraySolution:
-    """Index of the optimum and per-candidate values for one problem."""
-
-    best: int
-    m: np.ndarray  # (N,)
-    cost: np.ndarray  # (N,) int64 (primal) or float64 (dual: m can be huge at tiny widths)
-    objective: np.ndarray  # (N,) variance (primal) or cost (dual); inf where infeasible
-
-
-def solve_primal_arrays(
-    a: int, b: np.ndarray, v: np.ndarray, budget: int, rounding: Rounding = "floor"
-) -> ArraySolution:
-    """Primal over candidate widths with per-path costs ``b`` and variances ``v`` (``(N,)``).
-    Raises :class:`UserError` when no candidate fits the budget."""
-    m = primal_m(a, b, budget, rounding)
-    ok = m >= 1
-    if not ok.any():
-        raise UserError(
-            f"budget {budget:,} is below the smallest member of the search "
-            f"(cost {int(a + np.min(b)):,} at m=1)"
-        )
-    obj = np.where(ok, v / np.maximum(m, 1), np.inf)
-    cost = a + m * b
-    # least variance; among exact ties the cheaper candidate
-    best = int(np.lexsort((cost, obj))[0])
-    return ArraySolution(best, m, cost, obj)
-
-
-def solve_dual_arrays(a: int, b: np.ndarray, v: np.ndarray, v_base: float) -> ArraySolution:
-    """Dual: least cost with ``v / m <= v_base`` over candidate widths (``(N,)``)."""
-    m = dual_m(v, v_base)
-    # float64: at tiny widths m can reach 1e14 and more, where int64 products overflow
-    cost = a + m.astype(np.float64) * np.asarray(b, dtype=np.float64)
-    var = v / m
-    best = int(np.lexsort((var, cost))[0])  # least cost; among ties the smoother one
-    return ArraySolution(best, m, cost, cost)
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=32)
@@ -196,24 +115,6 @@ def parse_n_range(text: str | tuple[int, int]) -> tuple[int, int]:
     if hi > MAX_N:
         raise UserError(f"`n_range` {lo}:{hi} exceeds the largest width {MAX_N}")
     return lo, hi
-
-
-def parse_budget_value(text: str | int | None) -> int | None:
-    """``"13.8M"`` / ``"4.2G"`` / ``"500k"`` / ``"12345"`` -> int; None passes through."""
-    if text is None or isinstance(text, int):
-        return text
-    s = str(text).strip()
-    mult = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}.get(s[-1:].lower(), 1.0)
-    num = s[:-1] if mult != 1.0 else s
-    try:
-        val = float(num) * mult
-    except ValueError:
-        raise UserError(f"malformed `budget_value` {text!r}; expected e.g. 13.8M or 4.2G") from None
-    if not np.isfinite(val) or val <= 0:
-        raise UserError(f"`budget_value` {text!r} must be positive")
-    if val > MAX_BUDGET:
-        raise UserError(f"`budget_value` {text!r} exceeds {MAX_BUDGET:.0e}")
-    return int(round(val))
 
 
 def _band(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +153,7 @@ def search(
     budget: Budget = "params",
     rounding: Rounding = "floor",
     n_range: tuple[int, int] | str | None = None,
-    budget_value: int | str | None = None,
+    budget_value: int | None = None,
     ties: TieRule = "paired",
     level: float = 0.95,
     bn_flops: bool = False,
@@ -262,15 +163,15 @@ def search(
     """Solve the primal and dual problems for ``family`` on ``dataset`` against ``baseline``.
 
     ``budget``: the cost kind (``params`` or ``flops``); the primal's budget is the baseline's
-    cost unless ``budget_value`` is given. Widths ``n`` range over ``n_range`` (inclusive; default:
+    cost unless ``budget_value`` (a positive integer, at most :data:`MAX_BUDGET`) is given. Widths ``n`` range over ``n_range`` (inclusive; default:
     the curve's measured range within :data:`DEFAULT_N_RANGE`) plus the baseline's width."""
     _check_options(budget, rounding, ties, solver, level)
+    _check_budget_value(budget_value)
     m_b, n_b = _check_baseline(family, dataset, baseline)
     lo, hi = _search_range(curve, n_range, n_b)
     tab = table if table is not None else cost_table(family, dataset, bn_flops)
     grid = _grid(tab, lo, hi, m_b, n_b)
-    cap = parse_budget_value(budget_value)
-    cap = grid.base_cost[budget] if cap is None else cap
+    cap = grid.base_cost[budget] if budget_value is None else int(budget_value)
     sol = _solve(grid, curve, budget, cap, rounding, solver, ties, level)
     _check_buildable(family, grid.n, sol, cap)
     answers = _answers(grid, sol, budget, level)
@@ -308,6 +209,16 @@ def _check_options(budget: str, rounding: str, ties: str, solver: str, level: fl
     check_choice("solver", solver, SOLVERS, "solver")
     if not 0.0 < level < 1.0:
         raise UserError(f"confidence `level` {level} must lie strictly between 0 and 1")
+
+
+def _check_budget_value(value: int | None) -> None:
+    """:class:`UserError` unless ``value`` is None or an integer in ``1..MAX_BUDGET``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise UserError(f"`budget_value` {value!r} must be an integer (a count of parameters or FLOPs)")
+    if not 0 < value <= MAX_BUDGET:
+        raise UserError(f"`budget_value` {value!r} must lie in 1..{MAX_BUDGET:.0e}")
 
 
 def _check_baseline(family: str, dataset: str, baseline: str) -> tuple[int, int]:
@@ -385,36 +296,26 @@ def _solve(
     g: _Grid, curve: VarianceCurve, budget: Budget, cap: int, rounding: Rounding, solver: Solver,
     ties: TieRule, level: float,
 ) -> _Solution:
-    """Both problems at the point estimate and across the bootstrap draws of the curve."""
+    """Both problems at the point estimate and across the bootstrap draws of the curve (the
+    dual's target, the baseline's variance, taken on each draw)."""
     a, b = g.a[budget], g.b[budget]
+
+    def solved(v: np.ndarray, how: Solver) -> tuple[Any, Any]:
+        v = np.atleast_2d(v)
+        return solve_batch(a, b, v, budget=cap, v_target=v[:, g.ib : g.ib + 1] / g.m_b, rounding=rounding,
+                           solver=how)
+
     v = curve(g.n)  # (N,)
     vd = curve.draws(g.n)  # (K, N): standard errors and intervals
-    primal = solve_primal_arrays(a, b, v, cap, rounding)
-    dual = solve_dual_arrays(a, b, v, v[g.ib] / g.m_b)
-
-    def objectives(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per draw: the primal's variance (m fixed per width), the dual's m and cost (V_base
-        and m vary across draws), ``(K, N)`` each."""
-        p = np.where(primal.m >= 1, draws / np.maximum(primal.m, 1), np.inf)
-        md = dual_m(draws, draws[:, g.ib : g.ib + 1] / g.m_b)
-        return p, md, a + md.astype(np.float64) * b
-
-    p_obj, _, d_cost = objectives(vd)
-    vw = curve.draws(g.n, for_argmin=True)  # (K, N): P(optimal), optimal sets, near-ties
-    p_rank, md, d_rank = objectives(vw)
-    if solver == "relaxed":
-        # n from the continuous problem (argmin V1(n) B(n), shared by both), then m rounded
-        point = np.where(primal.m >= 1, v * b, np.inf)
-        i_star = int(np.lexsort((b, point))[0])
-        primal = ArraySolution(i_star, primal.m, primal.cost, point)
-        dual = ArraySolution(i_star, dual.m, dual.cost, point)
-        p_rank = d_rank = np.where(primal.m >= 1, vw * b, np.inf)
+    primal, dual = (s.row(0) for s in solved(v, solver))
+    p_draws, d_draws = solved(vd, "integer")
+    p_rank, d_rank = solved(curve.draws(g.n, for_argmin=True), solver)  # P(optimal), optimal sets, near-ties
     return _Solution(
-        primal, dual, v, vd, p_obj, d_cost,
-        p_probs=arch_probabilities(np.argmin(p_rank, axis=1), primal.m),
-        d_probs=arch_probabilities(np.argmin(d_rank, axis=1), md),
-        p_ties=_tie_mask(p_rank, primal.best, ties, level),
-        d_ties=_tie_mask(d_rank, dual.best, ties, level),
+        primal, dual, v, vd, p_draws.variance, d_draws.cost,
+        p_probs=arch_probabilities(p_rank.best, primal.m),
+        d_probs=arch_probabilities(d_rank.best, d_rank.m),
+        p_ties=_tie_mask(p_rank.objective, primal.best, ties, level),
+        d_ties=_tie_mask(d_rank.objective, dual.best, ties, level),
     )
 
 
@@ -509,12 +410,11 @@ def by_model(
             v = other(n)
         except UserError:
             continue  # too few widths for this model
-        pr = solve_primal_arrays(a, b, v, cap, rounding)
-        du = solve_dual_arrays(a, b, v, v[ib] / m_b)
+        pr, du = solve_batch(a, b, v, budget=cap, v_target=v[ib] / m_b, rounding=rounding)
         gof = other.fitted.summary()
         out[kind] = {
-            "primal": format_arch(int(pr.m[pr.best]), int(n[pr.best])),
-            "dual": format_arch(int(du.m[du.best]), int(n[du.best])),
+            "primal": pr.archs(n)[0],
+            "dual": du.archs(n)[0],
             "chi2_per_dof": gof["chi2_per_dof"],
             "p_value": gof["p_value"],
             "selected": kind == curve.model,

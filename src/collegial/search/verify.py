@@ -41,7 +41,7 @@ from torch import Tensor
 
 from collegial.errors import UserError
 from collegial.io import write_json_atomic
-from collegial.models import create_model, get_family, validate_arch
+from collegial.models import create_model, format_arch, get_family, validate_arch
 from collegial.models.costs import model_costs
 from collegial.ntk.variance import Moments, normalized_variance, pool_estimates
 from collegial.ntk.whole import WHOLE_BN_MODES, Pairs, WholeMethod, WholeModelNtk, draw_pairs, group_shares
@@ -393,7 +393,7 @@ def candidates_to_verify(res: Any, spread: int = 3) -> dict[str, str]:
             continue
         picks = np.unique(np.round(np.linspace(0, ok.size - 1, spread)).astype(int))
         for i in ok[picks]:
-            add(f"{int(curve.m[i])}x{int(curve.n[i])}d", f"{which} curve")
+            add(format_arch(int(curve.m[i]), int(curve.n[i])), f"{which} curve")
     return roles
 
 
