@@ -4,7 +4,7 @@ import pytest
 
 from collegial.cli import main
 from collegial.experiments.demo import DemoConfig, run_demo
-from collegial.experiments.paper_tables import TABLES, has_data
+from collegial.experiments.paper_tables import TABLES, has_data, missing_data
 from collegial.train.data import shipped_data_available
 
 
@@ -53,8 +53,35 @@ def test_reproduce_table_prints_commands_without_data(name, capsys, tmp_path):
     assert all(c.startswith("collegial train ") and "--seeds" in c for c in cmds)
 
 
-def test_has_data_checks_layout(tmp_path):
+def test_has_data_asks_the_data_readers(tmp_path):
+    """A dataset is there when the readers find every file they read, in any layout they accept."""
     assert not has_data("cifar10", str(tmp_path))
     (tmp_path / "cifar-10-batches-py").mkdir()
+    assert not has_data("cifar10", str(tmp_path))  # an empty folder holds no data
+    for f in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        (tmp_path / "cifar-10-batches-py" / f).write_bytes(b"x")
     assert has_data("cifar10", str(tmp_path))
     assert not has_data("cifar10", None)
+
+
+def _imagenet64_two_parts(root):
+    """ImageNet64 as its download comes: the training batches in two folders (tiny fake files)."""
+    for part, batches in ((1, range(1, 6)), (2, range(6, 11))):
+        d = root / f"Imagenet64_train_part{part}_npz"
+        d.mkdir()
+        for i in batches:
+            (d / f"train_data_batch_{i}.npz").write_bytes(b"x")
+    (root / "Imagenet64_val_npz").mkdir()
+    (root / "Imagenet64_val_npz" / "val_data.npz").write_bytes(b"x")
+
+
+def test_reproduce_table2_finds_imagenet64_in_two_parts(tmp_path, monkeypatch, capsys):
+    from collegial.commands import reproduce_tables
+
+    _imagenet64_two_parts(tmp_path)
+    assert has_data("imagenet64", str(tmp_path)) and missing_data(TABLES["table2"], str(tmp_path)) == []
+    trained = []
+    monkeypatch.setattr(reproduce_tables, "train_row", lambda table, row, *a: trained.append(row.arch) or 0)
+    assert main(["reproduce", "table2", "--data-dir", str(tmp_path), "--runs", str(tmp_path / "runs")]) == 0
+    assert "no training data" not in capsys.readouterr().err
+    assert trained == [r.arch for r in TABLES["table2"].rows]

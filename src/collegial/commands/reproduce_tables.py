@@ -9,7 +9,6 @@ import sys
 
 from collegial.commands.common import emit, tool_stdout
 from collegial.experiments.paper_tables import (
-    DATA_MARKERS,
     TABLE1,
     TABLE2,
     TABLE3,
@@ -21,6 +20,7 @@ from collegial.experiments.paper_tables import (
     train_row,
 )
 from collegial.provenance import provenance
+from collegial.train.data import data_layouts
 
 
 class _TableTarget:
@@ -41,7 +41,7 @@ class _TableTarget:
         missing = missing_data(self.table, args.data_dir)
         if args.dry_run or missing:
             if missing and not args.dry_run:
-                need = ", ".join(f"{d} ({DATA_MARKERS[d]}/)" for d in missing)
+                need = ", ".join(f"{d} ({' or '.join(data_layouts(d))})" for d in missing)
                 print(f"no training data for {need} under --data-dir; commands to run once it is "
                       "there (they use the paper's recipe; add torchrun for several GPUs):",
                       file=sys.stderr)

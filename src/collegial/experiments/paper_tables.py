@@ -11,21 +11,12 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 from collegial.paper import TABLE1, TABLE2, TABLE3, TABLES, Row, Table
+from collegial.train.data import has_training_data
 
 __all__ = ["TABLE1", "TABLE2", "TABLE3", "TABLES", "Row", "Table", "has_data", "markdown", "missing_data",
            "train_argv", "train_command", "train_row"]
-
-
-#: Which files under --data-dir each dataset needs (checked before running anything).
-DATA_MARKERS: dict[str, str] = {
-    "cifar10": "cifar-10-batches-py",
-    "cifar100": "cifar-100-python",
-    "imagenet32": "Imagenet32_train_npz",
-    "imagenet64": "Imagenet64_train_npz",
-}
 
 
 def train_argv(table: Table, row: Row, data_dir: str, out_root: str) -> list[str]:
@@ -45,12 +36,9 @@ def train_command(table: Table, row: Row, data_dir: str, out_root: str) -> str:
 
 
 def has_data(dataset: str, data_dir: str | None) -> bool:
-    """True when ``data_dir`` holds ``dataset`` in its standard layout (SPEC section 9)."""
-    if data_dir is None:
-        return False
-    root = Path(data_dir)
-    marker = DATA_MARKERS[dataset]
-    return (root / marker).is_dir() or root.name == marker
+    """True when ``data_dir`` holds ``dataset`` in a layout the data readers accept (the data
+    layer's own answer: :func:`collegial.train.data.has_training_data`)."""
+    return data_dir is not None and has_training_data(dataset, data_dir)
 
 
 def markdown(table: Table, data_dir: str, out_root: str) -> str:
