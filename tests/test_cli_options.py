@@ -90,6 +90,8 @@ def test_fit_alpha_device_cpu_is_the_default_and_the_same_seed_the_same_numbers(
 @pytest.mark.parametrize("argv", [
     ["fit-alpha", "--trials", "32", "--widths", "2,3,4", "--device", "cuda"],
     ["ntk-dynamics", "--preset", "tiny", "--dataset", "synthetic", "--device", "cuda"],
+    ["search", "resnext29", "--baseline", "1x64d", "--device", "cuda"],
+    ["verify", "resnext11", "2x4d", "--device", "cuda"],
 ])
 def test_device_cuda_without_cuda_is_one_line_before_any_work(argv, monkeypatch, capsys) -> None:
     from collegial.cli import main
@@ -99,6 +101,7 @@ def test_device_cuda_without_cuda_is_one_line_before_any_work(argv, monkeypatch,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(alpha, "run_algorithm1", lambda **kw: pytest.fail("Algorithm 1 ran"))
     monkeypatch.setattr(nd, "run_ntk_dynamics", lambda cfg: pytest.fail("the experiment ran"))
+    monkeypatch.setattr("collegial.search.verify.measure", lambda *a, **kw: pytest.fail("verify measured"))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device cuda: no CUDA device is available" in err[0]

@@ -17,7 +17,16 @@ import sys
 from typing import Any
 
 from collegial.commands.budget import parse_budget_value
-from collegial.commands.common import add_output_arguments, emit, prepare_out, write_json
+from collegial.commands.common import (
+    add_device_option,
+    add_output_arguments,
+    add_progress_option,
+    device_from_args,
+    emit,
+    prepare_out,
+    progress_from_args,
+    write_json,
+)
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.commands.verify import add_verify_arguments
 from collegial.errors import UserError, flag_names
@@ -134,8 +143,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "image models; cached per device) and show each beside its ratio to the baseline's")
     p.add_argument("--throughput-batch", type=int, default=None, metavar="B",
                    help="batch size of the timed steps (default: the dataset's recipe batch)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="device of the throughput measurements (default: cuda when available, else cpu)")
+    add_device_option(p, "Algorithm 1 (without --alpha-file), --verify and --throughput")
+    add_progress_option(p)
     add_output_arguments(p, out_help="write search.json, search.md and PNG curves (and verify.png with --verify)")
     p.set_defaults(func=run)
 
@@ -157,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"collegial search: no --alpha-file; running Algorithm 1 ({fam.name}'s probe block, "
               f"inputs {inputs.label}, {inputs.pairs} pairs, T={args.trials} per width; cached)", file=sys.stderr)
     curve = load_curve(args.alpha_file, args.variance, family=args.family, trials=args.trials, seed=args.seed, inputs=inputs,
-                       draws=args.draws, progress=not args.json, allow_probe_mismatch=args.allow_probe_mismatch)
+                       draws=args.draws, progress=progress_from_args(args), allow_probe_mismatch=args.allow_probe_mismatch,
+                       device=args.device)
     bad = curve.fit.m_law_failures()
     if bad:
         print(f"collegial search: note: in this curve's 1/m check the ensemble law fails at m = "
@@ -224,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_first(args: argparse.Namespace) -> tuple[Any, str, Any, Any, Any]:
     """Every cheap check before the (possibly long) Algorithm 1 run: the family, its dataset,
-    ``--verify``'s pair images, the probe's inputs and ``--throughput``'s settings."""
+    ``--verify``'s pair images, the probe's inputs and ``--throughput``'s settings. ``args.device``
+    becomes the device everything here runs on (cuda asked for and absent: one line, now)."""
+    args.device = device_from_args(args)
     fam = get_family(args.family)
     dataset = args.dataset or fam.default_dataset
     check_curve_arguments(args)
@@ -247,14 +259,13 @@ def _speed_options(args: argparse.Namespace, dataset: str) -> dict[str, Any] | N
     """``--throughput`` / ``--budget throughput``: device, batch and cache (None when off)."""
     if not (args.throughput or args.budget == "throughput"):
         return None
-    from collegial.commands.common import pick_device
     from collegial.search.variance import cache_dir
     from collegial.train.recipes import get_recipe
 
     batch = get_recipe(dataset).batch_size if args.throughput_batch is None else args.throughput_batch
     if batch < 1:
         raise UserError(f"--throughput-batch must be >= 1, got {batch}")
-    return {"device": pick_device(args.device), "batch_size": batch, "cache": cache_dir().parent / "throughput"}
+    return {"device": args.device, "batch_size": batch, "cache": cache_dir().parent / "throughput"}
 
 
 def _throughput(args: argparse.Namespace, res: Any, curve: Any, dataset: str, speed: dict[str, Any]) -> tuple[Any, str]:
@@ -319,7 +330,8 @@ def _robust(args: argparse.Namespace, res: Any, curve: Any, dataset: str, solve:
         print(f"collegial search: --robust: the {args.family} probe with inputs {design.label} "
               f"(T={args.trials}; cached)", file=sys.stderr)
         curves[design.label] = load_curve(None, args.variance, family=args.family, trials=args.trials, seed=args.seed,
-                                          inputs=design, draws=args.draws, progress=not args.json)
+                                          inputs=design, draws=args.draws, progress=progress_from_args(args),
+                                          device=args.device)
     rob = robustness(res, curves, solve)
     if images is None:
         rob.skipped.append(f"data inputs: {dataset} is not shipped here")
@@ -341,7 +353,6 @@ def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str, pair_i
     """``--verify``: the whole model measured at the candidates of
     :func:`~collegial.search.verify.candidates_to_verify`, re-solved on the measured values; the
     headline and the re-solved answers become the answer's first lines."""
-    from collegial.commands.common import pick_device
     from collegial.commands.verify import settings_from_args
     from collegial.search.verify import candidates_to_verify, curve_prediction, measure, resolve_measured
     from collegial.search.verify_report import headline
@@ -352,7 +363,7 @@ def _verify(args: argparse.Namespace, res: Any, curve: Any, dataset: str, pair_i
     print(f"collegial search: verifying on the whole model: {', '.join(roles)} "
           f"({settings.pairs} pairs x {settings.trials} initializations each)", file=sys.stderr)
     ver = measure(args.family, list(roles), images, labels, settings, predict=curve_prediction(curve), roles=roles,
-                  progress=not args.json, device=pick_device(None))
+                  progress=progress_from_args(args), device=args.device)
     ver.probe = curve.source
     ver.resolved = resolve_measured(res, ver)
     rv = ver.resolved

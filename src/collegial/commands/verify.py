@@ -14,7 +14,16 @@ import argparse
 import sys
 from typing import Any
 
-from collegial.commands.common import add_output_arguments, emit, pick_device, prepare_out, write_json
+from collegial.commands.common import (
+    add_device_option,
+    add_output_arguments,
+    add_progress_option,
+    device_from_args,
+    emit,
+    prepare_out,
+    progress_from_args,
+    write_json,
+)
 from collegial.errors import UserError, flag_names
 from collegial.io import write_text_atomic
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
@@ -86,10 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs, readouts and initializations (>= 0)")
     p.add_argument("--alpha-file", default=None, metavar="F",
                    help="the probe curve for the prediction (default: Algorithm 1 on the family's probe, cached)")
-    p.add_argument("--no-predict", action="store_true", help="measure only; no probe-block prediction")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--predict", action=argparse.BooleanOptionalAction, default=True,
+                   help="beside each measurement the probe block's prediction V1(n)/m (default on; --no-predict: "
+                   "measure only)")
+    add_device_option(p, "the measurement (and of Algorithm 1 when it runs for the prediction)")
     add_output_arguments(p, out_help="write verify.json, verify.md and verify.png")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -113,12 +124,12 @@ def load_pair_images(dataset: str, data_dir: str | None) -> tuple[Any, Any]:
     return load_labeled_images(dataset, PAIR_POOL, data_dir)
 
 
-def predictor(family: str, alpha_file: str | None, seed: int, *, progress: bool) -> tuple[Any, str]:
+def predictor(family: str, alpha_file: str | None, seed: int, *, progress: bool, device: str = "cpu") -> tuple[Any, str]:
     """``predict(m, n) -> (V1(n)/m, s.e.)`` from the family's probe curve, and its source."""
     from collegial.search.variance import load_curve
     from collegial.search.verify import curve_prediction
 
-    curve = load_curve(alpha_file, family=family, seed=seed, progress=progress)
+    curve = load_curve(alpha_file, family=family, seed=seed, progress=progress, device=device)
     return curve_prediction(curve), f"{curve.fit.family} probe, {curve.model} model ({curve.source})"
 
 
@@ -140,17 +151,18 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     settings = settings_from_args(args, dataset, args.seed)
-    device = pick_device(args.device)
+    device = device_from_args(args)
+    progress = progress_from_args(args)
     check_models(args.family, args.archs, dataset, settings)
     out = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out else None
     images, labels = load_pair_images(dataset, args.data_dir)
     predict, source = (None, "")
-    if not args.no_predict:
+    if args.predict:
         if fam.probe is None and args.alpha_file is None:
             raise UserError(f"family {args.family!r} declares no probe; pass --alpha-file or --no-predict")
-        predict, source = predictor(args.family, args.alpha_file, args.seed, progress=not args.no_progress)
+        predict, source = predictor(args.family, args.alpha_file, args.seed, progress=progress, device=device)
     result = measure(args.family, args.archs, images, labels, settings, predict=predict,
-                     progress=not args.no_progress, device=device)
+                     progress=progress, device=device)
     result.probe = source
     rank, _ = rank_and_world()
     if rank != 0:

@@ -1,7 +1,7 @@
 """The search's variance curve: a model of ``V1(n)`` with bootstrap draws, for one family.
 
-The models, the ``alpha.json`` schema and the bootstrap of the Monte Carlo table live in
-:mod:`collegial.ntk.curve`; this module adds what the search needs on top:
+The models and the bootstrap of the Monte Carlo table live in :mod:`collegial.ntk.fits`, the
+``alpha.json`` schema in :mod:`collegial.ntk.curve`; this module adds what the search needs on top:
 
 * :class:`VarianceCurve` -- one model of an :class:`~collegial.ntk.curve.AlphaFit` with a fixed
   set of ``draws`` bootstrap refits (seeded, cached), ``(K, N)`` samples of ``V1`` that keep the
@@ -30,10 +30,11 @@ from collegial.choices import check_choice
 from collegial.errors import UserError
 from collegial.models import get_family
 from collegial.ntk import alpha as ntk_alpha
-from collegial.ntk.curve import MODEL_CHOICES, SCHEMA_VERSION, AlphaFit, VarianceModel, evaluate, synthetic_fit
+from collegial.ntk.curve import SCHEMA_VERSION, AlphaFit, synthetic_fit
+from collegial.ntk.fits import MODEL_CHOICES, VarianceModel, evaluate
 from collegial.ntk.inputs import ProbeInputs
 
-#: The variance models a curve may use (``auto`` included): the vocabulary of :mod:`collegial.ntk.curve`.
+#: The variance models a curve may use (``auto`` included): the vocabulary of :mod:`collegial.ntk.fits`.
 VARIANCE_MODELS: tuple[str, ...] = MODEL_CHOICES
 #: The variance model used when ``--variance`` is not given: the smooth fit where it fits.
 DEFAULT_VARIANCE_MODEL = "auto"
@@ -165,13 +166,14 @@ def probe_key(family: str) -> dict[str, Any]:
 
 def alpha_on_the_fly(
     *, family: str, trials: int = ON_THE_FLY_TRIALS, seed: int = 0, inputs: Any = None,
-    progress: bool = False, widths: Sequence[int] | None = None,
+    progress: bool = False, widths: Sequence[int] | None = None, device: str = "cpu",
 ) -> tuple[AlphaFit, str]:
     """Run Algorithm 1 on ``family``'s declared probe (``widths``, default
     :data:`~collegial.ntk.alpha.DEFAULT_WIDTHS`; no 1/m check) or reuse a
     cached result; returns the fit and where it came from. The cache file is
     ``cache_dir()/<sha1 of the probe options>.json`` in the ``alpha.json`` schema
-    (:func:`probe_key` identifies the probe)."""
+    (:func:`probe_key` identifies the probe; not ``device``, where Algorithm 1 runs: the same
+    seed gives the same curve on every device, up to float rounding)."""
     inputs = ProbeInputs() if inputs is None else inputs
     widths = sorted(set(widths or ntk_alpha.DEFAULT_WIDTHS))
     key_obj = {"schema": SCHEMA_VERSION, **probe_key(family), "trials": trials, "seed": seed,
@@ -185,7 +187,7 @@ def alpha_on_the_fly(
         except UserError:
             pass  # a corrupt or outdated cache entry is recomputed
     fit = ntk_alpha.run_algorithm1(family=get_family(family).probe_owner, trials=trials, seed=seed, inputs=inputs, m_law=(),
-                         progress=progress, widths=widths)
+                                   progress=progress, widths=widths, device=device)
     try:
         fit.to_json(path, overwrite=True)  # atomic
     except (OSError, UserError):
@@ -262,6 +264,7 @@ def load_curve(
     progress: bool = False,
     allow_probe_mismatch: bool = False,
     widths: Sequence[int] | None = None,
+    device: str = "cpu",
 ) -> VarianceCurve:
     """The curve of model family ``family``: from ``alpha_file``, which must have been measured
     by the probe ``family`` declares, at its declared size (:func:`check_probe`; with
@@ -281,7 +284,7 @@ def load_curve(
         if trials < 2:
             raise UserError(f"need at least 2 Monte Carlo trials per width, got {trials}")
         fit, source = alpha_on_the_fly(family=family, trials=trials, seed=seed, inputs=inputs,
-                                       progress=progress, widths=widths)
+                                       progress=progress, widths=widths, device=device)
         origin = {"path": None, "sha256": None, "provenance": fit.provenance}
     return VarianceCurve(fit, model, draws, seed, source, notes, origin)
 
