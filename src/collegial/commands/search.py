@@ -17,16 +17,8 @@ import sys
 from typing import Any
 
 from collegial.commands.budget import parse_budget_value
-from collegial.commands.common import (
-    add_device_option,
-    add_output_arguments,
-    add_progress_option,
-    device_from_args,
-    emit,
-    prepare_out,
-    progress_from_args,
-    write_json,
-)
+from collegial.commands.common import add_device_option, add_output_arguments, add_progress_option, device_from_args
+from collegial.commands.common import emit, prepare_out, progress_from_args, write_json
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.commands.verify import add_verify_arguments
 from collegial.errors import UserError, flag_names

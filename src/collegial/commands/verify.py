@@ -14,16 +14,8 @@ import argparse
 import sys
 from typing import Any
 
-from collegial.commands.common import (
-    add_device_option,
-    add_output_arguments,
-    add_progress_option,
-    device_from_args,
-    emit,
-    prepare_out,
-    progress_from_args,
-    write_json,
-)
+from collegial.commands.common import add_device_option, add_output_arguments, add_progress_option, device_from_args
+from collegial.commands.common import emit, prepare_out, progress_from_args, write_json
 from collegial.errors import UserError, flag_names
 from collegial.io import write_text_atomic
 from collegial.models import get_dataset_spec, get_family, list_families, validate_arch
