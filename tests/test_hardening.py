@@ -62,7 +62,7 @@ def test_deep_nesting_and_unfittable_tables(tmp_path, capsys):
     deep.write_text("[" * 100_000 + "]" * 100_000)
     assert "nested too deeply" in _one_line(capsys, BASE + ["--alpha-file", str(deep)])
     # a table that slipped past validation (built directly): the fit refuses, never returns NaN
-    from collegial.ntk.curve import VarianceModel
+    from collegial.ntk.fits import VarianceModel
 
     w = np.asarray(WIDTHS, dtype=np.int64)
     v = np.expm1(2.5 / w)

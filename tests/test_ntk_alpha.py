@@ -10,7 +10,8 @@ from torch import nn
 
 from collegial.errors import UserError
 from collegial.ntk import empirical_ntk
-from collegial.ntk.alpha import monte_carlo, plot_alpha, run_algorithm1
+from collegial.ntk.alpha import monte_carlo, run_algorithm1
+from collegial.ntk.plots import plot_alpha
 from collegial.ntk.probe import MLPProbe, ResNeXtBlockProbe
 from collegial.ntk.variance import normalized_variance
 

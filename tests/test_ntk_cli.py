@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["fit-alpha", "--trials", "32", "--widths", "2,3,4,6,8", "--channels", "8"]
 SMALL += ["--m-law", "2", "--m-law-width", "2"]
 CONTRACT = ("alpha", "fit2", "widths", "variance", "stderr", "trials", "fits", "schema_version")
-CONTRACT += ("family", "channels", "bn", "seed", "m_law", "inputs", "correlation", "pairs", "versions")
+CONTRACT += ("family", "channels", "bn", "seed", "m_law", "inputs", "correlation", "pairs", "provenance")
 
 
 def test_json_and_out_dir(tmp_path, capsys) -> None:

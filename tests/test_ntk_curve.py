@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from collegial.errors import UserError
-from collegial.ntk.curve import (
-    MODELS,
-    SCHEMA_VERSION,
-    AlphaFit,
-    VarianceModel,
-    fit_params,
-    synthetic_fit,
-)
+from collegial.ntk.curve import SCHEMA_VERSION, AlphaFit, synthetic_fit
+from collegial.ntk.fits import MODELS, VarianceModel, fit_params
 
 N = np.array([2, 3, 4, 6, 8, 12, 16, 32, 64, 128], dtype=float)
 
@@ -109,10 +103,10 @@ def test_schema_roundtrip_and_version(tmp_path) -> None:
     obj = json.loads(fit.to_json())
     assert obj["schema_version"] == SCHEMA_VERSION
     for key in ("family", "inputs", "correlation", "pairs", "trials", "seed", "widths", "variance",
-                "stderr", "fits", "alpha", "fit2", "versions", "auto_model"):
+                "stderr", "fits", "alpha", "fit2", "provenance", "auto_model"):
         assert key in obj, key
     assert set(obj["fits"]) == set(MODELS) and "chi2_per_dof" in obj["fits"]["smooth"]
-    assert set(obj["versions"]) == {"collegial", "torch"}
+    assert {"collegial", "torch"} <= set(obj["provenance"]) and "versions" not in obj  # versions once
     path = fit.save(tmp_path)
     assert (tmp_path / "alpha.png").stat().st_size > 1000
     again = AlphaFit.from_json(path)

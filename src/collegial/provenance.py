@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_state", "provenance", "with_provenance"]
+__all__ = ["git_state", "provenance"]
 
 #: Where collegial's source lives; the git lookup walks up from here (tests repoint it).
 _SOURCE_DIR = Path(__file__).resolve().parent
@@ -161,8 +161,3 @@ def provenance(seed: int | None = None) -> dict[str, Any]:
         "git_commit": commit,
         "git_dirty": dirty,
     }
-
-
-def with_provenance(obj: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
-    """A copy of ``obj`` with a top-level ``"provenance"`` key (see :func:`provenance`)."""
-    return {**obj, "provenance": provenance(seed)}

@@ -29,7 +29,8 @@ from collegial.paper import SETTINGS, Setting, printed_models
 from collegial.search.problems import SOLVERS, solve_batch
 from collegial.search.solve import cost_table, search
 from collegial.search.result import Candidate, SearchResult
-from collegial.ntk.curve import MODELS, AlphaFit
+from collegial.ntk.curve import AlphaFit
+from collegial.ntk.fits import MODELS
 from collegial.search.variance import DEFAULT_VARIANCE_MODEL, VarianceCurve
 
 #: Algorithm 1 trials per width when ``reproduce search`` runs it itself (the paper's T).

@@ -10,8 +10,9 @@
 ``v(n)`` is averaged over ``pairs`` independent input pairs and readouts
 (:class:`~collegial.ntk.inputs.ProbeInputs`), ``trials // pairs`` initializations each; its
 standard error includes the spread between pairs
-(:func:`~collegial.ntk.variance.pool_estimates`). The table, its models (prop1, fit2, smooth,
-empirical) and the ``alpha.json`` schema live in :mod:`collegial.ntk.curve`.
+(:func:`~collegial.ntk.variance.pool_estimates`). The table and the ``alpha.json`` schema live
+in :mod:`collegial.ntk.curve`, its models (prop1, fit2, smooth, empirical) in
+:mod:`collegial.ntk.fits`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collegial.models.layers import PARAMETERIZATIONS, Parameterization
 from collegial.models.mlp import mlp_probe
 from collegial.models.resnext import bottleneck_probe
 from collegial.ntk._bn import PROBE_BN_MODES, ProbeBatchNorm
-from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint, plot_alpha
+from collegial.ntk.curve import MAX_WIDTH, AlphaFit, MLawPoint
 from collegial.ntk.engine import ProbeEngine, check_engines
 from collegial.ntk.generic import FactoryProbe
 from collegial.ntk.inputs import ProbeInputs
@@ -58,7 +59,7 @@ DEFAULT_M_LAW_WIDTH = 8
 #: The family whose probe ``run_algorithm1()`` measures by default (the paper's bottleneck).
 DEFAULT_FAMILY = "resnext29"
 
-__all__ = ["AlphaFit", "MLawPoint", "plot_alpha", "run_algorithm1", "monte_carlo", "pair_moments"]
+__all__ = ["AlphaFit", "MLawPoint", "run_algorithm1", "monte_carlo", "pair_moments"]
 
 
 # -------------------------------------------------------------------------- Monte Carlo

@@ -1,30 +1,10 @@
-"""The variance curve ``V1(n)``: Algorithm 1's result (``alpha.json``), its models, one schema.
+"""The measured variance curve: Algorithm 1's Monte Carlo table of ``v(n)`` and how it was
+measured (:class:`AlphaFit`), and its file ``alpha.json`` (one schema, validated on reading).
 
-This module is the one place that writes and reads ``alpha.json`` (:class:`AlphaFit`) and that
-knows the models of ``v(n)``, the normalized variance of one NTK entry of one path of width
-``n`` (SPEC section 3). Each model is fitted to the Monte Carlo table (widths ``n_i``, values
-``v_i``, standard errors ``se_i``), evaluated, refitted on bootstrap draws of the table (for
-standard errors and the search's near-ties), described and scored by its goodness of fit
-``chi^2 = sum_i ((model(n_i) - v_i) / se_i)^2`` on ``W - k`` degrees of freedom:
-
-* ``prop1``: Proposition 1, ``v = exp(alpha / n) - 1``; alpha by least squares on
-  ``log(1 + v) = alpha / n`` through the origin (SPEC section 3; unweighted); k = 1.
-* ``fit2``: ``v = beta n^-p exp(alpha / n)``; least squares on ``log v = log beta - p log n +
-  alpha / n`` weighted by ``v / se`` (the inverse standard error of ``log v``); k = 3.
-* ``smooth``: ``log v`` a cubic polynomial in ``log n``, weighted like fit2; k = 4. Smooth
-  between measured widths, so it does not pin an optimum to a measured width.
-* ``empirical``: the table itself, ``log v`` linear in ``log n`` between measured widths; it
-  interpolates (chi^2 = 0 on 0 degrees of freedom).
-
-``auto`` (the default of the search) is ``smooth`` when its fit is acceptable (chi^2 p-value
->= :data:`GOOD_FIT_P`), else ``empirical``.
-
-**One out-of-grid rule** for every model: ``V1`` is defined on the measured widths' range
-``[min n_i, max n_i]`` only; a width outside it raises :class:`~collegial.errors.UserError`.
-
-Bootstrap: each draw replaces every ``v_i`` by ``v_i exp(z_i se_i / v_i - se_i^2 / (2 v_i^2))``
-(``z_i`` standard normal; log-normal, the delta method on ``log v``) and refits the model with the
-same estimator, so draws keep the correlation between widths that a shared fit induces.
+This module is the one place that writes and reads ``alpha.json``. The models of ``v(n)``
+fitted to the table (prop1, fit2, smooth, empirical; ``auto``) are :mod:`collegial.ntk.fits`'s;
+:meth:`AlphaFit.model` fits them on demand, never storing them as inputs. Its figure (appendix
+Figure 2) is :func:`collegial.ntk.plots.plot_alpha`.
 """
 
 from __future__ import annotations
@@ -36,15 +16,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from collegial.choices import check_choice
 from collegial.errors import UserError
-from collegial.io import save_figure, strict_json, write_text_atomic
+from collegial.io import strict_json, write_text_atomic
 from collegial.models.layers import PARAMETERIZATIONS
 from collegial.ntk._bn import PROBE_BN_MODES
+from collegial.ntk.fits import GOOD_FIT_P, MODEL_CHOICES, MODELS, VarianceModel, min_widths, prop1_stderr
 from collegial.ntk.inputs import INPUT_KINDS, inputs_label
 from collegial.provenance import provenance as _provenance
 
@@ -52,12 +33,6 @@ from collegial.provenance import provenance as _provenance
 #: the ``resnext-block`` of version 2, which is still read) and ``input_shape`` is recorded.
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (2, 3)
-ModelKind = Literal["prop1", "fit2", "smooth", "empirical"]
-MODELS: tuple[ModelKind, ...] = ("prop1", "fit2", "smooth", "empirical")
-#: What a caller may ask for: a model, or ``auto`` (:meth:`AlphaFit.auto_model`).
-MODEL_CHOICES: tuple[str, ...] = ("auto", *MODELS)
-#: chi^2 p-value from which the smooth fit counts as acceptable (``auto``).
-GOOD_FIT_P = 0.01
 MAX_WIDTH = 4096
 #: Largest variance or standard error an alpha file may hold (a normalized variance of 1e12 is
 #: already far outside anything a probe produces).
@@ -66,215 +41,6 @@ MAX_REL_STDERR = 100.0
 #: More Monte Carlo trials than any run could make (a guard against absurd files).
 MAX_TRIALS = 10**9
 REGENERATE = "regenerate it with 'collegial fit-alpha --json --out DIR'"
-
-_N_PARAMS = {"prop1": 1, "fit2": 3, "smooth": 4}
-
-
-def min_widths(kind: str, dof: int = 0) -> int:
-    """Measured widths model ``kind`` needs to be fitted with ``dof`` degrees of freedom left
-    (the empirical table: 2 widths to interpolate between)."""
-    return max(_N_PARAMS.get(kind, 2), 2) + dof
-
-
-# ----------------------------------------------------------------------------------- models
-
-
-def _design(kind: str, n: np.ndarray) -> np.ndarray:
-    """``(N, k)`` design matrix of a linear model (prop1 on ``log1p v``, others on ``log v``)."""
-    n = np.asarray(n, dtype=np.float64)
-    if kind == "prop1":
-        return (1.0 / n)[:, None]
-    if kind == "fit2":
-        return np.stack([np.ones_like(n), -np.log(n), 1.0 / n], axis=1)
-    if kind == "smooth":
-        ln = np.log(n)
-        return np.stack([np.ones_like(n), ln, ln * ln, ln**3], axis=1)
-    raise ValueError(kind)
-
-
-def _weights(v: np.ndarray, se: np.ndarray | None) -> np.ndarray | None:
-    """``v / se`` (inverse s.e. of ``log v``) per width, or None (unweighted) unless every one is
-    finite and positive."""
-    if se is None:
-        return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.asarray(v, dtype=float) / np.asarray(se, dtype=float)
-    return w if np.all(np.isfinite(w)) and np.all(w > 0) else None
-
-
-def fit_params(
-    kind: str, widths: np.ndarray, v: np.ndarray, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """Parameters of model ``kind`` fitted to tables ``v`` ``(..., W)``: ``(..., k)``
-    (empirical: ``log v`` itself). ``weights`` ``(W,)`` (fit2, smooth) or None."""
-    v = np.asarray(v, dtype=np.float64)
-    if kind == "empirical":
-        return np.log(v)
-    a = _design(kind, widths)
-    if kind == "prop1":
-        x = a[:, 0]
-        return ((np.log1p(v) @ x) / (x @ x))[..., None]
-    w = np.ones(a.shape[0]) if weights is None else np.asarray(weights, dtype=float)
-    return (np.log(v) * w) @ np.linalg.pinv(a * w[:, None]).T
-
-
-def evaluate(kind: str, params: np.ndarray, widths: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """``V1`` at widths ``n`` ``(N,)`` for parameter rows ``params`` ``(K, k)``: ``(K, N)``.
-    No domain check (see :meth:`VarianceModel.check_domain`)."""
-    params = np.atleast_2d(np.asarray(params, dtype=np.float64))
-    n = np.asarray(n, dtype=np.float64)
-    if kind == "empirical":
-        lw = np.log(np.asarray(widths, dtype=np.float64))
-        ln = np.log(n)
-        idx = np.clip(np.searchsorted(lw, ln, side="right") - 1, 0, lw.size - 2)
-        t = (ln - lw[idx]) / (lw[idx + 1] - lw[idx])
-        return np.exp(params[:, idx] * (1 - t) + params[:, idx + 1] * t)
-    out = params @ _design(kind, n).T
-    return np.expm1(out) if kind == "prop1" else np.exp(out)
-
-
-def table_draws(v: np.ndarray, se: np.ndarray, k: int, seed: int, dof: int | None = None,
-                scale: float = 1.0) -> np.ndarray:
-    """``(k, W)`` log-normal bootstrap replicas of the Monte Carlo table (seeded): ``log v`` moves
-    by ``z * scale * se / v`` with ``z`` standard normal, or Student t with ``dof`` degrees of
-    freedom."""
-    rng = np.random.default_rng(seed)
-    rel = scale * np.asarray(se, dtype=float) / np.asarray(v, dtype=float)
-    z = rng.standard_normal((k, len(v))) if dof is None else rng.standard_t(dof, (k, len(v)))
-    return np.asarray(v)[None, :] * np.exp(z * rel[None, :] - 0.5 * rel**2)
-
-
-@dataclass(frozen=True, eq=False)
-class VarianceModel:
-    """One model of ``V1(n)`` fitted to a Monte Carlo table (arrays ``(W,)``, widths sorted)."""
-
-    kind: str
-    widths: np.ndarray
-    v: np.ndarray
-    se: np.ndarray
-
-    def __post_init__(self) -> None:
-        check_choice("kind", self.kind, MODELS, "variance model")
-        need = min_widths(self.kind)
-        if self.widths.size < need:
-            raise UserError(f"the {self.kind} model needs at least {need} measured widths")
-
-    @cached_property
-    def weights(self) -> np.ndarray | None:
-        return _weights(self.v, self.se)
-
-    @cached_property
-    def params(self) -> np.ndarray:
-        """``(k,)`` fitted parameters (:class:`UserError` when the table cannot be fitted)."""
-        try:
-            with np.errstate(all="ignore"):
-                p = fit_params(self.kind, self.widths, self.v, self.weights)
-                ok = np.all(np.isfinite(p)) and np.all(np.isfinite(evaluate(self.kind, p[None, :], self.widths, self.widths)))
-        except np.linalg.LinAlgError:
-            ok = False
-        if not ok:
-            raise UserError(f"the {self.kind} model cannot be fitted to this variance table (non-finite values)")
-        return p
-
-    @property
-    def domain(self) -> tuple[int, int]:
-        return int(self.widths[0]), int(self.widths[-1])
-
-    def check_domain(self, n: np.ndarray | int, what: str = "width") -> None:
-        lo, hi = self.domain
-        arr = np.atleast_1d(np.asarray(n))
-        bad = arr[(arr < lo) | (arr > hi)]
-        if bad.size:
-            raise UserError(
-                f"{what} n={int(bad[0])} lies outside the measured widths {lo}..{hi} of the variance "
-                "curve; measure it (`run_algorithm1(widths=...)`) or search a narrower `n_range`"
-            )
-
-    def __call__(self, n: np.ndarray | int) -> np.ndarray:
-        """``V1(n)``: ``(N,)`` float64."""
-        arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
-        self.check_domain(arr)
-        return evaluate(self.kind, self.params[None, :], self.widths, arr)[0]
-
-    def param_draws(self, k: int, seed: int, dof: int | None = None, scale: float = 1.0) -> np.ndarray:
-        """``(k, len(params))`` refits on ``k`` bootstrap tables (:func:`table_draws`; the point
-        fit repeated when the table carries no uncertainty)."""
-        if not np.any(self.se > 0):
-            return np.repeat(self.params[None, :], k, axis=0)
-        tables = table_draws(self.v, self.se, k, seed, dof, scale)
-        with np.errstate(all="ignore"):  # very wide errors can underflow a draw; it stays non-finite
-            return fit_params(self.kind, self.widths, tables, self.weights)
-
-    def draws(self, n: np.ndarray | int, k: int = 1000, seed: int = 0) -> np.ndarray:
-        """``(k, N)`` bootstrap samples of ``V1`` at widths ``n``."""
-        arr = np.atleast_1d(np.asarray(n, dtype=np.float64))
-        self.check_domain(arr)
-        return evaluate(self.kind, self.param_draws(k, seed), self.widths, arr)
-
-    def stderr(self, n: np.ndarray | int, k: int = 1000, seed: int = 0) -> np.ndarray:
-        """Bootstrap standard error of ``V1(n)``: ``(N,)``."""
-        return self.draws(n, k, seed).std(axis=0, ddof=1)
-
-    @cached_property
-    def chi2(self) -> tuple[float, int]:
-        """``(chi^2, degrees of freedom)`` of the fit to the table (NaN without standard errors)."""
-        dof = self.widths.size - _N_PARAMS.get(self.kind, self.widths.size)
-        if not np.all(self.se > 0):
-            return math.nan, dof
-        resid = (evaluate(self.kind, self.params[None, :], self.widths, self.widths)[0] - self.v) / self.se
-        return float(resid @ resid), dof
-
-    @property
-    def p_value(self) -> float:
-        """Probability of a chi^2 at least this large if the model were right (NaN at 0 dof)."""
-        from scipy.stats import chi2 as chi2_dist
-
-        c, dof = self.chi2
-        return float(chi2_dist.sf(c, dof)) if dof > 0 and math.isfinite(c) else math.nan
-
-    def gof(self) -> str:
-        """``chi2/dof = 1.23 (p = 0.25)``, or that the model interpolates."""
-        c, dof = self.chi2
-        if dof <= 0:
-            return "interpolates (0 dof)"
-        if not math.isfinite(c):
-            return "chi2 n/a (no standard errors)"
-        return f"chi2/dof = {c / dof:.2f} (p = {self.p_value:.2g})"
-
-    def formula(self) -> str:
-        p = self.params
-        if self.kind == "prop1":
-            return f"exp({p[0]:.4g}/n) - 1"
-        if self.kind == "fit2":
-            return f"{math.exp(p[0]):.4g} * n^-{p[1]:.4g} * exp({p[2]:.4g}/n)"
-        if self.kind == "smooth":
-            return f"exp({p[0]:.4g} {p[1]:+.4g} L {p[2]:+.4g} L^2 {p[3]:+.4g} L^3), L = log n"
-        return f"log-log interpolation of {self.widths.size} widths {self.domain[0]}..{self.domain[1]}"
-
-    def describe(self) -> str:
-        return f"{self.kind}: V1(n) = {self.formula()}; {self.gof()}"
-
-    def summary(self) -> dict[str, Any]:
-        c, dof = self.chi2
-        return {
-            "params": [float(x) for x in self.params] if self.kind != "empirical" else None,
-            "chi2": c if math.isfinite(c) else None,
-            "dof": int(dof),
-            "chi2_per_dof": c / dof if dof > 0 and math.isfinite(c) else None,
-            "p_value": self.p_value if math.isfinite(self.p_value) else None,
-            "formula": self.formula(),
-        }
-
-
-def prop1_stderr(widths: np.ndarray, v: np.ndarray, se: np.ndarray) -> float:
-    """Delta-method standard error of prop1's alpha (unweighted least squares)."""
-    x = 1.0 / np.asarray(widths, dtype=float)
-    w = x / (x * x).sum()
-    var_y = (np.asarray(se, dtype=float) / (1.0 + np.asarray(v, dtype=float))) ** 2
-    return float(math.sqrt((w * w * var_y).sum()))
-
-
-# ----------------------------------------------------------------------------- alpha.json
 
 
 @dataclass
@@ -288,18 +54,6 @@ class MLawPoint:
     stderr: float
     ratio: float
     ratio_stderr: float
-
-
-def _versions() -> dict[str, str]:
-    import torch
-
-    try:
-        from importlib.metadata import version
-
-        mine = version("collegial")
-    except Exception:  # pragma: no cover - not installed
-        mine = "unknown"
-    return {"collegial": mine, "torch": torch.__version__.split("+")[0]}
 
 
 @dataclass
@@ -334,8 +88,9 @@ class AlphaFit:
     seconds: float = 0.0
     world_size: int = 1
     job_seconds: list[dict[str, float]] = field(default_factory=list)
-    versions: dict[str, str] = field(default_factory=_versions)
-    provenance: dict[str, Any] = field(default_factory=dict)  # collegial.provenance; set by to_dict
+    #: :func:`collegial.provenance.provenance` (versions of collegial and torch, command, seed, time,
+    #: commit); set by :meth:`to_dict` for a fit made here, kept from the file for a loaded one.
+    provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -497,9 +252,9 @@ class AlphaFit:
         try:
             kw = {k: v for k, v in d.items() if k in known}
             kw["m_law"] = [MLawPoint(**p) for p in d.get("m_law") or []]
-            kw["versions"] = dict(d.get("versions") or {})
-            # a file from before provenance was recorded keeps saying so (never today's)
-            kw.setdefault("provenance", {"recorded": False})
+            # a file from before provenance was recorded keeps saying so (never today's), with
+            # the versions it recorded apart then (``versions``, no longer written)
+            kw.setdefault("provenance", {"recorded": False, **(d.get("versions") or {})})
             return cls(**kw)
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
@@ -575,6 +330,8 @@ class AlphaFit:
         d.mkdir(parents=True, exist_ok=True)
         self.to_json(target, overwrite=overwrite)  # exclusive unless `overwrite`: no silent race
         if plot:
+            from collegial.ntk.plots import plot_alpha
+
             plot_alpha(self, target.with_suffix(".png"))
         return target
 
@@ -639,33 +396,3 @@ def synthetic_fit(
         variance=v.tolist(), stderr=(rel_stderr * v).tolist(), inputs="synthetic", correlation=None,
         engine="synthetic",
     )
-
-
-def plot_alpha(fit: AlphaFit, path: str | os.PathLike[str]) -> None:
-    """Appendix Figure 2: Monte Carlo ``v(n)`` with error bars and every model, with its chi^2."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = np.asarray(fit.widths, dtype=float)
-    grid = np.geomspace(n.min(), n.max(), 300)
-    fig, ax = plt.subplots(figsize=(6.0, 4.3), dpi=120)
-    ax.errorbar(n, fit.variance, yerr=fit.stderr, fmt="o", color="k", ms=3.5, capsize=2.5,
-                label=f"Monte Carlo (T={fit.trials}, {fit.pairs} pairs)", zorder=5)
-    styles = {"prop1": "-", "fit2": "--", "smooth": "-.", "empirical": ":"}
-    for kind in MODELS:
-        if len(fit.widths) < min_widths(kind, dof=1):
-            continue
-        mdl = fit.model(kind)
-        ax.plot(grid, mdl(grid), styles[kind], lw=1.3, color="gray" if kind == "empirical" else None,
-                label=f"{kind}: {mdl.gof()}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("width n")
-    ax.set_ylabel("Var[K] / E[K]^2")
-    ax.set_title(f"NTK variance: {fit.probe_label()}", fontsize=8)
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)

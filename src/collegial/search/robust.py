@@ -4,7 +4,7 @@ The curve ``V1(n)`` is measured on one probe design: post-ReLU inputs of one cor
 images of one dataset, and fitted by one variance model. ``docs/search.md`` measured the input
 correlation alone moving resnext29's primal width from n = 6 to n = 19. This module solves the
 same search under every design of :func:`probe_designs` and every variance model whose fit is
-acceptable (chi^2 p-value >= :data:`~collegial.ntk.curve.GOOD_FIT_P`, or the model the search
+acceptable (chi^2 p-value >= :data:`~collegial.ntk.fits.GOOD_FIT_P`, or the model the search
 selected), and reports for each problem:
 
 * how many (design, model) combinations agree with the answer's most probable architecture;
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from collegial.errors import UserError
-from collegial.ntk.curve import GOOD_FIT_P, MODELS
+from collegial.ntk.fits import GOOD_FIT_P, MODELS
 from collegial.ntk.inputs import DATA_DATASETS, DEFAULT_CORRELATION, DEFAULT_PAIRS, ProbeInputs
 from collegial.search.result import SearchResult
 from collegial.search.variance import VarianceCurve

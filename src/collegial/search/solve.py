@@ -49,7 +49,7 @@ from collegial.errors import UserError
 from collegial.models import format_arch, get_dataset_spec, get_family, validate_arch
 from collegial.models.arch import MAX_N
 from collegial.models.costs import COST_KINDS, CostKind, CostTable
-from collegial.ntk.curve import MODELS
+from collegial.ntk.fits import MODELS
 from collegial.search.problems import (
     ROUNDINGS,
     SOLVERS,
