@@ -92,6 +92,7 @@ def test_fit_alpha_device_cpu_is_the_default_and_the_same_seed_the_same_numbers(
     ["ntk-dynamics", "--preset", "tiny", "--dataset", "synthetic", "--device", "cuda"],
     ["search", "resnext29", "--baseline", "1x64d", "--device", "cuda"],
     ["verify", "resnext11", "2x4d", "--device", "cuda"],
+    ["demo", "--device", "cuda"],
 ])
 def test_device_cuda_without_cuda_is_one_line_before_any_work(argv, monkeypatch, capsys) -> None:
     from collegial.cli import main
@@ -102,6 +103,7 @@ def test_device_cuda_without_cuda_is_one_line_before_any_work(argv, monkeypatch,
     monkeypatch.setattr(alpha, "run_algorithm1", lambda **kw: pytest.fail("Algorithm 1 ran"))
     monkeypatch.setattr(nd, "run_ntk_dynamics", lambda cfg: pytest.fail("the experiment ran"))
     monkeypatch.setattr("collegial.search.verify.measure", lambda *a, **kw: pytest.fail("verify measured"))
+    monkeypatch.setattr("collegial.commands.demo.run_demo", lambda cfg: pytest.fail("the demo ran"))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device cuda: no CUDA device is available" in err[0]
@@ -113,6 +115,15 @@ def test_device_word_outside_the_rule_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["fit-alpha", "--device", "cuda:1"])
     assert e.value.code == 2 and "invalid choice: 'cuda:1'" in capsys.readouterr().err
+
+
+def test_demo_device_and_progress_reach_its_config(monkeypatch, tmp_path) -> None:
+    from collegial.cli import main
+
+    seen = []
+    monkeypatch.setattr("collegial.commands.demo.run_demo", seen.append)
+    assert main(["demo", "--device", "cpu", "--no-progress", "--no-train", "--out", str(tmp_path / "d")]) == 0
+    assert seen[0].device == "cpu" and seen[0].progress is False and seen[0].train is False
 
 
 def test_ntk_dynamics_device_reaches_the_experiment(monkeypatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from collegial.commands.common import add_device_option, add_progress_option, device_from_args, progress_from_args
 from collegial.experiments.demo import DemoConfig, run_demo
 
 
@@ -19,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out}; an existing one is moved aside)")
     p.add_argument("--trials", type=int, default=d.trials, help=f"Algorithm 1 trials per width (default {d.trials})")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of Algorithm 1, the whole-model check and the training (default {d.seed})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs per model (default {d.epochs})")
     p.add_argument("--train-limit", type=int, default=d.train_limit, help="training images used")
     p.add_argument("--baseline", default=d.baseline, help=f"{d.family} baseline (default {d.baseline})")
@@ -27,13 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"Algorithm 1 trials per width on {d.family}'s own block (default {d.family_trials})")
     p.add_argument("--verify-trials", type=int, default=d.verify_trials,
                    help=f"whole-model initializations per architecture in the check (default {d.verify_trials})")
-    p.add_argument("--no-train", action="store_true", help="skip the training comparison")
+    p.add_argument("--train", action=argparse.BooleanOptionalAction, default=d.train,
+                   help="the training comparison (default on; --no-train skips it)")
     p.add_argument("--train-primal", action="store_true",
                    help="also train the primal (resnext11 297x2d: over 10 min on 2 cores; skipped by default)")
+    add_device_option(p, "Algorithm 1, the whole-model check and the training")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    device = device_from_args(args)  # cuda asked for and absent: one line, before any work
     cfg = DemoConfig(
         out=args.out,
         trials=args.trials,
@@ -43,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         family_trials=args.family_trials,
         verify_trials=args.verify_trials,
-        train=not args.no_train,
+        train=args.train,
         train_primal=args.train_primal,
+        device=device,
+        progress=progress_from_args(args),
     )
     run_demo(cfg)
     print(f"demo report: {Path(cfg.out) / 'report.md'}")

@@ -60,6 +60,8 @@ class DemoConfig:
     #: 2 cores), which would take the demo past 12 minutes: it is verified, and trained only on request.
     train_primal: bool = False
     progress: bool = True
+    #: Where Algorithm 1, the whole-model check and the training run (``cpu`` or ``cuda``).
+    device: str = "cpu"
 
 
 def _log(msg: str) -> None:
@@ -134,7 +136,7 @@ def _alpha_section(cfg: DemoConfig, out: Path, summary: dict[str, Any]) -> list[
     """1. Algorithm 1 at its defaults; writes ``out/alpha.json`` and ``out/alpha.png``."""
     _log(f"1/3 Algorithm 1: ResNeXt probe block, T={cfg.trials} initializations per width")
     t = time.time()
-    fit = run_algorithm1(trials=cfg.trials, seed=cfg.seed, progress=cfg.progress)
+    fit = run_algorithm1(trials=cfg.trials, seed=cfg.seed, progress=cfg.progress, device=cfg.device)
     auto = fit.model()
     fit.save(out, plot=True)
     summary["alpha"] = {"alpha": fit.alpha, "fit2": fit.fit2, "seconds": time.time() - t}
@@ -176,7 +178,8 @@ def _cifar_section(cfg: DemoConfig, out: Path, curve: VarianceCurve, summary: di
 def _family_curve(cfg: DemoConfig, out: Path) -> VarianceCurve:
     """Algorithm 1 on ``cfg.family``'s own probe block (``out/alpha-FAMILY.json``)."""
     _log(f"3/3 Algorithm 1 on {cfg.family}'s own probe block, T={cfg.family_trials} per width")
-    fit = run_algorithm1(family=cfg.family, trials=cfg.family_trials, seed=cfg.seed, m_law=(), progress=cfg.progress)
+    fit = run_algorithm1(family=cfg.family, trials=cfg.family_trials, seed=cfg.seed, m_law=(), progress=cfg.progress,
+                         device=cfg.device)
     path = fit.save(out / f"alpha-{cfg.family}.json", plot=False)
     return load_curve(path, cfg.variance, family=cfg.family)
 
@@ -196,7 +199,7 @@ def _verify_section(cfg: DemoConfig, res: SearchResult, curve: VarianceCurve, ou
     images, labels = standardized_train_images(cfg.dataset, PAIR_POOL)
     settings = VerifySettings(cfg.dataset, pairs=cfg.verify_pairs, trials=cfg.verify_trials, seed=cfg.seed)
     ver = measure(cfg.family, list(roles), images, labels, settings, predict=curve_prediction(curve), roles=roles,
-                  progress=cfg.progress)
+                  progress=cfg.progress, device=cfg.device)
     plot_verify(ver, out / "verify.png")
     summary["verify"] = ver.to_dict()
     summary["verify_headline"] = headline(ver)
@@ -280,7 +283,7 @@ def _train_rows(cfg: DemoConfig, res: SearchResult, out: Path) -> list[dict[str,
         seen.add(cand.arch)
         result = train(
             RunConfig(family=cfg.family, arch=cand.arch, dataset=cfg.dataset, out=run_dir,
-                      seed=cfg.seed, progress=cfg.progress, verbose=False),
+                      seed=cfg.seed, progress=cfg.progress, verbose=False, device=cfg.device),
             recipe,
             data,
         )
