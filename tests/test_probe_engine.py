@@ -32,6 +32,7 @@ class LoopEngine:
 
     engine = "loop"
     input_shape = SHAPE
+    device = torch.device("cpu")
 
     def __init__(self, inputs: ProbeInputs, pair: int, seed: int = 0) -> None:
         self.pair = pair
@@ -81,14 +82,14 @@ def test_an_engine_of_another_style_gives_the_built_in_numbers():
 
 def test_a_non_engine_is_refused_naming_what_it_lacks():
     class Half:
-        pair, engine, input_shape = 0, "half", (3,)
+        pair, engine, input_shape, device = 0, "half", (3,), torch.device("cpu")
 
         def chunk_size(self, m: int, n: int) -> int:
             return 4
 
     with pytest.raises(UserError, match=r"Half is not a probe engine: it lacks trial_bytes, k_chunk"):
         run_algorithm1(engines=[Half()], inputs=ProbeInputs(pairs=1), widths=(2, 3, 4), trials=4)
-    assert set(ENGINE_MEMBERS) == {"pair", "engine", "input_shape", "chunk_size", "trial_bytes", "k_chunk"}
+    assert set(ENGINE_MEMBERS) == {"pair", "engine", "input_shape", "device", "chunk_size", "trial_bytes", "k_chunk"}
 
 
 @pytest.mark.parametrize("engines, kw, message", [

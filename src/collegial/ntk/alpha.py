@@ -448,13 +448,13 @@ def probe_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def chunks_in_flight(probe: Any, m: int, n: int) -> int:
+def chunks_in_flight(probe: ProbeEngine, m: int, n: int) -> int:
     """How many trial chunks of ``(m, n)`` are computed at once: one per torch thread on the CPU;
     on CUDA as many as fit in :data:`MEMORY_SHARE` of the device's free memory (at least 1, at
     most the threads). The chunk itself (``probe.chunk_size``) is the unit the trial seeds are
     drawn in, so it stays the same on every device: the same seed gives the same numbers."""
     threads = max(1, torch.get_num_threads())
-    dev = torch.device(getattr(probe, "device", "cpu"))
+    dev = torch.device(probe.device)
     if dev.type != "cuda":
         return threads
     per_chunk = (probe.trial_bytes(m, n) or 0) * probe.chunk_size(m, n)
@@ -491,7 +491,7 @@ def check_limits(probes: Sequence[ProbeEngine], jobs: Sequence[tuple[int, int]],
         raise UserError(f"{total} trials per width (`trials`) exceed the limit of {MAX_TRIALS:,} (a run would "
                         "take days; the paper uses 2000)")
     probe = probes[0]
-    dev = torch.device(getattr(probe, "device", "cpu"))
+    dev = torch.device(probe.device)
     avail = available_memory(dev)
     if avail is None:
         return

@@ -9,6 +9,7 @@ pair (``f = <r, block(x)>``) for a chunk of fresh initializations at once. Algor
 * ``engine``: a short name recorded in ``alpha.json`` (``gram``, ``grouped``, ``vmap``, ...);
 * ``input_shape``: the shape of one input, no batch axis (``input_shape[0]`` is recorded as
   the probe's channels);
+* ``device``: where it computes (on CUDA its free memory bounds the chunks computed at once);
 * ``chunk_size(m, n)``: how many trials to compute at once;
 * ``trial_bytes(m, n)``: one trial's working set in bytes, or None when unknown (then no memory
   check and no duration estimate);
@@ -28,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from collegial.errors import UserError
@@ -48,6 +50,9 @@ class ProbeEngine(Protocol):
     @property
     def input_shape(self) -> tuple[int, ...]: ...
 
+    @property
+    def device(self) -> torch.device: ...
+
     def chunk_size(self, m: int, n: int) -> int: ...
 
     def trial_bytes(self, m: int, n: int) -> int | None: ...
@@ -56,7 +61,7 @@ class ProbeEngine(Protocol):
 
 
 #: The members of :class:`ProbeEngine`, in the order the protocol declares them.
-ENGINE_MEMBERS: tuple[str, ...] = ("pair", "engine", "input_shape", "chunk_size", "trial_bytes", "k_chunk")
+ENGINE_MEMBERS: tuple[str, ...] = ("pair", "engine", "input_shape", "device", "chunk_size", "trial_bytes", "k_chunk")
 _METHODS = ("chunk_size", "trial_bytes", "k_chunk")
 
 

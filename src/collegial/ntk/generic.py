@@ -118,6 +118,8 @@ class FactoryProbe:
 
     family = "factory"
     engine = "vmap"
+    #: Where it computes (the CPU only, for now).
+    device = torch.device("cpu")
 
     def __init__(
         self,

@@ -442,6 +442,8 @@ class MLPProbe:
 
     family = "mlp"
     engine = "grouped"
+    #: Where it computes (the CPU only, for now).
+    device = torch.device("cpu")
 
     def __init__(
         self,
