@@ -1,5 +1,6 @@
 """Absurd inputs to fit-alpha and search end in one line and exit code 2, before any long work;
-answers are buildable; JSON is strict (issue 12, points 3, 9 and 11, for the curve and search)."""
+answers are buildable members of the family; the JSON written is strict (no NaN or inf), for the
+variance curve and the search."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Models written in other styles: every method matches the per-sample autograd loop (float64),
-or ``structured`` refuses; ``auto`` always matches (issue 12, point 1)."""
+or ``structured`` refuses; ``auto`` always matches."""
 
 from __future__ import annotations
 

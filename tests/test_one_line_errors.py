@@ -1,4 +1,4 @@
-"""Tracebacks turned into one line and exit code 2 (issue 12, point 11): crafted checkpoints,
+"""Failures end in one line and exit code 2, never a traceback: crafted checkpoints,
 impossible model sizes, degenerate NTK inputs, devices that are not there, a full disk."""
 
 from __future__ import annotations

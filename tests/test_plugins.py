@@ -203,7 +203,7 @@ def test_entry_point_function_and_failure(tmp_path):
 
 @pytest.mark.slow
 def test_an_imported_family_runs_reproduce_figure1(tmp_path, monkeypatch, capsys, registry):
-    """The last subcommand the issue lists: a plugin family through the Figure 1 sweep (quick)."""
+    """An imported (plugin) family runs through the Figure 1 sweep too (quick settings)."""
     (tmp_path / "toyfam_f.py").write_text(PLUGIN.format(name="toyfam_f"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))

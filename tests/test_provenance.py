@@ -1,5 +1,6 @@
-"""Reproducibility (issue 13 point 5): every JSON the tool writes carries a ``provenance`` object
-(versions, command line, seed, timestamp, git commit); ``collegial --version`` prints the version."""
+"""Every JSON the tool writes carries a ``provenance`` object (versions, command line, seed,
+timestamp, git commit), so a result says how to reproduce it; ``collegial --version`` prints the
+version."""
 
 from __future__ import annotations
 

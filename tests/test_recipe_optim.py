@@ -1,4 +1,5 @@
-"""The recipe builds the training loop's optimizer and schedule (issue 14 item 1)."""
+"""The recipe builds the training loop's optimizer and schedule: its optimizer's settings and
+each epoch's learning rate are the recipe's."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Issue 21: no lost or silently wrong results. One test (at least) per numbered point, and the
-atomic writer they all go through (:mod:`collegial.io`)."""
+"""No lost or silently wrong results: reruns that validate before they change anything, folders
+locked against a second writer, full or read-only disks that leave nothing half-written, reused
+results that must be their run's own, absurd or corrupt files refused in one line, and the atomic
+writer every file goes through (:mod:`collegial.io`). (The numbers in the test names group them
+by the kind of failure.)"""
 
 from __future__ import annotations
 

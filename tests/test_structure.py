@@ -1,10 +1,9 @@
-"""One implementation of each shared piece, and the library's boundary.
+"""Shared pieces behave alike wherever they are used, and the library's boundary holds.
 
-* mean +- standard error (:func:`collegial.stats.mean_se`), the one-value case included, used
-  by the train command, figure1 and ntk-dynamics;
-* costs counted once (:mod:`collegial.models.costs`): the search's cost table and the training
-  loop's FLOPs give the same numbers;
-* one process-group helper (:mod:`collegial.distributed`) for Algorithm 1 and training;
+* mean +- standard error: the train command's table and figure1's points agree with
+  :func:`collegial.stats.mean_se`, the one-value case included;
+* costs: the search's cost table, the training loop's FLOPs and ``count`` give the same numbers;
+* one process group: Algorithm 1 and training see the same ranks (:mod:`collegial.distributed`);
 * closed vocabularies checked by :func:`collegial.choices.check_choice`, errors that name the
   library's arguments (never a command-line flag), translated into flags by the commands;
 * no function in ``src/`` over 80 lines.
@@ -42,28 +41,37 @@ def test_mean_se_values_and_the_one_value_case() -> None:
     assert all(math.isnan(v) for v in mean_se([]))
 
 
-def test_every_layer_uses_the_one_mean_se() -> None:
-    from collegial.commands import train as train_cmd
-    from collegial.experiments import figure1, ntk_dynamics
+def test_every_layer_reports_mean_and_standard_error_alike() -> None:
+    """The train command's table and figure1's points give the mean and standard error of
+    :func:`mean_se`, the one-value case included (a mean, no "± nan")."""
+    from types import SimpleNamespace
 
-    assert train_cmd.mean_se is mean_se and figure1.mean_se is mean_se and ntk_dynamics.mean_se is mean_se
+    from collegial.commands.train import results_table
+    from collegial.experiments import figure1
+
     for errors in ([10.0, 10.5, 9.8], [7.25]):
         pt = figure1.Point("1x8d", 1, 8, 100, 0.5, 0.01, errors=errors)
         m, se = mean_se(errors)
         assert pt.error_mean == m and (pt.error_se == se or math.isnan(pt.error_se) and math.isnan(se))
-    assert train_cmd._fmt([7.25]) == "7.25"  # the table prints no "± nan"
+        runs = [SimpleNamespace(params=1000, test_top1_err=e, test_top5_err=e) for e in errors]
+        row = results_table("mlp", "1x8d", runs, list(range(len(errors)))).splitlines()[2]
+        if len(errors) > 1:
+            assert f"| {m:.2f} ± {se:.2f} |" in row
+        else:
+            assert "| 7.25 | 7.25 |" in row and "nan" not in row
 
 
 # ------------------------------------------------------------------------- costs
 
 
 def test_search_and_train_count_costs_in_one_place() -> None:
+    """The search's cost table, the training loop's FLOPs and ``count`` give the same numbers,
+    under the same cost kinds."""
     from collegial.models import costs
     from collegial.search import solve
     from collegial.train import loop
 
-    assert solve.CostTable is costs.CostTable and solve.BUDGETS == costs.COST_KINDS
-    assert loop.train_flops_per_image is costs.train_flops_per_image
+    assert solve.BUDGETS == costs.COST_KINDS
     table = solve.cost_table("mlp", "mnist")  # what the search prices candidates with
     for arch, (m, n) in (("3x16d", (3, 16)), ("1x64d", (1, 64))):
         flops = costs.forward_flops("mlp", arch, "mnist")
@@ -86,13 +94,14 @@ def test_one_process_group_helper(monkeypatch) -> None:
     from collegial.ntk import alpha
     from collegial.train import distributed as train_dist
 
-    assert alpha.rank_and_world is distributed.rank_and_world and train_dist.Dist is distributed.Dist
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR"):
         monkeypatch.delenv(k, raising=False)
     assert distributed.launched() == distributed.Dist() and not distributed.Dist().enabled
     assert distributed.rank_and_world() == (0, 1)
+    # Algorithm 1 and training see the same (absent) process group
+    assert alpha.rank_and_world() == (0, 1) and train_dist.setup("cpu") == (distributed.Dist(), torch.device("cpu"))
     monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's variables without a rendezvous: one process
-    assert distributed.rank_and_world() == (0, 1) and not dist.is_initialized()
+    assert distributed.rank_and_world() == alpha.rank_and_world() == (0, 1) and not dist.is_initialized()
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert distributed.launched() == distributed.Dist(1, 2, 1)

@@ -186,7 +186,8 @@ def test_amp_and_channels_last_run(tmp_path):
     assert math.isfinite(res.test_loss)
 
 
-# ---- lost work (issue 12, points 5, 6, 10)
+# ---- no lost work: a resume that cannot continue and an invalid --overwrite refuse and keep the run;
+# Ctrl-C checkpoints mid-epoch and the resume continues bit-exactly
 
 
 def test_resume_without_a_readable_checkpoint_refuses_and_keeps_everything(tmp_path, data):
@@ -235,7 +236,7 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resume_is_bit_exact(tmp_path, data, mo
     assert full.epochs == 2
 
 
-# ---- what a run depends on, its integrity, its folder (issue 12, points 4, 7, 9)
+# ---- what a run depends on (data, settings), its files' integrity, its folder
 
 
 def test_resume_checks_data_and_numerics(tmp_path, data):

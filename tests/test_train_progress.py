@@ -1,4 +1,4 @@
-"""The training progress bar writes to a terminal only, never into a log (issue 14 item 1)."""
+"""The training progress bar writes to a terminal only, never into a log."""
 
 from __future__ import annotations
 
