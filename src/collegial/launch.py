@@ -4,16 +4,27 @@ Slurm cluster through submitit (``--launcher local|submitit``, ``--jobs K``).
 A sweep hands :func:`run_jobs` a picklable function and one argument tuple per run; every run
 writes its own folder (its checkpoint and ``result.json``), so whichever launcher ran it, a rerun
 of the sweep skips what finished and continues what did not. With submitit each run is one task
-of a job array (``slurm_array_parallelism`` at once); a task that hits its time limit is
-requeued by submitit (:class:`_Task` is checkpointable: the requeued task calls the same run,
-which continues from the run's last checkpoint). Without a Slurm cluster, submitit's local
+of a job array (``slurm_array_parallelism`` at once). Without a Slurm cluster, submitit's local
 executor runs the tasks as local processes (what the tests use).
+
+Time limits and preemption. Slurm warns a submitit task with ``SIGUSR2`` (90 s before its time
+limit; submitit's ``SUBMITIT_PREEMPT_SIGNAL``). :class:`_Task` turns that warning into the
+training's own stop request (the handler that :class:`collegial.train.runtime.StopSignal`
+installs for ``SIGTERM``): the run writes its checkpoint at the next step and returns; only then
+is submitit's handler called, which asks :meth:`_Task.checkpoint` for the same call and requeues
+the task; the requeued call finds the checkpoint and continues from it. Outside a training run
+(loading data, say) the warning goes straight to submitit (requeued at once; the run continues
+from its last checkpoint). A preemption with Slurm's own requeue sends ``SIGTERM``, which the
+training already turns into a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +68,9 @@ class Launcher:
 
 
 class _Task:
-    """One run as a submitit task: calls ``fn(*args)`` with ``threads`` torch threads; on a
-    time-out submitit asks :meth:`checkpoint`, which requeues the same call."""
+    """One run as a submitit task: calls ``fn(*args)`` with ``threads`` torch threads; a time-out
+    warning stops the run at a checkpoint first (see the module docstring), then submitit asks
+    :meth:`checkpoint`, which requeues the same call."""
 
     def __init__(self, fn: Callable[..., Any], threads: int) -> None:
         self.fn, self.threads = fn, threads
@@ -67,12 +79,56 @@ class _Task:
         import torch
 
         torch.set_num_threads(self.threads)
-        return self.fn(*args)
+        with _stop_then_requeue() as warned:
+            out = self.fn(*args)
+        if warned:  # the run has written its checkpoint: now let submitit requeue this call
+            warned[0](warned[1], None)
+        return out
 
     def checkpoint(self, *args: Any) -> Any:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, *args)
+
+
+def _is_training_stop(handler: Any) -> bool:
+    """Whether ``handler`` is a training run's stop request (a StopSignal's own handler)."""
+    from collegial.train.runtime import StopSignal
+
+    return isinstance(getattr(handler, "__self__", None), StopSignal)
+
+
+@contextlib.contextmanager
+def _stop_then_requeue() -> Iterator[list[Any]]:
+    """While a submitit task runs: its time-out signal becomes the training's stop request when
+    a training run is listening (the run checkpoints at its next step and returns), and the
+    yielded list then holds submitit's handler and the signal, to call after the run; outside a
+    training run the signal goes to submitit's handler at once. A no-op outside submitit tasks
+    (no handler of submitit's is installed) and off the main thread."""
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    sig = getattr(signal, name, None)
+    warned: list[Any] = []
+    if sig is None or threading.current_thread() is not threading.main_thread():
+        yield warned
+        return
+    submitit_handler = signal.getsignal(sig)
+    if not callable(submitit_handler):
+        yield warned
+        return
+
+    def on_warning(signum: int, frame: Any) -> None:
+        term = signal.getsignal(signal.SIGTERM)
+        if _is_training_stop(term) and not warned:
+            warned[:] = [submitit_handler, signum]
+            term(signal.SIGTERM, frame)  # the run stops at its next step, after a checkpoint
+        else:
+            submitit_handler(signum, frame)
+
+    signal.signal(sig, on_warning)
+    try:
+        yield warned
+    finally:
+        signal.signal(sig, submitit_handler)
 
 
 def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], launcher: Launcher, folder: Path) -> list[Any]:
