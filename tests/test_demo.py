@@ -81,7 +81,8 @@ def test_reproduce_table2_finds_imagenet64_in_two_parts(tmp_path, monkeypatch, c
     _imagenet64_two_parts(tmp_path)
     assert has_data("imagenet64", str(tmp_path)) and missing_data(TABLES["table2"], str(tmp_path)) == []
     trained = []
-    monkeypatch.setattr(reproduce_tables, "train_row", lambda table, row, *a: trained.append(row.arch) or 0)
+    done = {"test_top1_err": 30.0, "test_top5_err": 10.0}
+    monkeypatch.setattr(reproduce_tables, "train_seed", lambda family, arch, *a: trained.append(arch) or done)
     assert main(["reproduce", "table2", "--data-dir", str(tmp_path), "--runs", str(tmp_path / "runs")]) == 0
     assert "no training data" not in capsys.readouterr().err
-    assert trained == [r.arch for r in TABLES["table2"].rows]
+    assert trained == [r.arch for r in TABLES["table2"].rows for _ in range(TABLES["table2"].seeds)]

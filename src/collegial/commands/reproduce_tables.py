@@ -1,26 +1,33 @@
 """``collegial reproduce table1|table2|table3``: train every row of the paper's training tables
-when ``--data-dir`` holds the data, else print the commands (:mod:`collegial.experiments.paper_tables`)."""
+when ``--data-dir`` holds the data, else print the commands (:mod:`collegial.experiments.paper_tables`).
+
+Each seed of each row is one run, ``RUNS/TABLE/DATASET-FAMILY-ARCH/seedS`` (the folders
+``collegial train --seeds K`` makes), executed by ``--launcher``: one after another here (the
+default), ``--jobs K`` at once here, or as one job each of a submitit job array
+(:mod:`collegial.launch`). A run with a ``result.json`` is finished and skipped, one with a
+checkpoint continues from it, whichever launcher ran it before; a job that reaches its time
+limit is requeued and continues from its checkpoint. The results go to ``RUNS/TABLE/results.json``
+(each row's error, mean and standard error over its seeds, beside the paper's).
+"""
 
 from __future__ import annotations
 
 import argparse
-import shlex
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
-from collegial.commands.common import emit, tool_stdout
-from collegial.experiments.paper_tables import (
-    TABLE1,
-    TABLE2,
-    TABLE3,
-    Table,
-    markdown,
-    missing_data,
-    train_argv,
-    train_command,
-    train_row,
-)
+from collegial.commands.common import add_device_option, device_from_args, emit, write_json
+from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
+from collegial.experiments.paper_tables import TABLE1, TABLE2, TABLE3, Row, Table, markdown, missing_data, train_command
+from collegial.launch import run_jobs
 from collegial.provenance import provenance
+from collegial.stats import mean_se
 from collegial.train.data import data_layouts
+
+#: Exit codes of a sweep one of whose runs was stopped by SIGINT / SIGTERM (as ``collegial train``).
+EXIT_STOPPED = {"SIGINT": 130, "SIGTERM": 143}
 
 
 class _TableTarget:
@@ -32,10 +39,13 @@ class _TableTarget:
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", default=None, metavar="P", help="folder holding the datasets")
-        p.add_argument("--runs", default="runs", metavar="DIR", help="where each row's run goes")
+        p.add_argument("--runs", default="runs", metavar="DIR", help="where each row's runs go (default runs)")
         p.add_argument("--dry-run", action="store_true", help="only print the commands")
+        add_device_option(p, "the training")
+        add_launcher_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
+        launcher = launcher_from_args(args)  # the launcher's options: one line, before any work
         data_dir = args.data_dir or "PATH/TO/DATA"
         text = markdown(self.table, data_dir, args.runs)
         missing = missing_data(self.table, args.data_dir)
@@ -49,15 +59,81 @@ class _TableTarget:
             emit({"table": self.table.name, "commands": commands, "provenance": provenance(None)}, text,
                  as_json=args.json)
             return 0
-        for row in self.table.rows:
-            print(f"$ {shlex.join(train_argv(self.table, row, data_dir, args.runs))}", file=sys.stderr, flush=True)
-            rc = train_row(self.table, row, data_dir, args.runs)
-            if rc != 0:
-                print(f"collegial reproduce {self.table.name}: row {row.label} failed (exit {rc})",
-                      file=sys.stderr)
-                return rc
-        print(text, file=tool_stdout())
+        device = device_from_args(args)
+        calls = seed_calls(self.table, args.data_dir, args.runs, device)
+        root = Path(args.runs) / self.table.name
+        root.mkdir(parents=True, exist_ok=True)
+        print(f"collegial reproduce {self.table.name}: {len(calls)} runs ({len(self.table.rows)} rows x "
+              f"{self.table.seeds} seeds) into {root}", file=sys.stderr, flush=True)
+        results = run_jobs(train_seed, calls, launcher, root / "submitit")
+        stopped = next((r["stopped"] for r in results if r.get("stopped")), None)
+        if stopped:
+            print(f"collegial reproduce {self.table.name}: stopped ({stopped}); run it again to continue",
+                  file=sys.stderr)
+            return EXIT_STOPPED.get(stopped, 1)
+        obj = gather(self.table, results)
+        write_json(root / "results.json", obj)
+        emit(obj, f"{text}\n\n{results_markdown(self.table, obj)}\n\nwrote {root / 'results.json'}", as_json=args.json)
         return 0
+
+
+def run_dir(table: Table, row: Row, out_root: str, seed: int) -> Path:
+    """The folder of seed ``seed`` of ``row`` (as ``collegial train --seeds K`` names it)."""
+    return Path(out_root) / table.name / f"{row.dataset}-{row.family}-{row.arch}" / f"seed{seed}"
+
+
+def seed_calls(table: Table, data_dir: str, out_root: str, device: str) -> list[tuple[Any, ...]]:
+    """The :func:`train_seed` arguments of every run of ``table``, row by row, seed by seed."""
+    return [(r.family, r.arch, r.dataset, data_dir, s, str(run_dir(table, r, out_root, s)), device)
+            for r in table.rows for s in range(table.seeds)]
+
+
+def train_seed(family: str, arch: str, dataset: str, data_dir: str, seed: int, out: str, device: str) -> dict[str, Any]:
+    """One run as a job of its own, with the dataset's recipe: skipped when ``out`` holds a
+    finished run, continued from its checkpoint when it holds a started one, else new; its
+    ``result.json`` (or ``{"stopped": signal}`` when SIGINT / SIGTERM stopped it at a checkpoint)."""
+    folder = Path(out)
+    if (folder / "result.json").is_file():
+        return json.loads((folder / "result.json").read_text())
+    from collegial.train.data import load_dataset
+    from collegial.train.loop import RunConfig, train
+    from collegial.train.recipes import get_recipe
+
+    data = load_dataset(dataset, data_dir)
+    res = train(RunConfig(family=family, arch=arch, dataset=dataset, out=folder, seed=seed, device=device,
+                          resume=(folder / "last.pt").is_file()), get_recipe(dataset), data)
+    if res.stopped:
+        return {"stopped": res.stopped}
+    return json.loads((folder / "result.json").read_text())
+
+
+def gather(table: Table, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each row's errors over its seeds (mean, standard error) beside the paper's, from the runs'
+    results in :func:`seed_calls` order."""
+    rows = []
+    for i, row in enumerate(table.rows):
+        runs = results[i * table.seeds:(i + 1) * table.seeds]
+        measured = {}
+        for metric, key in (("top-1", "test_top1_err"), ("top-5", "test_top5_err")):
+            if metric in table.metrics:
+                values = [float(r[key]) for r in runs]
+                mean, se = mean_se(values)
+                measured[metric] = {"mean": mean, "se": se, "per_seed": values}
+        rows.append({"label": row.label, "family": row.family, "arch": row.arch, "dataset": row.dataset,
+                     "seeds": table.seeds, "paper": dict(zip(table.metrics, row.paper)), "measured": measured})
+    return {"table": table.name, "title": table.title, "rows": rows, "provenance": provenance(None)}
+
+
+def results_markdown(table: Table, obj: dict[str, Any]) -> str:
+    """The measured errors (mean ± standard error over the seeds) beside the paper's."""
+    head = " | ".join(f"{m} err % (paper) | {m} err % (here)" for m in table.metrics)
+    lines = [f"### {table.title}: measured", "", f"| model | dataset | {head} |",
+             "|---|---|" + "---|---|" * len(table.metrics)]
+    for r in obj["rows"]:
+        cells = " | ".join(f"{r['paper'][m]:.2f} | {r['measured'][m]['mean']:.2f} ± {r['measured'][m]['se']:.2f}"
+                           for m in table.metrics)
+        lines.append(f"| {r['label']} | {r['dataset']} | {cells} |")
+    return "\n".join(lines)
 
 
 TABLE1_TARGET = _TableTarget(TABLE1)

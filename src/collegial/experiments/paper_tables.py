@@ -3,20 +3,19 @@ exact ``collegial train`` command that reproduces each row, and whether the data
 
 Training these needs the real datasets (CIFAR-10/100, downsampled ImageNet) and, at paper scale,
 GPUs; ``collegial reproduce table1|table2|table3`` (:mod:`collegial.commands.reproduce_tables`)
-runs them when ``--data-dir`` holds the data and otherwise prints the commands.
+runs them (each seed a job of ``--launcher``) when ``--data-dir`` holds the data and otherwise
+prints the commands.
 """
 
 from __future__ import annotations
 
 import shlex
-import subprocess
-import sys
 
 from collegial.paper import TABLE1, TABLE2, TABLE3, TABLES, Row, Table
 from collegial.train.data import has_training_data
 
 __all__ = ["TABLE1", "TABLE2", "TABLE3", "TABLES", "Row", "Table", "has_data", "markdown", "missing_data",
-           "train_argv", "train_command", "train_row"]
+           "train_argv", "train_command"]
 
 
 def train_argv(table: Table, row: Row, data_dir: str, out_root: str) -> list[str]:
@@ -60,10 +59,3 @@ def markdown(table: Table, data_dir: str, out_root: str) -> str:
 def missing_data(table: Table, data_dir: str | None) -> list[str]:
     """The table's datasets that ``data_dir`` does not hold (sorted)."""
     return [d for d in sorted({r.dataset for r in table.rows}) if not has_data(d, data_dir)]
-
-
-def train_row(table: Table, row: Row, data_dir: str, out_root: str) -> int:
-    """Train ``row`` (``collegial train`` in a child process, its output passed through); its
-    exit code."""
-    argv = train_argv(table, row, data_dir, out_root)
-    return subprocess.call([sys.executable, "-m", "collegial.cli", *argv[1:]])
