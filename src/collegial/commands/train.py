@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from collegial.commands.common import add_overwrite_argument, emit, pick_device, preset_model
-from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
 from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
+from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
 from collegial.commands.resume_settings import (
     check_model,
     config_recipe,
@@ -47,15 +47,16 @@ from collegial.commands.resume_settings import (
     stored_run,
 )
 from collegial.errors import UserError, flag_names
+from collegial.io import write_json_atomic
+from collegial.launch import run_jobs
 from collegial.models import DATASETS, get_family, list_families, validate_arch
 from collegial.provenance import provenance
 from collegial.stats import mean_se
-from collegial.io import write_json_atomic
-from collegial.launch import run_jobs
 from collegial.train.data import load_dataset
 from collegial.train.distributed import setup, teardown
-from collegial.train.loop import RunConfig, RunResult, check_out_dir, train
+from collegial.train.loop import RunConfig, RunResult, train
 from collegial.train.recipes import Recipe, get_recipe
+from collegial.train.run_folder import check_out_dir
 
 EXIT_SIGTERM = 143
 EXIT_SIGINT = 130

@@ -19,7 +19,7 @@ from collegial.choices import check_choice
 from collegial.distributed import Dist, join, launched
 from collegial.errors import UserError
 
-__all__ = ["DEVICES", "Device", "Dist", "setup", "teardown", "all_reduce_sum", "barrier", "wrap_ddp"]
+__all__ = ["DEVICES", "Device", "Dist", "setup", "teardown", "all_reduce_sum", "any_rank", "barrier", "wrap_ddp"]
 
 #: Where a run trains.
 Device = Literal["cpu", "cuda"]
@@ -59,6 +59,14 @@ def all_reduce_sum(t: torch.Tensor, info: Dist) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def any_rank(flag: bool, info: Dist, device: torch.device) -> bool:
+    """Whether ``flag`` is set on any rank (a collective: every rank must call it)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    return bool(all_reduce_sum(t, info).item() > 0)
 
 
 def barrier(info: Dist) -> None:

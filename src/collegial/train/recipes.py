@@ -44,7 +44,7 @@ from torch.optim.optimizer import ParamsT
 
 from collegial.errors import UserError
 from collegial.models.datasets import get_dataset_spec
-from collegial.train.data import NORMALIZATIONS
+from collegial.train.images import NORMALIZATIONS
 
 __all__ = [
     "NORMALIZATIONS",

@@ -1,0 +1,69 @@
+"""What a training run sets up around itself: signals that end in a checkpoint
+(:class:`StopSignal`), deterministic algorithms, and what the CPU computes natively."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+__all__ = ["StopSignal", "cpu_has_bf16", "deterministic_algorithms"]
+
+
+class StopSignal:
+    """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop polls, so both end in a checkpoint;
+    a second Ctrl-C interrupts at once. Only installable from the main thread."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal = "SIGTERM"
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop without waiting for the checkpoint
+        self.requested = True
+        self.signal = signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        try:
+            yield self
+        finally:
+            if main:
+                for sig, prev in self._previous.items():
+                    signal.signal(sig, prev)
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(enabled)`` (and cuDNN's autotuner only when not
+    deterministic on CUDA) for the ``with`` block; the previous settings after it."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); ``True`` when unknown."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    found = [getattr(torch.cpu, name, None) for name in probes]
+    if not any(found):
+        return True
+    return any(f() for f in found if f is not None)
