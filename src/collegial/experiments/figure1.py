@@ -3,25 +3,33 @@
 ``collegial reproduce figure1`` runs the search for a family against a baseline, picks ``points``
 architectures along the primal curve (equal parameters; widths spread from the baseline's down to
 small n, the primal optimum included) and ``points`` along the dual curve (the baseline's
-variance; the dual optimum included), trains every distinct architecture with ``seeds`` seeds
-under one recipe, and reports per architecture its parameters, predicted ensemble variance
-``V1(n)/m`` (with its bootstrap standard error) and test errors (one per seed, mean, standard
-error). Summary per curve: the Spearman rank correlation between predicted variance and mean test
-error, with a bootstrap 95% interval that resamples each architecture's seeds; and the primal and
-dual optima's error minus the baseline's, each with a paired 95% t-interval over seeds (seed s of
-every architecture shares its data order).
+variance; the dual optimum included), and then, in this order:
 
-Resumable: every run lives in ``OUT/runs/ARCH/seedS``; a rerun with the same ``--out`` reuses a
-finished run's ``result.json`` only when it carries this run's family, arch, seed, data
-fingerprint and whole recipe, holds a test error in [0, 100] and agrees with its
-``metrics.jsonl`` (any other run is redone, with a note), and continues an unfinished one from its
-``last.pt`` (started over when that checkpoint cannot be continued). The sweep's settings are
-stored in ``OUT/sweep.json``; a rerun with other settings, a corrupt ``sweep.json``, or a folder
-holding figure1 outputs or runs of no sweep are refused unless ``overwrite`` (``--overwrite``:
-start over). Everything (alpha file, data, curve) is validated and the folder locked
-(:func:`collegial.io.folder_lock`) before anything in it changes; the previous runs are deleted
-last; a failed start leaves no trace. The command line is
-:mod:`collegial.commands.reproduce_figure1`.
+1. **measures the predictors** of every architecture that need no training: the block's predicted
+   variance ``V1(n)/m``, the whole model's NTK variance on real image pairs
+   (:func:`collegial.search.verify.measure`), parameters, FLOPs and training images/s;
+2. **pre-registers** its pass criteria (written to ``figure1.json`` and the log before any run
+   trains): the primal optimum minus the baseline < 0 with the paired 95% interval excluding 0,
+   and the dual optimum at most ``dual_margin`` points worse than the baseline (the paired 95%
+   interval's upper end below it);
+3. **a pilot**: the baseline and the primal optimum at the shared learning rate, ``pilot_seeds``
+   seeds; the paired spread of their difference and the seeds that resolve
+   ``target_difference`` at 95% are printed (the pilot's runs are reused below);
+4. **chooses each architecture's learning rate** from the grid ``lrs`` on ``val_images``
+   training images held out of every run (``select_seeds`` seeds per rate; the test images are
+   never used to choose);
+5. **trains** ``seeds`` seeds of every architecture at its chosen rate and at the shared rate
+   ``lr`` (seed s of every run shares its data order), and reports both, the chosen rate first.
+
+Per curve and pooled over both: the rank correlations (Spearman, Kendall) of mean test error with
+every predictor, each with an exact permutation p-value and a bootstrap 95% interval that resamples
+the seeds jointly across architectures; the criteria's pass/fail. ``quick`` (``--quick``) is a
+smoke test of the pipeline: its outputs say "no conclusion".
+
+Resumable (:mod:`collegial.experiments.figure1_runs`); every setting (the alpha file and the data
+included) is validated and the sweep folder locked (:func:`collegial.io.folder_lock`) before
+anything in it changes; a failed start leaves no trace. Reports: :mod:`~collegial.experiments.
+figure1_report`; the command line: :mod:`collegial.commands.reproduce_figure1`.
 """
 
 from __future__ import annotations
@@ -29,79 +37,108 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from collegial.errors import UserError
-from collegial.io import save_figure, strict_json, write_json_atomic, write_text_atomic
+from collegial.experiments import figure1_runs as runs
+from collegial.experiments.figure1_report import summarize, write_outputs
+from collegial.experiments.figure1_runs import OUT_FILES, RunKey, RunOutcome, RunSpec
+from collegial.io import write_json_atomic
+from collegial.launch import Launcher, run_jobs
 from collegial.models import format_arch, get_family, validate_arch
 from collegial.provenance import provenance
-from collegial.launch import Launcher, run_jobs
-from collegial.search.solve import cost_table, dual_m, primal_m, search
 from collegial.search.result import SearchResult
+from collegial.search.solve import cost_table, dual_m, primal_m, search
 from collegial.search.variance import VarianceCurve
-from collegial.stats import mean_se
+from collegial.stats import mean_se, paired_difference, seeds_to_resolve
 
-OUT_FILES = ("figure1.json", "figure1.md", "figure1.png")
+__all__ = ["Figure1Config", "DEFAULTS", "QUICK", "OUT_FILES", "Point", "config_for", "curve_points",
+           "spread_widths", "run_figure1", "preregistration", "check_config", "RunKey", "RunOutcome",
+           "choose_rates", "pilot", "pilot_line"]
 
 
 @dataclass(frozen=True)
 class Figure1Config:
-    """One sweep. ``n_min``: the smallest width along the curves; ``trials``: Algorithm 1's T when
-    it runs here (no ``alpha_file``); ``train_limit``/``test_limit``: images used (None: all)."""
+    """One sweep. ``lr``: the shared learning rate; ``lrs``: the grid each architecture's rate is
+    chosen from on ``val_images`` held-out training images (``select_seeds`` seeds per rate);
+    ``target_difference``: the effect (test-error points) the sweep is sized to resolve, and the
+    dual criterion's margin unless ``dual_margin``; ``widths``: Algorithm 1's widths when it runs
+    here (None: its defaults, up to 128); ``whole_pairs``/``whole_trials``: the whole-model
+    variance measurement (0 trials: not measured); ``train_limit``/``test_limit``: images used
+    (None: all); ``quick``: a smoke test (no conclusion)."""
 
     family: str = "mlp"
     dataset: str = "fashion-mnist"
-    baseline: str = "1x128d"
+    baseline: str = "1x1024d"
     points: int = 5
-    seeds: int = 6
-    epochs: int = 6
+    seeds: int = 5
+    epochs: int = 4
     batch_size: int = 128
     lr: float = 0.05
+    lrs: tuple[float, ...] = (0.025, 0.05, 0.1)
+    val_images: int = 5000
+    select_seeds: int = 1
+    pilot_seeds: int = 3
+    target_difference: float = 0.3
+    dual_margin: float | None = None
     train_limit: int | None = None
     test_limit: int | None = None
     n_min: int = 2
     trials: int = 2000
+    widths: tuple[int, ...] | None = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
     alpha_file: str | None = None
     variance: str = "auto"
-    seed: int = 0  # Algorithm 1's and the bootstrap's seed; training seeds are 0..seeds-1
+    whole_pairs: int = 8
+    whole_trials: int = 32
+    seed: int = 0  # Algorithm 1's, the whole-model measurement's and the bootstrap's seed
     device: str = "cpu"  # where the models train (Algorithm 1 runs on the CPU)
+    quick: bool = False
+
+    @property
+    def margin(self) -> float:
+        return self.target_difference if self.dual_margin is None else self.dual_margin
 
     def key(self) -> dict[str, Any]:
-        """What must match for a rerun to continue this sweep."""
-        return asdict(self)
+        """What must match for a rerun to continue this sweep (as JSON reads it back)."""
+        return json.loads(json.dumps(asdict(self)))
 
 
-#: CPU-sized defaults per family (each ~40 min or less on 2 cores; measured in docs/figure1.md).
-#: Any other family starts from mlp's settings on its own ``default_dataset``, with no baseline.
+#: CPU-sized defaults per family (sized by measurement: docs/figure1.md). Any other family starts
+#: from mlp's settings on its own ``default_dataset``, with no baseline.
 DEFAULTS: dict[str, Figure1Config] = {
     "mlp": Figure1Config(),
-    "resnext11": Figure1Config(family="resnext11", baseline="1x64d", seeds=3, epochs=2, train_limit=5000,
-                               test_limit=5000),
+    "resnext11": Figure1Config(family="resnext11", baseline="1x64d", seeds=4, epochs=3, lr=0.05,
+                               train_limit=20000, test_limit=10000, val_images=2000, target_difference=0.5,
+                               widths=None, whole_trials=16),
 }
-#: ``--quick``: the pipeline in about a minute (what CI runs; not the science).
-QUICK = dict(points=3, seeds=2, epochs=1, train_limit=512, test_limit=512, trials=160)
+#: ``--quick``: the pipeline in about a minute (what CI runs; a smoke test, no conclusion).
+QUICK = dict(points=3, seeds=2, epochs=1, train_limit=640, test_limit=512, val_images=128, trials=160,
+             pilot_seeds=2, whole_pairs=2, whole_trials=8, widths=None, baseline=None, quick=True)
 
 
 def config_for(family: str, quick: bool = False, **overrides: Any) -> Figure1Config:
     base = DEFAULTS.get(family)
     if base is None:
-        base = replace(DEFAULTS["mlp"], family=family, dataset=get_family(family).default_dataset, baseline="")
+        base = replace(DEFAULTS["mlp"], family=family, dataset=get_family(family).default_dataset, baseline="",
+                       widths=None)
     if quick:
-        base = replace(base, **QUICK)
-    over = {k: v for k, v in overrides.items() if v is not None}
+        q = dict(QUICK)
+        q["baseline"] = {"mlp": "1x128d"}.get(family, base.baseline)
+        base = replace(base, **q)
+    over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
     cfg = replace(base, **over)
-    _check(cfg)
+    check_config(cfg)
     return cfg
 
 
-def _check(cfg: Figure1Config) -> None:
+def check_config(cfg: Figure1Config) -> None:
+    """Every setting a user can get wrong, checked before any work (one-line errors)."""
     fam = get_family(cfg.family)
     if fam.arch_kind != "ce":
         raise UserError(f"family {cfg.family!r} has no (m, n) architectures")
@@ -111,24 +148,35 @@ def _check(cfg: Figure1Config) -> None:
     if cfg.alpha_file is None:
         from collegial.ntk.alpha import DEFAULT_WIDTHS
 
-        if not min(DEFAULT_WIDTHS) <= n_b <= max(DEFAULT_WIDTHS):
+        ws = cfg.widths or DEFAULT_WIDTHS
+        if not min(ws) <= n_b <= max(ws):
             raise UserError(f"baseline width {n_b} lies outside Algorithm 1's widths "
-                            f"{min(DEFAULT_WIDTHS)}..{max(DEFAULT_WIDTHS)}; pass an --alpha-file that covers it")
-    if cfg.points < 2:
-        raise UserError(f"--points must be >= 2, got {cfg.points}")
-    if cfg.seeds < 2:
-        raise UserError(f"--seeds must be >= 2 (errors need a spread), got {cfg.seeds}")
-    if cfg.epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if cfg.n_min < 1:
-        raise UserError(f"--n-min must be >= 1, got {cfg.n_min}")
-    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise UserError(f"unknown --device {cfg.device!r}; choose cpu or cuda")
-    if cfg.device != "cpu":
+                            f"{min(ws)}..{max(ws)}; pass --widths or an --alpha-file that covers it")
+    for name, value, least in (("points", cfg.points, 2), ("seeds", cfg.seeds, 2), ("epochs", cfg.epochs, 1),
+                               ("n-min", cfg.n_min, 1), ("select-seeds", cfg.select_seeds, 1),
+                               ("pilot-seeds", cfg.pilot_seeds, 2), ("val-images", cfg.val_images, 0)):
+        if value < least:
+            raise UserError(f"--{name} must be >= {least}, got {value}")
+    if cfg.pilot_seeds > cfg.seeds or cfg.select_seeds > cfg.seeds:
+        raise UserError(f"--pilot-seeds ({cfg.pilot_seeds}) and --select-seeds ({cfg.select_seeds}) "
+                        f"cannot exceed --seeds ({cfg.seeds})")
+    if not cfg.lrs or any(not (r > 0 and math.isfinite(r)) for r in (*cfg.lrs, cfg.lr)):
+        raise UserError(f"learning rates must be positive numbers, got --lr {cfg.lr} and --lrs {list(cfg.lrs)}")
+    if len(set(cfg.lrs)) > 1 and cfg.val_images == 0:
+        raise UserError("choosing a learning rate from --lrs needs a validation split: --val-images > 0")
+    if not (cfg.target_difference > 0 and cfg.margin > 0):
+        raise UserError(f"--target-difference and --dual-margin must be > 0, got {cfg.target_difference}, "
+                        f"{cfg.margin}")
+    if cfg.whole_trials and (cfg.whole_trials < 4 or cfg.whole_pairs < 1):
+        raise UserError(f"the whole-model variance needs >= 4 trials and >= 1 pair, got {cfg.whole_trials}, "
+                        f"{cfg.whole_pairs} (0 trials: not measured)")
+    if cfg.device not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {cfg.device!r}; choose cpu or cuda")
+    if cfg.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError(f"--device {cfg.device}: no CUDA device is available here")
+            raise UserError("device cuda: no CUDA device is available here")
 
 
 # ------------------------------------------------------------------------------------ points
@@ -136,7 +184,8 @@ def _check(cfg: Figure1Config) -> None:
 
 @dataclass
 class Point:
-    """One architecture on a curve, with its training outcome (errors in %, one per seed)."""
+    """One architecture on a curve: its predictors and training outcome (errors in %, one per
+    seed; ``errors`` at its chosen learning rate ``lr``, ``errors_shared`` at the shared one)."""
 
     arch: str
     m: int
@@ -146,6 +195,13 @@ class Point:
     variance_se: float
     role: str = ""  # "baseline", "optimum", "baseline+optimum" (the optimum is the baseline) or ""
     errors: list[float] | None = None
+    flops: int = 0
+    whole_variance: float | None = None
+    whole_variance_se: float | None = None
+    images_per_s: float | None = None
+    lr: float | None = None
+    val_errors: dict[str, float] = field(default_factory=dict)  # mean validation error per rate
+    errors_shared: list[float] | None = None
 
     @property
     def error_mean(self) -> float:
@@ -203,142 +259,172 @@ def curve_points(res: SearchResult, curve: VarianceCurve, cfg: Figure1Config) ->
     return out
 
 
+def distinct(curves: dict[str, list[Point]]) -> list[Point]:
+    """Every architecture of the curves once (the primal curve's point when on both)."""
+    seen: dict[str, Point] = {}
+    for pts in curves.values():
+        for p in pts:
+            seen.setdefault(p.arch, p)
+    return sorted(seen.values(), key=lambda p: (p.n, p.m))
+
+
+# -------------------------------------------------------------------------------- predictors
+
+
+def measure_predictors(cfg: Figure1Config, curves: dict[str, list[Point]], log: Any) -> None:
+    """Fill every point's FLOPs, whole-model NTK variance (``whole_trials`` > 0) and training
+    images/s (all cached: a rerun measures nothing again)."""
+    from collegial.models.costs import model_costs
+    from collegial.search.verify import PAIR_POOL, VerifySettings, measure
+    from collegial.train.data import standardized_train_images
+    from collegial.search.speed import throughput_cache_dir
+    from collegial.train.throughput import measure_throughput
+
+    pts = distinct(curves)
+    whole: dict[str, Any] = {}
+    if cfg.whole_trials:
+        t = time.time()
+        settings = VerifySettings(cfg.dataset, pairs=cfg.whole_pairs, trials=cfg.whole_trials, seed=cfg.seed)
+        images, labels = standardized_train_images(cfg.dataset, PAIR_POOL)
+        res = measure(cfg.family, [p.arch for p in pts], images, labels, settings, device=cfg.device)
+        whole = {r.arch: r for r in res.rows}
+        log(f"[figure1] whole-model NTK variance of {len(pts)} architectures ({time.time() - t:.0f} s)")
+    speed: dict[str, float] = {}
+    for p in pts:
+        speed[p.arch] = measure_throughput(cfg.family, p.arch, cfg.dataset, batch_size=cfg.batch_size,
+                                          device=cfg.device, cache=throughput_cache_dir()).images_per_s
+    for p in (q for pts_ in curves.values() for q in pts_):
+        p.flops = model_costs(cfg.family, p.arch, cfg.dataset).flops
+        p.images_per_s = speed[p.arch]
+        if p.arch in whole:
+            p.whole_variance, p.whole_variance_se = float(whole[p.arch].v), float(whole[p.arch].stderr)
+
+
+# ------------------------------------------------------------------------- pre-registration
+
+
+def preregistration(cfg: Figure1Config, curves: dict[str, list[Point]]) -> dict[str, Any]:
+    """The sweep's pass criteria and plan, fixed before any run trains."""
+    base = next(p for p in curves["primal"] if "baseline" in p.role)
+    crit = {}
+    for prob in ("primal", "dual"):
+        opt = next(p for p in curves[prob] if "optimum" in p.role)
+        test = ("optimum minus baseline < 0: the paired 95% interval's upper end below 0" if prob == "primal" else
+                f"optimum at most {cfg.margin:g} points worse than the baseline: the paired 95% interval's "
+                f"upper end below {cfg.margin:g}")
+        crit[prob] = {"optimum": opt.arch, "baseline": base.arch, "test": test, "bound": 0.0 if prob == "primal"
+                      else cfg.margin, "testable": opt.arch != base.arch}
+    return {
+        "criteria": crit,
+        "primary": "each architecture at its learning rate chosen on validation error; the shared rate reported beside",
+        "archs": [p.arch for p in distinct(curves)],
+        "lrs": list(cfg.lrs), "shared_lr": cfg.lr, "seeds": cfg.seeds, "epochs": cfg.epochs,
+        "target_difference": cfg.target_difference, "smoke_test": cfg.quick,
+    }
+
+
 # ---------------------------------------------------------------------------------- training
 
 
-def _run_identity(cfg: Figure1Config, recipe: Any, data: Any) -> dict[str, Any]:
-    """What a run's ``result.json`` must carry to be reused by this sweep (besides its arch and
-    seed): the family, the data (name, sizes, fingerprint) and the whole recipe, epochs included."""
-    from collegial.train.loop import data_fingerprint
-
-    return json.loads(strict_json({"family": cfg.family, "dataset": cfg.dataset, "epochs": recipe.epochs,
-                                   "recipe": recipe.as_dict(), "data": data_fingerprint(data),
-                                   "model_kwargs": {}}))
-
-
-def _read_json(path: Path) -> tuple[Any, str]:
-    """``path``'s JSON, or ``(None, "")`` when it does not exist, ``(None, why)`` when it is
-    unreadable; :class:`UserError` when it is a folder (or another non-file)."""
-    if not path.exists():
-        return None, ""
-    if not path.is_file():
-        raise UserError(f"{path} is not a file; remove it or use another --out")
-    try:
-        return json.loads(path.read_text()), ""
-    except (OSError, ValueError, RecursionError) as e:
-        return None, f"{path.name} is unreadable ({type(e).__name__})"
-
-
-def _reusable(d: Path, expect: dict[str, Any]) -> tuple[float | None, str]:
-    """The test error of the finished run in ``d`` when its ``result.json`` is this run's (every
-    field of ``expect`` matches), in range and agrees with ``metrics.jsonl``'s last line; else
-    ``(None, why)`` and the run is redone. :class:`UserError` if ``result.json`` is no file."""
-    r, why = _read_json(d / "result.json")
-    if r is None:
-        return None, why and f"its {why}"
-    try:
-        last = json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])
-    except (OSError, ValueError, IndexError, RecursionError):
-        return None, "its metrics.jsonl is unreadable"
-    if not isinstance(r, dict) or not isinstance(last, dict):
-        return None, "its result.json is no result"
-    diff = sorted(k for k, v in expect.items() if r.get(k) != v)
-    if diff:
-        return None, f"its result.json is another run's ({', '.join(diff)} differ)"
-    e = r.get("test_top1_err")
-    if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 100:
-        return None, f"its test error {e!r} is not a percentage"
-    if last.get("test_top1_err") != e or last.get("epoch") != expect["epochs"]:
-        return None, "its result.json disagrees with its metrics.jsonl"
-    return float(e), ""
-
-
-def _train_one(cfg: Figure1Config, arch: str, seed: int, root: Path, data: Any, recipe: Any,
-               identity: dict[str, Any], log: Any) -> float:
-    """Train (or reuse, or continue) run ``arch``/``seed``; its test error in %."""
-    from collegial.io import FolderInUse
-    from collegial.train.loop import RunConfig, train
-
-    d = root / "runs" / arch / f"seed{seed}"
-    err, why = _reusable(d, {**identity, "arch": arch, "seed": seed})
-    if err is not None:
-        return err
-    if why:
-        log(f"[figure1] {arch} seed {seed}: redone, {why}")
-    run = RunConfig(family=cfg.family, arch=arch, dataset=cfg.dataset, out=d, seed=seed, resume=False,
-                    overwrite=True, progress=False, verbose=False, device=cfg.device)
-    if not why and (d / "last.pt").exists():
-        try:  # an unfinished run continues from its checkpoint
-            res = train(replace(run, resume=True, overwrite=False), recipe, data)
-        except FolderInUse:
-            raise
-        except UserError as e:  # nothing was changed: a checkpoint this sweep cannot continue
-            log(f"[figure1] {arch} seed {seed}: started over, {e}")
-            res = train(run, recipe, data)
-    else:
-        res = train(run, recipe, data)
-    if res.stopped:
-        raise UserError(f"run {d} stopped ({res.stopped}); rerun the same command to continue it")
-    return float(res.test_top1_err)
-
-
-def _job(cfg: Figure1Config, arch: str, seed: int, root: Path, recipe: Any, identity: dict[str, Any]) -> float:
+def _job(spec: RunSpec, key: RunKey, root: Path) -> RunOutcome:
     """One run of the sweep as a job of its own (:mod:`collegial.launch`): it loads its data."""
     from collegial.train.data import load_dataset
 
-    data = load_dataset(cfg.dataset, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
-    return _train_one(cfg, arch, seed, root, data, recipe, identity, lambda s: None)
+    data = load_dataset(spec.dataset, train_limit=spec.train_limit, test_limit=spec.test_limit)
+    return runs.train_one(spec, key, root, data, lambda s: None)
 
 
-def _read_sweep(sweep: Path) -> tuple[dict[str, Any] | None, str]:
-    """The settings stored in ``sweep.json`` (``None`` when there is none) and what is wrong
-    with it ("" when it is readable)."""
-    old, why = _read_json(sweep)
-    if old is None:
-        return None, why and f"{sweep.parent}/{why}"
-    if not isinstance(old, dict) or "family" not in old:
-        return None, f"{sweep} is not a figure1 sweep file"
-    old.pop("provenance", None)  # where it came from, not a setting
-    return old, ""
+def execute(keys: list[RunKey], spec: RunSpec, out: Path, data: Any, launcher: Launcher, log: Any,
+            stage: str) -> dict[RunKey, RunOutcome]:
+    """Train (or reuse) every run of ``keys`` (duplicates once), in this process or as jobs."""
+    todo = list(dict.fromkeys(keys))
+    t0 = time.time()
+    if launcher.in_process:  # one after another, with the data loaded once
+        got = {}
+        for i, k in enumerate(todo, 1):
+            t = time.time()
+            got[k] = runs.train_one(spec, k, out, data, log)
+            log(f"[figure1] {stage} {i}/{len(todo)} {k.arch} lr {k.lr:g} seed {k.seed}: {got[k].test:.2f}% test error"
+                + (f", {got[k].val:.2f}% validation" if got[k].val is not None else "")
+                + f" ({time.time() - t:.0f} s; {time.time() - t0:.0f} s in all)")
+        return got
+    log(f"[figure1] {stage}: {len(todo)} runs through the {launcher.kind} launcher"
+        + (f" ({launcher.jobs} at once)" if launcher.kind == "local" else ""))
+    res = run_jobs(_job, [(spec, k, out) for k in todo], launcher, out / "submitit")
+    log(f"[figure1] {stage}: {len(todo)} runs done ({time.time() - t0:.0f} s)")
+    return dict(zip(todo, res))
 
 
-def _plan(key: dict[str, Any], root: Path, overwrite: bool) -> bool:
-    """Check ``root`` against this sweep's settings, changing nothing; whether the sweep starts
-    over (its previous runs and outputs to be deleted, once everything else is validated)."""
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--out {root} exists and is not a directory")
-    old, bad = _read_sweep(root / "sweep.json")
-    if old == key:
-        return overwrite
-    if old is None and not bad:  # a fresh folder, or one holding files of no sweep
-        foreign = [n for n in (*OUT_FILES, "runs") if (root / n).exists()]
-        if foreign and not overwrite:
-            raise UserError(f"{root} holds {', '.join(foreign)} but no sweep.json (not a figure1 sweep's); "
-                            "use another --out or pass --overwrite to replace them")
-        return bool(foreign)
-    if not overwrite:
-        what = bad or ("a figure1 sweep with other settings ("
-                       + ", ".join(sorted(k for k in set(old or {}) | set(key) if (old or {}).get(k) != key.get(k)))
-                       + ")")
-        raise UserError(f"{root} holds {what}; use another --out, the same settings to continue it, "
-                        "or --overwrite to start over")
-    return True
+def pilot(cfg: Figure1Config, curves: dict[str, list[Point]], got: dict[RunKey, RunOutcome]) -> dict[str, Any]:
+    """The paired spread of (primal optimum - baseline) over the pilot seeds at the shared rate
+    (the primal curve's narrowest point when the optimum is the baseline) and the seeds that
+    resolve ``target_difference`` at 95% at these epochs."""
+    a, b = pilot_archs(curves)
+    d = paired_difference([got[RunKey(a, cfg.lr, s)].test for s in range(cfg.pilot_seeds)],
+                          [got[RunKey(b, cfg.lr, s)].test for s in range(cfg.pilot_seeds)])
+    need = seeds_to_resolve(d["sd"], cfg.target_difference) if math.isfinite(d["sd"]) else None
+    return {"pair": [a, b], "seeds": cfg.pilot_seeds, "sd": d["sd"], "mean": d["mean"],
+            "target_difference": cfg.target_difference, "epochs": cfg.epochs, "seeds_needed": need,
+            "seeds_run": cfg.seeds, "enough": need is not None and need <= cfg.seeds}
 
 
-def _start(key: dict[str, Any], root: Path, start_over: bool) -> None:
-    """Delete the previous sweep (``start_over``), then record this one's settings."""
-    if start_over:
-        shutil.rmtree(root / "runs", ignore_errors=True)
-        for name in OUT_FILES:
-            (root / name).unlink(missing_ok=True)
-    write_json_atomic(root / "sweep.json", {**key, "provenance": provenance(key.get("seed"))})
+def pilot_archs(curves: dict[str, list[Point]]) -> tuple[str, str]:
+    base = next(p for p in curves["primal"] if "baseline" in p.role)
+    opt = next(p for p in curves["primal"] if "optimum" in p.role)
+    if opt.arch == base.arch:
+        opt = min(curves["primal"], key=lambda p: p.n)
+    return opt.arch, base.arch
 
 
-def _check_data(cfg: Figure1Config, data: Any, recipe: Any) -> None:
-    """The data holds a full training batch (every run would fail otherwise)."""
-    n = int(data.train_y.numel())
-    if n < recipe.batch_size:
-        raise UserError(f"--train-limit leaves {n} training images, fewer than one batch of {recipe.batch_size}")
+def pilot_line(p: dict[str, Any]) -> str:
+    need = p["seeds_needed"]
+    return (f"[figure1] pilot: paired s.d. of {p['pair'][0]} - {p['pair'][1]} over {p['seeds']} seeds = "
+            f"{p['sd']:.2f} points; resolving {p['target_difference']:g} points at 95% after {p['epochs']} epochs "
+            + (f"needs {need} seeds; this sweep runs {p['seeds_run']}"
+               + ("" if p["enough"] else f" (too few: pass --seeds {need})") if need else
+               "needs more than 100 seeds at this spread"))
+
+
+def choose_rates(cfg: Figure1Config, archs: list[str], got: dict[RunKey, RunOutcome]) -> dict[str, tuple[float, dict[str, float]]]:
+    """Each architecture's learning rate: the least mean validation error over ``select_seeds``
+    seeds (a tie goes to the shared rate, then the smaller rate), and every rate's mean."""
+    out = {}
+    for a in archs:
+        if cfg.val_images == 0:
+            out[a] = (cfg.lr, {})
+            continue
+        val = {lr: float(np.mean([got[RunKey(a, lr, s)].val for s in range(cfg.select_seeds)])) for lr in cfg.lrs}
+        best = min(val, key=lambda lr: (round(val[lr], 9), lr != cfg.lr, lr))
+        out[a] = (best, {f"{lr:g}": v for lr, v in val.items()})
+    return out
+
+
+def _train_all(cfg: Figure1Config, curves: dict[str, list[Point]], spec: RunSpec, out: Path, data: Any,
+               launcher: Launcher, log: Any) -> dict[str, Any]:
+    """Pilot, learning-rate choice and the final runs; fills every point's errors; the pilot."""
+    archs = [p.arch for p in distinct(curves)]
+    got: dict[RunKey, RunOutcome] = {}
+    a, b = pilot_archs(curves)
+    got |= execute([RunKey(x, cfg.lr, s) for x in (a, b) for s in range(cfg.pilot_seeds)],
+                   spec, out, data, launcher, log, "pilot")
+    pil = pilot(cfg, curves, got)
+    log(pilot_line(pil))
+    if len(cfg.lrs) > 1:
+        got |= execute([RunKey(x, lr, s) for x in archs for lr in cfg.lrs for s in range(cfg.select_seeds)],
+                       spec, out, data, launcher, log, "learning-rate choice")
+    rates = choose_rates(cfg, archs, got)
+    log("[figure1] learning rates chosen on validation: "
+        + ", ".join(f"{x} {rates[x][0]:g}" for x in archs))
+    got |= execute([RunKey(x, lr, s) for x in archs for lr in dict.fromkeys((rates[x][0], cfg.lr))
+                    for s in range(cfg.seeds)], spec, out, data, launcher, log, "final runs")
+    for p in (q for pts in curves.values() for q in pts):
+        p.lr, p.val_errors = rates[p.arch]
+        p.errors = [got[RunKey(p.arch, p.lr, s)].test for s in range(cfg.seeds)]
+        p.errors_shared = [got[RunKey(p.arch, cfg.lr, s)].test for s in range(cfg.seeds)]
+    return pil
+
+
+# ------------------------------------------------------------------------------------ sweep
 
 
 def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progress: bool = True,
@@ -350,9 +436,10 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
     from collegial.io import folder_lock
     from collegial.ntk.inputs import ProbeInputs
     from collegial.train.data import load_dataset
+    from collegial.train.loop import RunConfig  # noqa: F401  (training is importable before any work)
     from collegial.train.recipes import get_recipe
 
-    _check(cfg)
+    check_config(cfg)
     recipe = get_recipe(cfg.dataset).override(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
     recipe = recipe.scaled(cfg.epochs)
     inputs = ProbeInputs() if inputs is None else inputs
@@ -360,11 +447,17 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     data = load_dataset(cfg.dataset, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
-    _check_data(cfg, data, recipe)
+    left = int(data.train_y.numel()) - cfg.val_images
+    if left < recipe.batch_size:
+        raise UserError(f"{int(data.train_y.numel())} training images less {cfg.val_images} held out for "
+                        f"validation leave {left}, fewer than one batch of {recipe.batch_size}")
+    spec = RunSpec(cfg.family, cfg.dataset, cfg.device, cfg.val_images, recipe,
+                   runs.run_identity(cfg.family, cfg.dataset, recipe, data, cfg.val_images), cfg.train_limit,
+                   cfg.test_limit)
     created, locked = not out.exists(), (out / ".lock").exists()
     try:
         with folder_lock(out, "figure1 sweep", arg="out"):
-            return _sweep(cfg, out, key, overwrite, data, recipe, inputs, progress, launcher or Launcher())
+            return _sweep(cfg, out, key, overwrite, data, spec, inputs, progress, launcher or Launcher())
     except UserError:
         if not locked and not (out / "sweep.json").exists():  # a failed start leaves no trace
             (out / ".lock").unlink(missing_ok=True)
@@ -374,199 +467,31 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
         raise
 
 
-def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, data: Any, recipe: Any,
+def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, data: Any, spec: RunSpec,
            inputs: Any, progress: bool, launcher: Launcher) -> dict[str, Any]:
     """:func:`run_figure1` once the sweep folder is locked."""
     from collegial.search.variance import load_curve
 
-    start_over = _plan(key, out, overwrite)
+    start_over = runs.plan(key, out, overwrite)
     t0 = time.time()
-    curve = load_curve(cfg.alpha_file, cfg.variance, family=cfg.family,
-                       trials=cfg.trials, seed=cfg.seed, inputs=inputs)
-    res = search(cfg.family, cfg.dataset, cfg.baseline, curve, budget="params")
-    curves = curve_points(res, curve, cfg)
-    identity = _run_identity(cfg, recipe, data)
-    _start(key, out, start_over)  # everything validated: only now delete and write
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
-    archs = sorted({p.arch for pts in curves.values() for p in pts}, key=lambda s: (len(s), s))
-    errors: dict[str, list[float]] = {a: [] for a in archs}
-    total = len(archs) * cfg.seeds
-    if launcher.in_process:  # one after another, with the data loaded once
-        k = 0
-        for arch in archs:
-            for s in range(cfg.seeds):
-                k += 1
-                t = time.time()
-                e = _train_one(cfg, arch, s, out, data, recipe, identity, log)
-                errors[arch].append(e)
-                log(f"[figure1] {k}/{total} {cfg.family} {arch} seed {s}: {e:.2f}% test error "
-                    f"({time.time() - t:.0f} s; {time.time() - t0:.0f} s in all)")
-    else:  # each run a job (it loads its data): K processes here, or a submitit job array
-        log(f"[figure1] {total} runs through the {launcher.kind} launcher"
-            + (f" ({launcher.jobs} at once)" if launcher.kind == "local" else ""))
-        calls = [(cfg, arch, s, out, recipe, identity) for arch in archs for s in range(cfg.seeds)]
-        for (_, arch, _, _, _, _), e in zip(calls, run_jobs(_job, calls, launcher, out / "submitit")):
-            errors[arch].append(e)
-        log(f"[figure1] {total} runs done ({time.time() - t0:.0f} s)")
-    for pts in curves.values():
-        for p in pts:
-            p.errors = errors[p.arch]
-    obj = summarize(cfg, res, curves, recipe, time.time() - t0)
+    curve = load_curve(cfg.alpha_file, cfg.variance, family=cfg.family, trials=cfg.trials, seed=cfg.seed,
+                       inputs=inputs, widths=cfg.widths)
+    n_b = validate_arch(cfg.family, cfg.baseline)[1]
+    res = search(cfg.family, cfg.dataset, cfg.baseline, curve, budget="params", n_range=(cfg.n_min, max(n_b, cfg.n_min)))
+    curves = curve_points(res, curve, cfg)
+    runs.start(key, out, start_over)  # everything validated: only now delete and write
+    if cfg.quick:
+        log("[figure1] --quick: a smoke test of the pipeline; its numbers support no conclusion")
+    measure_predictors(cfg, curves, log)
+    prereg = preregistration(cfg, curves)
+    write_json_atomic(out / "figure1.json", {"status": "registered, not yet trained", "config": cfg.key(),
+                                             "preregistered": prereg, "provenance": provenance(cfg.seed)})
+    for prob, c in prereg["criteria"].items():
+        log(f"[figure1] pre-registered ({prob}): {c['optimum']} vs {c['baseline']}: {c['test']}"
+            + ("" if c["testable"] else " (not testable: the optimum is the baseline)"))
+    pil = _train_all(cfg, curves, spec, out, data, launcher, log)
+    obj = summarize(cfg, res, curves, spec.recipe, prereg, pil, time.time() - t0)
     obj["provenance"] = provenance(cfg.seed)
-    write_outputs(obj, curves, out)
+    write_outputs(obj, out)
     return obj
-
-
-# ---------------------------------------------------------------------------------- statistics
-
-
-def spearman_interval(points: list[Point], draws: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Spearman rho between predicted variance and mean error, and its bootstrap 95% interval
-    (each architecture's seeds resampled with replacement)."""
-    from scipy.stats import spearmanr
-
-    v = np.array([p.variance for p in points])
-    e = [np.asarray(p.errors, dtype=float) for p in points]
-    rho = float(spearmanr(v, [x.mean() for x in e]).statistic)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(draws):
-        means = [x[rng.integers(0, x.size, x.size)].mean() for x in e]
-        r = spearmanr(v, means).statistic
-        if np.isfinite(r):
-            boots.append(r)
-    lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots else (math.nan, math.nan))
-    return {"rho": rho, "lo": float(lo), "hi": float(hi), "points": len(points)}
-
-
-def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean of ``a - b`` over seeds and its 95% t-interval (paired by seed)."""
-    from scipy.stats import t as student_t
-
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    mean = float(d.mean())
-    if d.size < 2 or np.all(d == d[0]):
-        return {"mean": mean, "lo": mean, "hi": mean, "seeds": int(d.size)}
-    half = float(student_t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "seeds": int(d.size)}
-
-
-def summarize(cfg: Figure1Config, res: SearchResult, curves: dict[str, list[Point]], recipe: Any,
-              seconds: float) -> dict[str, Any]:
-    base = next(p for p in curves["primal"] if "baseline" in p.role)
-    obj: dict[str, Any] = {
-        "config": cfg.key(),
-        "recipe": recipe.as_dict(),
-        "probe": res.probe,
-        "alpha_file": res.alpha_file,  # path, SHA-256 and provenance of the curve used
-        "variance_model": res.variance_model,
-        "baseline": base.to_dict(),
-        "curves": {},
-        "seconds": seconds,
-    }
-    for prob, pts in curves.items():
-        opt = next(p for p in pts if "optimum" in p.role)
-        rows = []
-        for p in pts:  # every point against the baseline, paired by seed
-            row = p.to_dict()
-            row["minus_baseline"] = paired_difference(p.errors or [], base.errors or [])
-            rows.append(row)
-        obj["curves"][prob] = {
-            "points": rows,
-            "spearman": spearman_interval(pts, seed=cfg.seed),
-            "optimum": opt.arch,
-        }
-        obj[f"{prob}_minus_baseline"] = {"arch": opt.arch, "is_baseline": opt.arch == base.arch,
-                                         **paired_difference(opt.errors or [], base.errors or [])}
-    return obj
-
-
-# ----------------------------------------------------------------------------------- outputs
-
-
-def markdown(obj: dict[str, Any]) -> str:
-    c = obj["config"]
-    lines = [
-        f"# Figure 1 at CPU scale: {c['family']} on {c['dataset']}, baseline {c['baseline']}",
-        "",
-        f"{c['seeds']} seeds, {c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, "
-        f"train images: {c['train_limit'] or 'all'}, test images: {c['test_limit'] or 'all'}; "
-        f"variance model {obj['variance_model']}; probe: {obj['probe']}; {obj['seconds']:.0f} s.",
-        "",
-    ]
-    for prob in ("primal", "dual"):
-        cur = obj["curves"][prob]
-        sp = cur["spearman"]
-        d = obj[f"{prob}_minus_baseline"]
-        lines += [
-            f"## {prob} curve ({'equal parameters' if prob == 'primal' else 'the baseline variance'})",
-            "",
-            "| model | role | params | predicted variance | test error % (mean ± s.e.) | minus baseline [95%] | per seed |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for p in cur["points"]:
-            mb = p["minus_baseline"]
-            diff = "-" if "baseline" in p["role"] else f"{mb['mean']:+.2f} [{mb['lo']:+.2f}, {mb['hi']:+.2f}]"
-            lines.append(
-                f"| {p['arch']} | {p['role'] or '-'} | {p['params'] / 1e3:.0f}k | {p['variance']:.4g} ± {p['variance_se']:.2g} "
-                f"| {p['error_mean']:.2f} ± {p['error_se']:.2f} | {diff} | {', '.join(f'{e:.2f}' for e in p['errors'])} |"
-            )
-        lines += [
-            "",
-            f"Spearman(variance, error) = {sp['rho']:.2f} [95% bootstrap interval {sp['lo']:.2f}, {sp['hi']:.2f}] "
-            f"over {sp['points']} models; "
-            + (f"the {prob} optimum is the baseline itself ({d['arch']}): no difference to measure."
-               if d["is_baseline"] else
-               f"the {prob} optimum {d['arch']} minus the baseline: {d['mean']:+.2f} points "
-               f"[95% interval {d['lo']:+.2f}, {d['hi']:+.2f}] (paired by seed)."),
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def plot(obj: dict[str, Any], path: Path) -> None:
-    """Test error against n along each curve (error bars: s.e. over seeds), the predicted
-    variance on a second axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
-    for ax, prob in zip(axes, ("primal", "dual")):
-        pts = obj["curves"][prob]["points"]
-        n = [p["n"] for p in pts]
-        ax.errorbar(n, [p["error_mean"] for p in pts], [p["error_se"] for p in pts], marker="o", capsize=3,
-                    color="C0", label="test error (mean ± s.e.)")
-        for p in pts:  # the widest point's label goes left, clear of the second axis
-            ax.annotate(p["arch"] + (f" ({p['role']})" if p["role"] else ""), (p["n"], p["error_mean"]),
-                        textcoords="offset points", xytext=(-90, 8) if p["n"] == max(n) else (4, 5),
-                        fontsize=6.5)
-        ax2 = ax.twinx()
-        ax2.errorbar(n, [p["variance"] for p in pts], [p["variance_se"] for p in pts], marker="s", ls="--",
-                     color="C3", capsize=2, ms=3, label="predicted variance V1(n)/m")
-        vs = [p["variance"] for p in pts]
-        if max(vs) > 3 * min(vs):  # a wide range (the primal curve): log scale
-            ax2.set_yscale("log")
-        ax2.set_ylabel("predicted variance V1(n)/m", color="C3", fontsize=8)
-        ax2.tick_params(axis="y", labelsize=7)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("width n")
-        ax.set_ylabel("test top-1 error %", color="C0", fontsize=8)
-        sp = obj["curves"][prob]["spearman"]
-        ax.set_title(f"{prob} curve: Spearman {sp['rho']:.2f} [{sp['lo']:.2f}, {sp['hi']:.2f}]", fontsize=9)
-        ax.grid(True, alpha=0.3)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
-    c = obj["config"]
-    fig.suptitle(f"{c['family']} on {c['dataset']}, baseline {c['baseline']}, {c['seeds']} seeds", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def write_outputs(obj: dict[str, Any], curves: dict[str, list[Point]], out: Path) -> list[Path]:
-    write_json_atomic(out / "figure1.json", obj)
-    write_text_atomic(out / "figure1.md", markdown(obj) + "\n")
-    plot(obj, out / "figure1.png")
-    return [out / n for n in OUT_FILES]

@@ -17,6 +17,7 @@ architecture comes from the curve's bootstrap draws over the same candidates.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,3 +115,10 @@ def format_speed(ans: SpeedAnswer) -> str:
                      f"({c['ratio']:.2f}x)  P(optimal) {c['p_best']:.2f}")
     lines.append(f"  ({len(ans.measured)} architectures timed)")
     return "\n".join(lines)
+
+
+def throughput_cache_dir() -> Path:
+    """Where measured training throughputs are cached (beside Algorithm 1's curves)."""
+    from collegial.search.variance import cache_dir
+
+    return cache_dir().parent / "throughput"
