@@ -30,10 +30,10 @@ class _Target:
         p.add_argument("--family", default="mlp", help="mlp (default) or resnext11 (or any collegial family)")
         p.add_argument("--dataset", default=None,
                        help="shipped dataset (default fashion-mnist for mlp and resnext11, else the family's own)")
-        p.add_argument("--baseline", default=None, metavar="ARCH", help="baseline MxNd (mlp 1x1024d, resnext11 1x64d)")
+        p.add_argument("--baseline", default=None, metavar="ARCH", help="baseline MxNd (mlp 1x512d, resnext11 1x64d)")
         p.add_argument("--points", type=int, default=None, help="architectures per curve (default 5)")
         p.add_argument("--seeds", type=int, default=None, help="training seeds per architecture and rate (mlp 5, resnext11 4)")
-        p.add_argument("--epochs", type=int, default=None, help="epochs per run (mlp 4, resnext11 3)")
+        p.add_argument("--epochs", type=int, default=None, help="epochs per run (mlp 3, resnext11 2)")
         p.add_argument("--lr", type=float, default=None, help="the shared learning rate, reported beside the chosen ones (0.05)")
         p.add_argument("--lrs", type=_floats, default=None, metavar="LR,LR,...",
                        help="the grid each architecture's rate is chosen from on validation (default 0.025,0.05,0.1)")
@@ -46,12 +46,12 @@ class _Target:
                             "how many seeds that takes")
         p.add_argument("--dual-margin", type=float, default=None,
                        help="pre-registered: the dual optimum at most this many points worse (default D)")
-        p.add_argument("--train-limit", type=int, default=None, help="training images (mlp all, resnext11 20000)")
-        p.add_argument("--test-limit", type=int, default=None, help="test images (mlp all, resnext11 10000)")
+        p.add_argument("--train-limit", type=int, default=None, help="training images, the held-out ones included (mlp all, resnext11 12000)")
+        p.add_argument("--test-limit", type=int, default=None, help="test images (mlp all, resnext11 5000)")
         p.add_argument("--alpha-file", default=None, help="the family's alpha.json (default: run Algorithm 1)")
         p.add_argument("--trials", type=int, default=None, help="Algorithm 1's T when it runs here (2000)")
         p.add_argument("--widths", type=int_list_arg, default=None,
-                       help="Algorithm 1's widths when it runs here (mlp 2..1024; else its defaults)")
+                       help="Algorithm 1's widths when it runs here (mlp 2..512; else its defaults, 2..128)")
         p.add_argument("--whole-trials", type=int, default=None,
                        help="initializations per pair of the whole-model variance (mlp 32, resnext11 16; 0: skip)")
         p.add_argument("--whole-pairs", type=int, default=None, help="image pairs of the whole-model variance (8)")

@@ -75,10 +75,10 @@ class Figure1Config:
 
     family: str = "mlp"
     dataset: str = "fashion-mnist"
-    baseline: str = "1x1024d"
+    baseline: str = "1x512d"
     points: int = 5
     seeds: int = 5
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 128
     lr: float = 0.05
     lrs: tuple[float, ...] = (0.025, 0.05, 0.1)
@@ -91,7 +91,7 @@ class Figure1Config:
     test_limit: int | None = None
     n_min: int = 2
     trials: int = 2000
-    widths: tuple[int, ...] | None = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+    widths: tuple[int, ...] | None = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
     alpha_file: str | None = None
     variance: str = "auto"
     whole_pairs: int = 8
@@ -113,8 +113,8 @@ class Figure1Config:
 #: from mlp's settings on its own ``default_dataset``, with no baseline.
 DEFAULTS: dict[str, Figure1Config] = {
     "mlp": Figure1Config(),
-    "resnext11": Figure1Config(family="resnext11", baseline="1x64d", seeds=4, epochs=3, lr=0.05,
-                               train_limit=20000, test_limit=10000, val_images=2000, target_difference=0.5,
+    "resnext11": Figure1Config(family="resnext11", baseline="1x64d", seeds=4, epochs=2, lr=0.05,
+                               train_limit=12000, test_limit=5000, val_images=2000, target_difference=0.5,
                                widths=None, whole_trials=16),
 }
 #: ``--quick``: the pipeline in about a minute (what CI runs; a smoke test, no conclusion).
