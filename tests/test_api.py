@@ -60,6 +60,9 @@ def test_readers_refuse_in_one_error(tmp_path):
     (tmp_path / "figure1.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(UserError, match="not a figure1.json"):
         collegial.load_figure1(tmp_path)
+    (tmp_path / "figure1.json").write_text(json.dumps({"status": "registered, not yet trained", "config": {}}))
+    with pytest.raises(UserError, match="has not finished"):
+        collegial.load_figure1(tmp_path)
     (tmp_path / "figure1.json").write_text(json.dumps({"config": {"seeds": 2}, "curves": {"primal": {"points": []}},
                                                       "baseline": {"arch": "1x8d"},
                                                       "primal_minus_baseline": {"mean": 0.1}}))

@@ -167,12 +167,26 @@ class Figure1:
     def optimum_minus_baseline(self, problem: str) -> dict[str, Any]:
         return self.data[f"{problem}_minus_baseline"]
 
+    def verdict(self) -> dict[str, Any]:
+        """The pre-registered criteria, each with its status (pass, fail, not testable, smoke test)."""
+        return self.data.get("verdict", {})
+
+    def predictors(self, curve: str = "all") -> list[dict[str, Any]]:
+        """Each predictor's rank correlation with the test error on ``curve`` (primal, dual, or
+        all: both pooled)."""
+        cur = self.data.get("pooled", {}) if curve == "all" else self.curves[curve]
+        return cur.get("predictors", [])
+
     def to_json(self, indent: int | None = 1) -> str:
         return strict_json(self.data, indent=indent)
 
 
 def load_figure1(path: PathLike) -> Figure1:
+    """A finished sweep's ``figure1.json`` (a file or its folder); one line for a sweep that has
+    only pre-registered its criteria so far."""
     d = _read(path, "figure1.json")
+    if isinstance(d, dict) and str(d.get("status", "")).startswith("registered"):
+        raise UserError(f"{path}: the sweep has not finished (figure1.json holds its pre-registered criteria only)")
     try:
         return Figure1(d["config"], d["curves"], d["baseline"], d)
     except (KeyError, TypeError):
