@@ -173,3 +173,74 @@ def test_fit_alpha_no_m_law(capsys) -> None:
     assert main([*argv, "--m-law", ""]) == 0  # the old spelling: still accepted, with a note
     captured = capsys.readouterr()
     assert json.loads(captured.out)["m_law"] == [] and "deprecated; write --no-m-law" in captured.err
+
+
+# --------------------------------------------------------------------------- every parser, one form
+
+#: Options of files whose owners are conforming them (each entry: "subcommand path: option").
+#: Remove an entry when its owner has conformed; the test then fails if the entry is stale.
+EXPECTED_FAILURES: set[str] = {
+    # commands/train.py (being refactored by its owner): its own --device and progress options
+    "train: --device is not the shared --device (add_device_option)",
+    "train: --no-progress is not the shared --progress/--no-progress (add_progress_option)",
+    # commands/recipe_options.py (same owner): the recipe's booleans are given as words
+    "train: --flip takes a yes/no word: make it --x/--no-x",
+    "train: --nesterov takes a yes/no word: make it --x/--no-x",
+}
+
+_BOOL_WORDS = {"yes", "no", "true", "false", "on", "off", "0", "1"}
+
+
+def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every (sub)parser of ``collegial`` with its command path (``reproduce figure1``, ...)."""
+    from collegial.cli import build_parser
+
+    todo, out = [("collegial", build_parser())], []
+    while todo:
+        name, p = todo.pop()
+        out.append((name, p))
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                todo += [(f"{name} {k}".removeprefix("collegial "), sp) for k, sp in a.choices.items()]
+    return out
+
+
+def _violations() -> set[str]:
+    from collegial.commands.common import DEVICES, PROGRESS_HELP
+
+    bad: set[str] = set()
+    for name, p in _parsers():
+        flags = {o for a in p._actions for o in a.option_strings}
+        for a in p._actions:
+            if not a.option_strings or a.help == argparse.SUPPRESS or isinstance(a, argparse._HelpAction):
+                continue
+            opt = max(a.option_strings, key=len)
+            where = f"{name}: {opt}"
+            if not (a.help or "").strip():
+                bad.add(f"{where} has no help text")
+            if "--device" in a.option_strings and (tuple(a.choices or ()) != DEVICES or a.default is not None
+                                                   or not (a.help or "").endswith(DEVICE_HELP)):
+                bad.add(f"{where} is not the shared --device (add_device_option)")
+            if any("progress" in o for o in a.option_strings) and (
+                    not isinstance(a, argparse.BooleanOptionalAction) or a.help != PROGRESS_HELP):
+                bad.add(f"{where} is not the shared --progress/--no-progress (add_progress_option)")
+            words = {str(c).lower() for c in (a.choices or ())}
+            word_metavar = str(a.metavar).upper() in {"BOOL", "BOOLEAN", "YES|NO", "TRUE|FALSE"}
+            if a.nargs != 0 and (isinstance(a.default, bool) or (words and words <= _BOOL_WORDS) or word_metavar):
+                bad.add(f"{where} takes a yes/no word: make it --x/--no-x")
+            for o in a.option_strings:
+                if o.startswith("--no-") and "--" + o[5:] not in flags:
+                    bad.add(f"{where} has no positive form --{o[5:]}: make it --x/--no-x")
+            if "--inputs" in a.option_strings and a.default != "relu":
+                bad.add(f"{where} defaults to {a.default!r}, not relu as everywhere")
+    return bad
+
+
+def test_every_parser_uses_the_shared_option_forms() -> None:
+    """Walks every subparser of the CLI: each option has help text; every --device is the shared
+    one (add_device_option), every progress option the shared --progress/--no-progress; no
+    option takes a yes/no word and every --no-x has its --x; --inputs defaults to relu. Cases of
+    files other owners are conforming are listed in EXPECTED_FAILURES."""
+    bad = _violations()
+    assert sorted(bad - EXPECTED_FAILURES) == []
+    assert sorted(EXPECTED_FAILURES - bad) == [], "stale EXPECTED_FAILURES entries: the owners conformed"

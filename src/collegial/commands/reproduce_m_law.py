@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from collegial.commands.common import emit, int_list, prepare_out, write_json
+from collegial.commands.common import add_progress_option, emit, int_list, prepare_out, progress_from_args, write_json
 from collegial.experiments.m_law import MLawConfig, check_config, markdown, plot, result, run_m_law
 from collegial.io import write_text_atomic
+from collegial.ntk.inputs import DEFAULT_INPUTS
 from collegial.provenance import provenance
 
 OUT_FILES = ("m_law.md", "m_law.json", "m_law.png")
@@ -23,20 +24,24 @@ class _Target:
         p.add_argument("--m", default=",".join(map(str, d.multiplicities)),
                        help="multiplicities (default 1,2,4,8,16)")
         p.add_argument("--channels", type=int, default=d.channels, help=f"block channels C (default {d.channels})")
-        p.add_argument("--seed", type=int, default=d.seed)
-        p.add_argument("--inputs", default=d.inputs, metavar="relu|gaussian",
-                       help=f"the probe's input pair (default {d.inputs}; see fit-alpha --inputs)")
+        p.add_argument("--seed", type=int, default=d.seed,
+                       help=f"seed of the input pair, readout and every trial's weights (default {d.seed})")
+        p.add_argument("--inputs", default=DEFAULT_INPUTS, metavar="relu|gaussian",
+                       help=f"the probe's input pair (default {DEFAULT_INPUTS}, as everywhere; gaussian: the "
+                       "inputs whose 1/m ratios this experiment explains; see fit-alpha --inputs)")
         p.add_argument("--correlation", type=float, default=d.correlation,
                        help=f"correlation of relu inputs (default {d.correlation})")
-        p.add_argument("--no-final-relu", action="store_true",
-                       help="drop the ReLU after the residual addition (it couples the paths)")
+        p.add_argument("--final-relu", action=argparse.BooleanOptionalAction, default=True,
+                       help="the ReLU after the residual addition (default on; --no-final-relu drops it: it "
+                       "couples the paths)")
+        add_progress_option(p)
 
     def run(self, args: argparse.Namespace) -> int:
         cfg = MLawConfig(tuple(int_list(args.m, "--m")), args.width, args.trials, args.channels, args.seed,
-                         final_relu=not args.no_final_relu, inputs=args.inputs, correlation=args.correlation)
+                         final_relu=args.final_relu, inputs=args.inputs, correlation=args.correlation)
         check_config(cfg)
         d = prepare_out(args.out, OUT_FILES, overwrite=args.overwrite) if args.out is not None else None
-        rows = run_m_law(cfg, progress=not args.json)
+        rows = run_m_law(cfg, progress=progress_from_args(args))
         text = markdown(rows, cfg)
         obj = result(rows, cfg) | {"provenance": provenance(cfg.seed)}
         if d is not None:
