@@ -39,8 +39,6 @@ API: :func:`run_ntk_dynamics` (config -> JSON-able dict), :func:`write_outputs`,
 
 from __future__ import annotations
 
-from collegial.io import save_figure, write_json_atomic
-
 import dataclasses
 import math
 import os
@@ -58,6 +56,7 @@ import torch
 from torch import Tensor
 
 from collegial.errors import UserError
+from collegial.io import save_figure, write_json_atomic
 from collegial.models import CollegialMLP
 from collegial.ntk import empirical_ntk
 from collegial.stats import mean_se
@@ -260,10 +259,11 @@ def stack_loss(model: CollegialMLP, x: Tensor, y: Tensor, seeds: int) -> Tensor:
     return 0.5 * (f - y.unsqueeze(1)).square().sum(dim=(0, 2)) / x.shape[0]
 
 
-def extract_model(stack: CollegialMLP, seeds: int, s: int, *, dtype: torch.dtype = torch.float64) -> CollegialMLP:
-    """Model ``s`` of a stack as its own CollegialMLP (a copy, in ``dtype``)."""
+def extract_model(stack: CollegialMLP, seeds: int, s: int, activation: str, *,
+                  dtype: torch.dtype = torch.float64) -> CollegialMLP:
+    """Model ``s`` of a stack built with ``activation`` as its own CollegialMLP (a copy, in ``dtype``)."""
     m = stack.m // seeds
-    act = {torch.nn.Tanh: "tanh", torch.nn.ReLU: "relu"}.get(type(stack.act), "identity")
+    act = activation
     with torch.device("meta"):  # no random init (nor use of the global RNG): every tensor is copied below
         one = CollegialMLP(stack.in_features, stack.out_features, m, stack.n, depth=stack.depth,
                            activation=act,  # type: ignore[arg-type]
@@ -278,7 +278,7 @@ def extract_model(stack: CollegialMLP, seeds: int, s: int, *, dtype: torch.dtype
     return one
 
 
-def stack_kernels(stack: CollegialMLP, seeds: int, xa: Tensor, xb: Tensor) -> np.ndarray:
+def stack_kernels(stack: CollegialMLP, seeds: int, xa: Tensor, xb: Tensor, activation: str) -> np.ndarray:
     """``K_s(x_a, x_b)`` for every model of the stack, ``(seeds,)`` float64, traced over outputs.
 
     Each model is copied to float64 first, so ``K_t - K_0`` is exact up to float64 rounding of the
@@ -287,7 +287,7 @@ def stack_kernels(stack: CollegialMLP, seeds: int, xa: Tensor, xb: Tensor) -> np
     xa64, xb64 = xa.double(), xb.double()
     out = np.empty(seeds)
     for s in range(seeds):
-        model = extract_model(stack, seeds, s)
+        model = extract_model(stack, seeds, s, activation)
         out[s] = float(empirical_ntk(model, xa64, xb64, trace=True).reshape(()))
     return out
 
@@ -304,9 +304,10 @@ def ntk_lambda_max(model: CollegialMLP, x: Tensor, outputs: int) -> float:
 def train_point(p: Point, cfg: NtkDynamicsConfig, x: Tensor, y: Tensor, bar: Any = None) -> dict[str, Any]:
     """Train ``cfg.seeds`` models of point ``p``; record the kernel and the loss at each time.
 
-    Returns ``{"K0": (seeds,), "K": {t: (seeds,)}, "loss": {t: (seeds,)}}`` (lists, ``t`` as int;
-    ``loss[0]`` at initialization, each a full-data L2 loss), and ``lambda_max0``
-    (:func:`ntk_lambda_max` of seed 0 at initialization, on at most ``STABILITY_IMAGES`` images).
+    Returns ``{"K0": (seeds,), "K": [(seeds,) per time], "loss0": (seeds,), "loss": [(seeds,) per
+    time]}`` (lists; the times are ``cfg.steps``, in order; each loss a full-data L2 loss,
+    ``loss0`` at initialization), and ``lambda_max0`` (:func:`ntk_lambda_max` of seed 0 at
+    initialization, on at most ``STABILITY_IMAGES`` images).
     """
     dev = torch.device(cfg.device)
     x, y = x.to(dev), y.to(dev)
@@ -323,9 +324,9 @@ def train_point(p: Point, cfg: NtkDynamicsConfig, x: Tensor, y: Tensor, bar: Any
                 total += stack_loss(stack, x[i:i + 4096], y[i:i + 4096], cfg.seeds).double() * len(x[i:i + 4096])
             return (total / n).tolist()
 
-    rec: dict[str, Any] = {"K0": stack_kernels(stack, cfg.seeds, xa, xb).tolist(), "K": {},
-                           "loss": {0: full_loss()},
-                           "lambda_max0": ntk_lambda_max(extract_model(stack, cfg.seeds, 0, dtype=x.dtype),
+    rec: dict[str, Any] = {"K0": stack_kernels(stack, cfg.seeds, xa, xb, cfg.activation).tolist(), "K": [],
+                           "loss0": full_loss(), "loss": [],
+                           "lambda_max0": ntk_lambda_max(extract_model(stack, cfg.seeds, 0, cfg.activation, dtype=x.dtype),
                                                          x[:STABILITY_IMAGES], y.shape[1])}
     wanted = set(cfg.steps)
     perm, pos = None, n
@@ -340,15 +341,16 @@ def train_point(p: Point, cfg: NtkDynamicsConfig, x: Tensor, y: Tensor, bar: Any
             xb_, yb_ = x[idx], y[idx]
         loss = stack_loss(stack, xb_, yb_, cfg.seeds).sum()
         grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            torch._foreach_add_(params, grads, alpha=-cfg.step_size)
+        with torch.no_grad():  # plain gradient descent: theta <- theta - lr * grad
+            for q, g in zip(params, grads):
+                q.add_(g, alpha=-cfg.step_size)
         if t in wanted:
             losses = full_loss()
             if not all(math.isfinite(v) for v in losses):
                 raise UserError(f"training diverged by step {t} for panel ({p.panel}) d={p.d} "
                                 f"(m={p.m}, n={p.n}); lower --lr")
-            rec["loss"][t] = losses
-            rec["K"][t] = stack_kernels(stack, cfg.seeds, xa, xb).tolist()
+            rec["loss"].append(losses)
+            rec["K"].append(stack_kernels(stack, cfg.seeds, xa, xb, cfg.activation).tolist())
         if bar is not None:
             bar.update(1)
     return rec
@@ -380,26 +382,24 @@ def fit_loglog(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
 
 
 def summarize(points: list[dict[str, Any]], cfg: NtkDynamicsConfig) -> dict[str, Any]:
-    """Slopes per time and panel, (c) against (a) and the widest nets' relative change."""
-    times = [str(t) for t in cfg.steps]
+    """Slopes per time and panel, (c) against (a) and the widest nets' relative change; every
+    per-time list is in the order of ``cfg.steps`` (index ``-1``: the horizon)."""
+    steps = range(len(cfg.steps))
 
     def by_panel(panel: str, min_d: int = 0) -> list[dict[str, Any]]:
         return [q for q in points if q["panel"] == panel and q["d"] >= min_d]
 
-    slopes: dict[str, dict[str, Any]] = {}
-    slopes_wide: dict[str, dict[str, Any]] = {}
-    for t in times:
-        slopes[t], slopes_wide[t] = {}, {}
-        for panel in PANELS:
-            for target, min_d in ((slopes, 0), (slopes_wide, cfg.fit_min_d)):
-                qs = by_panel(panel, min_d)
-                target[t][panel] = fit_loglog([q["mn"] for q in qs], [q["abs_dK_mean"][t] for q in qs])
-    h = times[-1]
+    def slopes_at(i: int, min_d: int) -> dict[str, Any]:
+        return {panel: fit_loglog([q["mn"] for q in by_panel(panel, min_d)],
+                                  [q["abs_dK_mean"][i] for q in by_panel(panel, min_d)]) for panel in PANELS}
+
+    slopes = [slopes_at(i, 0) for i in steps]
+    h = -1
     out: dict[str, Any] = {
         "slopes": slopes,
-        "slopes_wide": {"min_d": cfg.fit_min_d, "by_time": slopes_wide},
-        "slope_a": {"time": int(h), **{k: slopes[h]["a"][k] for k in ("slope", "se", "points")}},
-        "slope_b": {"time": int(h), **{k: slopes[h]["b"][k] for k in ("slope", "se", "points")}},
+        "slopes_wide": {"min_d": cfg.fit_min_d, "by_time": [slopes_at(i, cfg.fit_min_d) for i in steps]},
+        "slope_a": {"time": cfg.horizon, **{k: slopes[h]["a"][k] for k in ("slope", "se", "points")}},
+        "slope_b": {"time": cfg.horizon, **{k: slopes[h]["b"][k] for k in ("slope", "se", "points")}},
     }
     # (c) against (a) at the largest d that has a (c) point
     cs = by_panel("c")
@@ -407,15 +407,15 @@ def summarize(points: list[dict[str, Any]], cfg: NtkDynamicsConfig) -> dict[str,
         dmax = max(q["d"] for q in cs)
         qa = next(q for q in points if q["panel"] == "a" and q["d"] == dmax)
         qc = next(q for q in cs if q["d"] == dmax)
-        per_time = {}
-        for t in times:
-            a_m, a_se = qa["abs_dK_mean"][t], qa["abs_dK_se"][t]
-            c_m, c_se = qc["abs_dK_mean"][t], qc["abs_dK_se"][t]
+        per_time = []
+        for i in steps:
+            a_m, a_se = qa["abs_dK_mean"][i], qa["abs_dK_se"][i]
+            c_m, c_se = qc["abs_dK_mean"][i], qc["abs_dK_se"][i]
             z = (a_m - c_m) / math.hypot(a_se, c_se) if math.hypot(a_se, c_se) > 0 else None
-            per_time[t] = {"below": bool(c_m < a_m), "abs_dK_a": a_m, "abs_dK_c": c_m, "ratio_c_over_a": c_m / a_m
-                           if a_m > 0 else None, "z": z}
+            per_time.append({"below": bool(c_m < a_m), "abs_dK_a": a_m, "abs_dK_c": c_m,
+                             "ratio_c_over_a": c_m / a_m if a_m > 0 else None, "z": z})
         out["c_below_a"] = {"d": dmax, "m_c": qc["m"], "n_c": qc["n"], "params_a": qa["params"],
-                            "params_c": qc["params"], "time": int(h), **per_time[h], "by_time": per_time}
+                            "params_c": qc["params"], "time": cfg.horizon, **per_time[h], "by_time": per_time}
     else:
         out["c_below_a"] = None
     widest = {}
@@ -432,7 +432,7 @@ def summarize(points: list[dict[str, Any]], cfg: NtkDynamicsConfig) -> dict[str,
         "max_rel_dK_widest_at_horizon": max(w["rel_dK_max"][h] for w in widest.values()),
         "narrowest": {"panel": narrowest["panel"], "d": narrowest["d"], "m": narrowest["m"],
                       "n": narrowest["n"], "rel_dK_mean": narrowest["rel_dK_mean"]},
-        "widest_loss": {"panel": "a", "init": float(np.mean(wa["loss"]["0"])),
+        "widest_loss": {"panel": "a", "init": float(np.mean(wa["loss0"])),
                         "horizon": float(np.mean(wa["loss"][h]))},
     }
     worst = max(points, key=lambda r: r["lr_lambda_over_2"])
@@ -471,20 +471,15 @@ def run_ntk_dynamics(config: NtkDynamicsConfig | None = None) -> dict[str, Any]:
             bar.set_postfix_str(f"({p.panel}) d={p.d} m={p.m} n={p.n}")
             rec = train_point(p, cfg, x, y, bar)
             k0 = np.asarray(rec["K0"])
-            row: dict[str, Any] = {"panel": p.panel, "d": p.d, "m": p.m, "n": p.n, "mn": p.mn,
-                                   "params": p.params, "K0": rec["K0"], "dK": {}, "abs_dK_mean": {},
-                                   "abs_dK_se": {}, "rel_dK_mean": {}, "rel_dK_se": {}, "rel_dK_max": {},
-                                   "loss": {str(t): v for t, v in rec["loss"].items()},
-                                   "lambda_max0": rec["lambda_max0"],
-                                   "lr_lambda_over_2": cfg.step_size * rec["lambda_max0"] / 2}
-            for t in cfg.steps:
-                dk = np.asarray(rec["K"][t]) - k0
-                rel = np.abs(dk) / np.abs(k0)
-                row["dK"][str(t)] = dk.tolist()
-                row["abs_dK_mean"][str(t)], row["abs_dK_se"][str(t)] = mean_se(np.abs(dk))
-                row["rel_dK_mean"][str(t)], row["rel_dK_se"][str(t)] = mean_se(rel)
-                row["rel_dK_max"][str(t)] = float(rel.max())
-            rows.append(row)
+            dks = [np.asarray(k) - k0 for k in rec["K"]]  # one per recorded time, in cfg.steps order
+            rels = [np.abs(dk) / np.abs(k0) for dk in dks]
+            abs_stats, rel_stats = [mean_se(np.abs(dk)) for dk in dks], [mean_se(r) for r in rels]
+            rows.append({"panel": p.panel, "d": p.d, "m": p.m, "n": p.n, "mn": p.mn, "params": p.params,
+                         "K0": rec["K0"], "dK": [dk.tolist() for dk in dks],
+                         "abs_dK_mean": [m for m, _ in abs_stats], "abs_dK_se": [se for _, se in abs_stats],
+                         "rel_dK_mean": [m for m, _ in rel_stats], "rel_dK_se": [se for _, se in rel_stats],
+                         "rel_dK_max": [float(r.max()) for r in rels], "loss0": rec["loss0"], "loss": rec["loss"],
+                         "lambda_max0": rec["lambda_max0"], "lr_lambda_over_2": cfg.step_size * rec["lambda_max0"] / 2})
     finally:
         bar.close()
     result: dict[str, Any] = {
@@ -520,7 +515,7 @@ def plot_ntk_dynamics(result: dict[str, Any], path: str | Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    times = [str(t) for t in result["times"]]
+    times = result["times"]  # every per-time list is in this order
     width_c = result["config"]["width_c"]
     colors = {"a": "tab:blue", "b": "tab:orange", "c": "tab:red"}
     markers = {"a": "o", "b": "s", "c": "^"}
@@ -535,12 +530,12 @@ def plot_ntk_dynamics(result: dict[str, Any], path: str | Path) -> None:
                 if not qs:
                     continue
                 d = np.array([q["d"] for q in qs], dtype=float)
-                mean = np.array([q[key][t] for q in qs])
-                se = np.array([q[se_key][t] for q in qs])
+                mean = np.array([q[key][j] for q in qs])
+                se = np.array([q[se_key][j] for q in qs])
                 lower = np.minimum(se, mean * 0.999)  # keep the bar inside the log axis
                 label = PANEL_LABELS[panel].format(w=width_c)
                 if row == 0:
-                    fit = result["slopes"][t][panel]
+                    fit = result["slopes"][j][panel]
                     if fit["slope"] is not None:
                         se_txt = f" ± {fit['se']:.2f}" if fit["se"] is not None else ""
                         label += f": slope {fit['slope']:.2f}{se_txt}"
@@ -548,16 +543,16 @@ def plot_ntk_dynamics(result: dict[str, Any], path: str | Path) -> None:
                             ms=4, lw=1.2, capsize=2, label=label)
             if row == 0:  # reference slope -1 in m n (= d^-2), through (a)'s widest (laziest) point
                 qa = [q for q in result["points"] if q["panel"] == "a"]
-                if qa and qa[-1][key][t] > 0:
+                if qa and qa[-1][key][j] > 0:
                     d = np.array([q["d"] for q in qa], dtype=float)
-                    ax.plot(d, qa[-1][key][t] * (d / d[-1]) ** -2.0, "k:", lw=1, label="∝ 1/(mn) (theorem)")
+                    ax.plot(d, qa[-1][key][j] * (d / d[-1]) ** -2.0, "k:", lw=1, label="∝ 1/(mn) (theorem)")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xticks(all_d, [str(v) for v in all_d], fontsize=7)
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.grid(True, which="both", alpha=0.25)
             if row == 0:
-                ax.set_title(f"after {t} step{'s' if t != '1' else ''}", fontsize=10)
+                ax.set_title(f"after {t} step{'s' if t != 1 else ''}", fontsize=10)
                 ax.legend(fontsize=6.5, loc="lower left")
             else:
                 ax.set_xlabel("d")
@@ -593,7 +588,7 @@ def _fmt_fit(fit: dict[str, Any]) -> str:
 def report_markdown(result: dict[str, Any]) -> str:
     """The slopes at every recorded time, (c) against (a), and the widest nets' movement."""
     cfg = result["config"]
-    times = [str(t) for t in result["times"]]
+    times = result["times"]  # every per-time list is in this order
     lines = [
         f"NTK dynamics (Theorem 1, appendix Figure 3): depth {cfg['depth']}, {cfg['activation']}, NTK "
         f"parameterization, {cfg['n_images']} {cfg['dataset']} images, lr {cfg['lr']}, "
@@ -609,12 +604,12 @@ def report_markdown(result: dict[str, Any]) -> str:
     ]
     wide = result["lazy"]["widest"]
     cba = result["c_below_a"]
-    for t in times:
-        s, sw = result["slopes"][t], result["slopes_wide"]["by_time"][t]
-        rel = " / ".join(f"{100 * wide[p]['rel_dK_mean'][t]:.2g}%" if p in wide else "-" for p in PANELS)
+    for i, t in enumerate(times):
+        s, sw = result["slopes"][i], result["slopes_wide"]["by_time"][i]
+        rel = " / ".join(f"{100 * wide[p]['rel_dK_mean'][i]:.2g}%" if p in wide else "-" for p in PANELS)
         below = "-"
         if cba is not None:
-            ct = cba["by_time"][t]
+            ct = cba["by_time"][i]
             below = ("yes" if ct["below"] else "no") + (
                 f" ({ct['ratio_c_over_a']:.2f}x)" if ct["ratio_c_over_a"] is not None else "")
         lines.append(f"| {t} | {_fmt_fit(s['a'])} | {_fmt_fit(s['b'])} | {_fmt_fit(s['c'])} | "
@@ -634,7 +629,7 @@ def report_markdown(result: dict[str, Any]) -> str:
     lines.append(f"At the horizon ({result['horizon']} steps): slope_a = {fa}, slope_b = {fb}. The widest net "
                  f"of each panel moved by at most {100 * result['lazy']['max_rel_dK_widest_at_horizon']:.2g}% of "
                  f"K_0 (worst seed), the narrowest ({low['panel']}, m={low['m']}, n={low['n']}) by "
-                 f"{100 * low['rel_dK_mean'][times[-1]]:.2g}% (seed mean); training loss of the widest (a): "
+                 f"{100 * low['rel_dK_mean'][-1]:.2g}% (seed mean); training loss of the widest (a): "
                  f"{loss['init']:.3g} at init, {loss['horizon']:.3g} at the horizon.")
     if cba is not None:
         lines.append(f"(c) at d={cba['d']} ({cba['m_c']}x{cba['n_c']}, {cba['params_c']} params vs (a)'s "
