@@ -216,3 +216,23 @@ def test_launcher_options_are_checked_first(tmp_path, capsys) -> None:
     assert main(["reproduce", "figure1", "--quick", "--out", str(tmp_path / "x"), "--jobs", "0"]) == 2
     assert "must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_pilot_only_stops_after_the_pilot(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake(spec, key, root, data, log):
+        calls.append(key)
+        return f1.RunOutcome(10.0 + 0.3 * key.seed ** 2 + (0.5 if "x2d" in key.arch else 0.0), 11.0)
+
+    monkeypatch.setattr(f1.runs, "train_one", fake)
+    monkeypatch.setattr(f1, "measure_predictors", lambda cfg, curves, log: None)
+    out = tmp_path / "f1"
+    assert main(["reproduce", "figure1", "--quick", "--seeds", "3", "--pilot-seeds", "3", "--out", str(out),
+                 "--pilot-only"]) == 0
+    text = capsys.readouterr().out
+    assert len(calls) == 6 and {k.lr for k in calls} == {0.05}  # 2 architectures x 3 seeds, the shared rate
+    obj = json.loads((out / "figure1.json").read_text())
+    assert obj["status"] == "registered, pilot only" and obj["pilot"]["seeds"] == 3
+    assert text.startswith("pilot: paired s.d.") and "seeds" in text

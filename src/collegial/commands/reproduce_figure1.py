@@ -11,7 +11,7 @@ from collegial.commands.common import add_device_option, add_progress_option, de
 from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
 from collegial.commands.probe_options import add_probe_arguments, probe_inputs
 from collegial.errors import UserError, flag_names
-from collegial.experiments.figure1 import OUT_FILES, config_for, run_figure1
+from collegial.experiments.figure1 import OUT_FILES, config_for, pilot_line, run_figure1
 from collegial.experiments.figure1_report import markdown
 
 
@@ -55,6 +55,9 @@ class _Target:
         p.add_argument("--whole-trials", type=int, default=None,
                        help="initializations per pair of the whole-model variance (mlp 32, resnext11 16; 0: skip)")
         p.add_argument("--whole-pairs", type=int, default=None, help="image pairs of the whole-model variance (8)")
+        p.add_argument("--pilot-only", action="store_true",
+                       help="stop after the pilot and print how many seeds resolve --target-difference (the same "
+                            "command without it continues the sweep, reusing the pilot's runs)")
         p.add_argument("--quick", action="store_true",
                        help="a tiny sweep in about a minute: a smoke test of the pipeline, no conclusion")
         add_device_option(p, "training and the whole-model variance")
@@ -78,7 +81,10 @@ class _Target:
         launcher = launcher_from_args(args)
         progress = (not args.json) if args.progress is None else args.progress
         obj = run_figure1(cfg, Path(args.out), overwrite=args.overwrite, progress=progress, inputs=inputs,
-                          launcher=launcher)
+                          launcher=launcher, pilot_only=args.pilot_only)
+        if args.pilot_only:
+            emit(obj, pilot_line(obj["pilot"]).removeprefix("[figure1] "), as_json=args.json)
+            return 0
         obj["files"] = [str(Path(args.out) / n) for n in OUT_FILES]
         emit(obj, markdown(obj), as_json=args.json)
         return 0

@@ -400,8 +400,9 @@ def choose_rates(cfg: Figure1Config, archs: list[str], got: dict[RunKey, RunOutc
 
 
 def _train_all(cfg: Figure1Config, curves: dict[str, list[Point]], spec: RunSpec, out: Path, data: Any,
-               launcher: Launcher, log: Any) -> dict[str, Any]:
-    """Pilot, learning-rate choice and the final runs; fills every point's errors; the pilot."""
+               launcher: Launcher, log: Any, pilot_only: bool = False) -> dict[str, Any]:
+    """Pilot, learning-rate choice and the final runs; fills every point's errors; the pilot
+    (``pilot_only``: the pilot alone)."""
     archs = [p.arch for p in distinct(curves)]
     got: dict[RunKey, RunOutcome] = {}
     a, b = pilot_archs(curves)
@@ -409,6 +410,8 @@ def _train_all(cfg: Figure1Config, curves: dict[str, list[Point]], spec: RunSpec
                    spec, out, data, launcher, log, "pilot")
     pil = pilot(cfg, curves, got)
     log(pilot_line(pil))
+    if pilot_only:
+        return pil
     if len(cfg.lrs) > 1:
         got |= execute([RunKey(x, lr, s) for x in archs for lr in cfg.lrs for s in range(cfg.select_seeds)],
                        spec, out, data, launcher, log, "learning-rate choice")
@@ -428,8 +431,10 @@ def _train_all(cfg: Figure1Config, curves: dict[str, list[Point]], spec: RunSpec
 
 
 def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progress: bool = True,
-                inputs: Any = None, launcher: Launcher | None = None) -> dict[str, Any]:
-    """Run (or continue) the sweep into ``out``; returns the ``figure1.json`` object. Every
+                inputs: Any = None, launcher: Launcher | None = None, pilot_only: bool = False) -> dict[str, Any]:
+    """Run (or continue) the sweep into ``out``; returns the ``figure1.json`` object
+    (``pilot_only``: stop after the pilot; the same command without it continues the sweep,
+    reusing the pilot's runs). Every
     setting (the alpha file and the data included) is validated, and the sweep folder locked,
     before anything in ``out`` changes; a failed start leaves no trace. ``launcher``: where the
     runs execute (:mod:`collegial.launch`; default: one after another in this process)."""
@@ -457,7 +462,7 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
     created, locked = not out.exists(), (out / ".lock").exists()
     try:
         with folder_lock(out, "figure1 sweep", arg="out"):
-            return _sweep(cfg, out, key, overwrite, data, spec, inputs, progress, launcher or Launcher())
+            return _sweep(cfg, out, key, overwrite, data, spec, inputs, progress, launcher or Launcher(), pilot_only)
     except UserError:
         if not locked and not (out / "sweep.json").exists():  # a failed start leaves no trace
             (out / ".lock").unlink(missing_ok=True)
@@ -468,7 +473,7 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
 
 
 def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, data: Any, spec: RunSpec,
-           inputs: Any, progress: bool, launcher: Launcher) -> dict[str, Any]:
+           inputs: Any, progress: bool, launcher: Launcher, pilot_only: bool) -> dict[str, Any]:
     """:func:`run_figure1` once the sweep folder is locked."""
     from collegial.search.variance import load_curve
 
@@ -485,12 +490,17 @@ def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, 
         log("[figure1] --quick: a smoke test of the pipeline; its numbers support no conclusion")
     measure_predictors(cfg, curves, log)
     prereg = preregistration(cfg, curves)
-    write_json_atomic(out / "figure1.json", {"status": "registered, not yet trained", "config": cfg.key(),
-                                             "preregistered": prereg, "provenance": provenance(cfg.seed)})
+    registered = {"status": "registered, not yet trained", "config": cfg.key(), "preregistered": prereg,
+                  "provenance": provenance(cfg.seed)}
+    write_json_atomic(out / "figure1.json", registered)
     for prob, c in prereg["criteria"].items():
         log(f"[figure1] pre-registered ({prob}): {c['optimum']} vs {c['baseline']}: {c['test']}"
             + ("" if c["testable"] else " (not testable: the optimum is the baseline)"))
-    pil = _train_all(cfg, curves, spec, out, data, launcher, log)
+    pil = _train_all(cfg, curves, spec, out, data, launcher, log, pilot_only)
+    if pilot_only:
+        obj = {**registered, "status": "registered, pilot only", "pilot": pil, "seconds": time.time() - t0}
+        write_json_atomic(out / "figure1.json", obj)
+        return obj
     obj = summarize(cfg, res, curves, spec.recipe, prereg, pil, time.time() - t0)
     obj["provenance"] = provenance(cfg.seed)
     write_outputs(obj, out)
