@@ -23,7 +23,7 @@ from collegial.ntk.curve import synthetic_fit
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SRC = Path(collegial.__file__).parent
-FIT_ALPHA = ["fit-alpha", "--trials", "16", "--widths", "2,4,8", "--channels", "8", "--m-law", "", "--no-progress"]
+FIT_ALPHA = ["fit-alpha", "--trials", "16", "--widths", "2,4,8", "--channels", "8", "--no-m-law", "--no-progress"]
 
 
 def _one_error_line(capsys) -> str:

@@ -89,7 +89,7 @@ def test_json_is_strict_and_answers_are_buildable(tmp_path, capsys):
 def test_fit_alpha_out_is_checked_before_the_trials(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
-    small = ["fit-alpha", "--trials", "16", "--widths", "2,3,4", "--channels", "8", "--m-law", "", "--no-progress"]
+    small = ["fit-alpha", "--trials", "16", "--widths", "2,3,4", "--channels", "8", "--no-m-law", "--no-progress"]
     assert "is not a directory" in _one_line(capsys, small + ["--out", str(f)])
     assert "cannot create" in _one_line(capsys, small + ["--out", str(f / "sub")])
     assert "--seed must be >= 0" in _one_line(capsys, small + ["--seed", "-3"])

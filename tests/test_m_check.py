@@ -174,7 +174,7 @@ def test_tiny_real_check_through_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
     alpha = tmp_path / "alpha"
     assert main(["fit-alpha", "--family", "mlp", "--trials", "16", "--pairs", "2", "--widths", "2,4,8,16",
-                 "--m-law", "", "--no-progress", "--json", "--out", str(alpha)]) == 0
+                 "--no-m-law", "--no-progress", "--json", "--out", str(alpha)]) == 0
     argv = ["search", "mlp", "--baseline", "1x16d", "--alpha-file", str(alpha), "--draws", "20", "--json"]
     capsys.readouterr()
     assert main(argv) == 0

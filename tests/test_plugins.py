@@ -162,7 +162,7 @@ def test_entry_point_family_is_seen_by_every_subcommand(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["family"] == "epfam"
     r = _run(tmp_path, "fit-alpha", "--family", "epfam", "--trials", "32", "--pairs", "2", "--widths", "2,4,8",
-             "--m-law", "", "--json")
+             "--no-m-law", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["family"] == "epfam"
     r = _run(tmp_path, "train", "epfam", "2x4d", "--dataset", "mnist", "--epochs", "1", "--train-limit", "256",
@@ -208,7 +208,7 @@ def test_an_imported_family_runs_reproduce_figure1(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
     assert main(["--import", "toyfam_f.py", "fit-alpha", "--family", "toyfam_f", "--trials", "64", "--pairs", "2",
-                 "--widths", "2,3,4,6,8", "--m-law", "", "--out", "alpha", "--json"]) == 0
+                 "--widths", "2,3,4,6,8", "--no-m-law", "--out", "alpha", "--json"]) == 0
     capsys.readouterr()
     argv = ["--import", "toyfam_f.py", "reproduce", "figure1", "--family", "toyfam_f", "--baseline", "1x8d",
             "--alpha-file", "alpha", "--quick", "--out", "fig1", "--json"]

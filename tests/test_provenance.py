@@ -130,7 +130,7 @@ def test_search_json(argv, tmp_path, capsys) -> None:
 
 def test_fit_alpha_json_and_round_trip(argv, tmp_path, capsys) -> None:
     out = tmp_path / "alpha"
-    cmd = argv("fit-alpha", "--trials", "16", "--widths", "2,4,8", "--channels", "8", "--m-law", "",
+    cmd = argv("fit-alpha", "--trials", "16", "--widths", "2,4,8", "--channels", "8", "--no-m-law",
                "--seed", "2", "--json", "--out", str(out), "--no-progress")
     assert main(sys.argv[1:]) == 0
     obj = json.loads(capsys.readouterr().out)
