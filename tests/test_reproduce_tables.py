@@ -38,7 +38,7 @@ def test_train_seed_skips_finished_and_continues_started(tmp_path, monkeypatch) 
     seen = []
 
     def fake_train(cfg, recipe, data):
-        seen.append((cfg.out.name, cfg.resume, cfg.seed, cfg.device))
+        seen.append((cfg.out.name, cfg.resume, cfg.overwrite, cfg.seed, cfg.device))
         (cfg.out / "result.json").write_text(json.dumps({"test_top1_err": 5.0}))
         return type("R", (), {"stopped": None})()
 
@@ -51,7 +51,7 @@ def test_train_seed_skips_finished_and_continues_started(tmp_path, monkeypatch) 
     assert rt.train_seed("mlp", "1x8d", "mnist", None, 0, str(tmp_path / "done"), "cpu")["test_top1_err"] == 7.0
     assert rt.train_seed("mlp", "1x8d", "mnist", None, 1, str(tmp_path / "started"), "cpu")["test_top1_err"] == 5.0
     rt.train_seed("mlp", "1x8d", "mnist", None, 2, str(tmp_path / "new"), "cpu")
-    assert seen == [("started", True, 1, "cpu"), ("new", False, 2, "cpu")]
+    assert seen == [("started", True, False, 1, "cpu"), ("new", False, True, 2, "cpu")]
 
 
 def test_gather_means_over_the_seeds_beside_the_paper() -> None:

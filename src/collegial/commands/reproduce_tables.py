@@ -90,7 +90,8 @@ def seed_calls(table: Table, data_dir: str, out_root: str, device: str) -> list[
 
 def train_seed(family: str, arch: str, dataset: str, data_dir: str, seed: int, out: str, device: str) -> dict[str, Any]:
     """One run as a job of its own, with the dataset's recipe: skipped when ``out`` holds a
-    finished run, continued from its checkpoint when it holds a started one, else new; its
+    finished run, continued from its checkpoint when it holds one, else new (a run that died
+    before its first checkpoint starts over); its
     ``result.json`` (or ``{"stopped": signal}`` when SIGINT / SIGTERM stopped it at a checkpoint)."""
     folder = Path(out)
     if (folder / "result.json").is_file():
@@ -100,8 +101,9 @@ def train_seed(family: str, arch: str, dataset: str, data_dir: str, seed: int, o
     from collegial.train.recipes import get_recipe
 
     data = load_dataset(dataset, data_dir)
+    resume = (folder / "last.pt").is_file()  # else nothing to continue: a run that died before it starts over
     res = train(RunConfig(family=family, arch=arch, dataset=dataset, out=folder, seed=seed, device=device,
-                          resume=(folder / "last.pt").is_file()), get_recipe(dataset), data)
+                          resume=resume, overwrite=not resume), get_recipe(dataset), data)
     if res.stopped:
         return {"stopped": res.stopped}
     return json.loads((folder / "result.json").read_text())
