@@ -155,11 +155,17 @@ def test_quick_sweep_end_to_end_and_resume(tmp_path, monkeypatch, capsys) -> Non
     again = json.loads(capsys.readouterr().out)
     assert kept.stat().st_mtime_ns == stamp and (runs[1] / "result.json").exists()
     assert again["curves"] == obj["curves"]
+    # more seeds continue the sweep: every finished run is reused, the new seeds are added
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/lr*/seed*/result.json")}
+    assert main(["reproduce", "figure1", "--quick", "--seeds", "3", "--out", str(out), "--json"]) == 0
+    three = json.loads(capsys.readouterr().out)
+    assert len(three["baseline"]["errors"]) == 3 and three["baseline"]["errors"][:2] == obj["baseline"]["errors"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     # other settings into the same folder are refused, then allowed with --overwrite
-    assert main(["reproduce", "figure1", "--quick", "--seeds", "3", "--out", str(out)]) == 2
-    assert "other settings (seeds)" in capsys.readouterr().err
-    assert main(["reproduce", "figure1", "--quick", "--seeds", "3", "--out", str(out), "--json", "--overwrite"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["baseline"]["errors"]) == 3
+    assert main(["reproduce", "figure1", "--quick", "--epochs", "2", "--out", str(out)]) == 2
+    assert "other settings (epochs)" in capsys.readouterr().err
+    assert main(["reproduce", "figure1", "--quick", "--epochs", "2", "--out", str(out), "--json", "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["epochs"] == 2
 
 
 @pytest.mark.parametrize("extra, msg", [

@@ -32,7 +32,7 @@ class _Target:
                        help="shipped dataset (default fashion-mnist for mlp and resnext11, else the family's own)")
         p.add_argument("--baseline", default=None, metavar="ARCH", help="baseline MxNd (mlp 1x512d, resnext11 1x64d)")
         p.add_argument("--points", type=int, default=None, help="architectures per curve (default 5)")
-        p.add_argument("--seeds", type=int, default=None, help="training seeds per architecture and rate (mlp 5, resnext11 4)")
+        p.add_argument("--seeds", type=int, default=None, help="training seeds per architecture and rate (mlp 3, resnext11 4); a rerun with more continues the sweep")
         p.add_argument("--epochs", type=int, default=None, help="epochs per run (mlp 3, resnext11 2)")
         p.add_argument("--lr", type=float, default=None, help="the shared learning rate, reported beside the chosen ones (0.05)")
         p.add_argument("--lrs", type=_floats, default=None, metavar="LR,LR,...",
@@ -40,7 +40,7 @@ class _Target:
         p.add_argument("--val-images", type=int, default=None,
                        help="training images held out of every run to choose the rate (mlp 5000, resnext11 2000)")
         p.add_argument("--select-seeds", type=int, default=None, help="seeds per rate when choosing it (1)")
-        p.add_argument("--pilot-seeds", type=int, default=None, help="seeds of the pilot that sizes the sweep (3)")
+        p.add_argument("--pilot-seeds", type=int, default=None, help="seeds of the pilot that sizes the sweep (default 3, or --seeds when fewer)")
         p.add_argument("--target-difference", type=float, default=None, metavar="D",
                        help="test-error points the sweep should resolve (mlp 0.3, resnext11 0.5); the pilot says "
                             "how many seeds that takes")

@@ -77,14 +77,14 @@ class Figure1Config:
     dataset: str = "fashion-mnist"
     baseline: str = "1x512d"
     points: int = 5
-    seeds: int = 5
+    seeds: int = 3
     epochs: int = 3
     batch_size: int = 128
     lr: float = 0.05
     lrs: tuple[float, ...] = (0.025, 0.05, 0.1)
     val_images: int = 5000
     select_seeds: int = 1
-    pilot_seeds: int = 3
+    pilot_seeds: int | None = None  # None: min(3, seeds)
     target_difference: float = 0.3
     dual_margin: float | None = None
     train_limit: int | None = None
@@ -99,6 +99,11 @@ class Figure1Config:
     seed: int = 0  # Algorithm 1's, the whole-model measurement's and the bootstrap's seed
     device: str = "cpu"  # where the models train (Algorithm 1 runs on the CPU)
     quick: bool = False
+
+    @property
+    def pilot_n(self) -> int:
+        """The pilot's seeds: ``pilot_seeds``, by default 3 (or ``seeds`` when fewer)."""
+        return min(3, self.seeds) if self.pilot_seeds is None else self.pilot_seeds
 
     @property
     def margin(self) -> float:
@@ -154,11 +159,11 @@ def check_config(cfg: Figure1Config) -> None:
                             f"{min(ws)}..{max(ws)}; pass --widths or an --alpha-file that covers it")
     for name, value, least in (("points", cfg.points, 2), ("seeds", cfg.seeds, 2), ("epochs", cfg.epochs, 1),
                                ("n-min", cfg.n_min, 1), ("select-seeds", cfg.select_seeds, 1),
-                               ("pilot-seeds", cfg.pilot_seeds, 2), ("val-images", cfg.val_images, 0)):
+                               ("pilot-seeds", cfg.pilot_n, 2), ("val-images", cfg.val_images, 0)):
         if value < least:
             raise UserError(f"--{name} must be >= {least}, got {value}")
-    if cfg.pilot_seeds > cfg.seeds or cfg.select_seeds > cfg.seeds:
-        raise UserError(f"--pilot-seeds ({cfg.pilot_seeds}) and --select-seeds ({cfg.select_seeds}) "
+    if cfg.pilot_n > cfg.seeds or cfg.select_seeds > cfg.seeds:
+        raise UserError(f"--pilot-seeds ({cfg.pilot_n}) and --select-seeds ({cfg.select_seeds}) "
                         f"cannot exceed --seeds ({cfg.seeds})")
     if not cfg.lrs or any(not (r > 0 and math.isfinite(r)) for r in (*cfg.lrs, cfg.lr)):
         raise UserError(f"learning rates must be positive numbers, got --lr {cfg.lr} and --lrs {list(cfg.lrs)}")
@@ -360,10 +365,10 @@ def pilot(cfg: Figure1Config, curves: dict[str, list[Point]], got: dict[RunKey, 
     (the primal curve's narrowest point when the optimum is the baseline) and the seeds that
     resolve ``target_difference`` at 95% at these epochs."""
     a, b = pilot_archs(curves)
-    d = paired_difference([got[RunKey(a, cfg.lr, s)].test for s in range(cfg.pilot_seeds)],
-                          [got[RunKey(b, cfg.lr, s)].test for s in range(cfg.pilot_seeds)])
+    d = paired_difference([got[RunKey(a, cfg.lr, s)].test for s in range(cfg.pilot_n)],
+                          [got[RunKey(b, cfg.lr, s)].test for s in range(cfg.pilot_n)])
     need = seeds_to_resolve(d["sd"], cfg.target_difference) if math.isfinite(d["sd"]) else None
-    return {"pair": [a, b], "seeds": cfg.pilot_seeds, "sd": d["sd"], "mean": d["mean"],
+    return {"pair": [a, b], "seeds": cfg.pilot_n, "sd": d["sd"], "mean": d["mean"],
             "target_difference": cfg.target_difference, "epochs": cfg.epochs, "seeds_needed": need,
             "seeds_run": cfg.seeds, "enough": need is not None and need <= cfg.seeds}
 
@@ -390,8 +395,8 @@ def choose_rates(cfg: Figure1Config, archs: list[str], got: dict[RunKey, RunOutc
     seeds (a tie goes to the shared rate, then the smaller rate), and every rate's mean."""
     out = {}
     for a in archs:
-        if cfg.val_images == 0:
-            out[a] = (cfg.lr, {})
+        if len(set(cfg.lrs)) == 1:  # nothing to choose
+            out[a] = (cfg.lrs[0], {})
             continue
         val = {lr: float(np.mean([got[RunKey(a, lr, s)].val for s in range(cfg.select_seeds)])) for lr in cfg.lrs}
         best = min(val, key=lambda lr: (round(val[lr], 9), lr != cfg.lr, lr))
@@ -406,7 +411,7 @@ def _train_all(cfg: Figure1Config, curves: dict[str, list[Point]], spec: RunSpec
     archs = [p.arch for p in distinct(curves)]
     got: dict[RunKey, RunOutcome] = {}
     a, b = pilot_archs(curves)
-    got |= execute([RunKey(x, cfg.lr, s) for x in (a, b) for s in range(cfg.pilot_seeds)],
+    got |= execute([RunKey(x, cfg.lr, s) for x in (a, b) for s in range(cfg.pilot_n)],
                    spec, out, data, launcher, log, "pilot")
     pil = pilot(cfg, curves, got)
     log(pilot_line(pil))

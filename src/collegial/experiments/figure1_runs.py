@@ -159,13 +159,20 @@ def read_sweep(sweep: Path) -> tuple[dict[str, Any] | None, str]:
     return old, ""
 
 
+def resizable(key: dict[str, Any]) -> dict[str, Any]:
+    """The settings a rerun may change and still continue the sweep: the number of seeds (no run
+    depends on it; more seeds add runs, fewer report the first ones)."""
+    return {"seeds": key.get("seeds")}
+
+
 def plan(key: dict[str, Any], root: Path, overwrite: bool) -> bool:
     """Check ``root`` against this sweep's settings, changing nothing; whether the sweep starts
-    over (its previous runs and outputs to be deleted, once everything else is validated)."""
+    over (its previous runs and outputs to be deleted, once everything else is validated). A
+    rerun that changes only :func:`resizable` settings continues the sweep."""
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} exists and is not a directory")
     old, bad = read_sweep(root / "sweep.json")
-    if old == key:
+    if old == key or (old is not None and {**old, **resizable(key)} == key):
         return overwrite
     if old is None and not bad:  # a fresh folder, or one holding files of no sweep
         foreign = [n for n in (*OUT_FILES, "runs") if (root / n).exists()]
