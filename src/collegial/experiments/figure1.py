@@ -54,7 +54,8 @@ from collegial.launch import Launcher, run_jobs
 from collegial.models import format_arch, get_family, validate_arch
 from collegial.provenance import provenance
 from collegial.search.result import SearchResult
-from collegial.search.solve import cost_table, dual_m, primal_m, search
+from collegial.search.problems import solve_batch
+from collegial.search.solve import cost_table, search
 from collegial.search.variance import VarianceCurve
 from collegial.stats import mean_se, paired_difference, seeds_to_resolve
 
@@ -237,29 +238,27 @@ def spread_widths(available: list[int], must: list[int], k: int) -> list[int]:
 
 
 def curve_points(res: SearchResult, curve: VarianceCurve, cfg: Figure1Config) -> dict[str, list[Point]]:
-    """``points`` architectures along the primal and the dual curve of ``res``."""
+    """``points`` architectures along the primal and the dual curve of ``res`` (the one batched
+    solver, :func:`collegial.search.problems.solve_batch`)."""
     tab = cost_table(cfg.family, cfg.dataset)
-    n_b = res.baseline.n
-    m_b = res.baseline.m
+    m_b, n_b = res.baseline.m, res.baseline.n
     ns = np.arange(max(cfg.n_min, res.n_range[0]), n_b + 1)
-    a = int(tab.fixed("params"))
-    b = np.asarray(tab.per_path("params", ns), dtype=np.int64)
-    v = curve(ns)
-    se = curve.stderr(ns)
-    out: dict[str, list[Point]] = {}
     ib = int(np.searchsorted(ns, n_b))
-    for prob in ("primal", "dual"):
-        ms = primal_m(a, b, res.budget, res.rounding) if prob == "primal" else dual_m(v, v[ib] / m_b)
-        ok = ms >= 1
+    v, se = curve(ns), curve.stderr(ns)
+    solved = solve_batch(tab.fixed("params"), tab.per_path("params", ns), v, budget=res.budget,
+                         v_target=v[ib] / m_b, rounding=res.rounding)
+    out: dict[str, list[Point]] = {}
+    for prob, sol in zip(("primal", "dual"), solved):
+        ms, cost, var = sol.m[0], sol.cost[0], sol.variance[0]
         opt = getattr(res, prob)
-        widths = spread_widths([int(n) for n in ns[ok]], [n_b, opt.n], cfg.points)
+        widths = spread_widths([int(n) for n in ns[ms >= 1]], [n_b, opt.n], cfg.points)
         pts = []
         for w in widths:
             i = int(np.searchsorted(ns, w))
             m = int(ms[i])
             roles = [r for r, (rm, rn) in (("baseline", (m_b, n_b)), ("optimum", (opt.m, opt.n))) if (m, w) == (rm, rn)]
             role = "+".join(roles)  # "baseline", "optimum", "baseline+optimum" or ""
-            pts.append(Point(format_arch(m, w), m, w, int(a + m * b[i]), float(v[i] / m), float(se[i] / m), role))
+            pts.append(Point(format_arch(m, w), m, w, int(cost[i]), float(var[i]), float(se[i] / m), role))
         out[prob] = pts
     return out
 

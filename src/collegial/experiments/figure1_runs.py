@@ -182,7 +182,8 @@ def plan(key: dict[str, Any], root: Path, overwrite: bool) -> bool:
         return bool(foreign)
     if not overwrite:
         what = bad or ("a figure1 sweep with other settings ("
-                       + ", ".join(sorted(k for k in set(old or {}) | set(key) if (old or {}).get(k) != key.get(k)))
+                       + ", ".join(sorted(k for k in set(old or {}) | set(key)
+                                   if (old or {}).get(k) != key.get(k) and k not in resizable(key)))
                        + ")")
         raise UserError(f"{root} holds {what}; use another --out, the same settings to continue it, "
                         "or --overwrite to start over")

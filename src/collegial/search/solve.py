@@ -56,8 +56,6 @@ from collegial.search.problems import (
     ArraySolution,
     Rounding,
     Solver,
-    dual_m,
-    primal_m,
     solve_batch,
 )
 from collegial.search.result import (
@@ -69,10 +67,8 @@ from collegial.search.result import (
 )
 from collegial.search.variance import VarianceCurve
 
-#: ``primal_m`` and ``dual_m`` are imported from here by experiments/figure1.py until its
-#: ``curve_points`` calls :func:`~collegial.search.problems.solve_batch`.
-__all__ = ["BUDGETS", "ROUNDINGS", "SOLVERS", "TIE_RULES", "CostModel", "by_model", "cost_table", "dual_m",
-           "parse_n_range", "primal_m", "search"]
+__all__ = ["BUDGETS", "ROUNDINGS", "SOLVERS", "TIE_RULES", "CostModel", "by_model", "cost_table",
+           "parse_n_range", "search"]
 
 #: The cost kind a budget counts (the vocabulary of :mod:`collegial.models.costs`).
 Budget = CostKind
