@@ -179,14 +179,7 @@ def test_fit_alpha_no_m_law(capsys) -> None:
 
 #: Options of files whose owners are conforming them (each entry: "subcommand path: option").
 #: Remove an entry when its owner has conformed; the test then fails if the entry is stale.
-EXPECTED_FAILURES: set[str] = {
-    # commands/train.py (being refactored by its owner): its own --device and progress options
-    "train: --device is not the shared --device (add_device_option)",
-    "train: --no-progress is not the shared --progress/--no-progress (add_progress_option)",
-    # commands/recipe_options.py (same owner): the recipe's booleans are given as words
-    "train: --flip takes a yes/no word: make it --x/--no-x",
-    "train: --nesterov takes a yes/no word: make it --x/--no-x",
-}
+EXPECTED_FAILURES: set[str] = set()
 
 _BOOL_WORDS = {"yes", "no", "true", "false", "on", "off", "0", "1"}
 

@@ -164,8 +164,8 @@ def test_cli_exposure() -> None:
             "64",
             "--milestones",
             "1",
-            "--flip",
-            "false",
+            "--no-flip",
+            "--nesterov",
             "--weight-decay",
             "1e-4",
         ]
@@ -175,7 +175,8 @@ def test_cli_exposure() -> None:
         "epochs": "2",
         "batch_size": "64",
         "milestones": "1",
-        "flip": "false",
+        "nesterov": True,
+        "flip": False,
         "weight_decay": "1e-4",
     }
     r = get_recipe("cifar100").override(**overrides)
@@ -186,5 +187,9 @@ def test_cli_exposure() -> None:
         False,
         1e-4,
     )
+    assert r.nesterov
     assert recipe_overrides(parser.parse_args([])) == {}
+    assert recipe_overrides(parser.parse_args(["--flip"])) == {"flip": True}
+    with pytest.raises(SystemExit):  # the old word form is gone: a switch takes no value
+        parser.parse_args(["--flip", "false"])
     assert json.loads(json.dumps(r.as_dict()))["milestones"] == [1]

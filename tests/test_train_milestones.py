@@ -93,3 +93,22 @@ def test_config_scales_its_runs_schedule(tmp_path, monkeypatch, capsys) -> None:
     assert _recipe_of(tmp_path, "second")["milestones"] == [2, 4]
     assert main([*base, "--fixed-milestones", "--out", str(tmp_path / "third")]) == 0
     assert _recipe_of(tmp_path, "third")["milestones"] == [1, 2]
+
+
+def test_resume_and_config_restore_the_recipes_switches(tmp_path, monkeypatch, capsys) -> None:
+    """--nesterov/--no-nesterov and --flip/--no-flip are stored in config.json: --resume keeps
+    them (giving the other form is one line naming it) and --config starts from them (a switch
+    given overrides them)."""
+    assert _train(tmp_path, monkeypatch, "--epochs", "1", "--nesterov", "--flip", out="first") == 0
+    assert (_recipe_of(tmp_path, "first")["nesterov"], _recipe_of(tmp_path, "first")["flip"]) == (True, True)
+    resume = ["train", "--out", str(tmp_path / "first"), "--resume", "--no-progress"]
+    assert main([*resume, "--no-nesterov"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-nesterov (it has True)" in err[0]
+    assert main([*resume, "--epochs", "2", "--nesterov"]) == 0
+    assert (_recipe_of(tmp_path, "first")["nesterov"], _recipe_of(tmp_path, "first")["flip"]) == (True, True)
+    config = ["train", "--config", str(tmp_path / "first"), "--no-progress", "--epochs", "1"]
+    assert main([*config, "--out", str(tmp_path / "same")]) == 0
+    assert (_recipe_of(tmp_path, "same")["nesterov"], _recipe_of(tmp_path, "same")["flip"]) == (True, True)
+    assert main([*config, "--no-flip", "--out", str(tmp_path / "noflip")]) == 0
+    assert (_recipe_of(tmp_path, "noflip")["nesterov"], _recipe_of(tmp_path, "noflip")["flip"]) == (True, False)

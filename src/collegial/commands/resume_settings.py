@@ -126,13 +126,20 @@ def stored_recipe(path: Path, old: dict[str, Any], overrides: dict[str, Any]) ->
     each given flag whose value differs from the stored one (but ``--epochs``)."""
     base = _stored_base(path, old, "--resume", "; pass --overwrite to start over")
     recipe = base.override(**overrides)
-    flags = {f.name: f.flag for f in recipe_fields()}
-    diffs = [f"--{flags[k]} {overrides[k]} (it has {getattr(base, k)!r})" for k in overrides
+    diffs = [f"{_given(k, overrides[k])} (it has {getattr(base, k)!r})" for k in overrides
              if k != "epochs" and getattr(recipe, k) != getattr(base, k)]
     if diffs:
         raise UserError(f"--resume: {path} was run with another recipe: {', '.join(diffs)}; "
                         "drop those flags to continue it (only --epochs may change)")
     return recipe
+
+
+def _given(name: str, value: Any) -> str:
+    """A recipe flag as it was given: ``--lr 0.1``, or ``--flip`` / ``--no-flip`` for a switch."""
+    flag = {f.name: f.flag for f in recipe_fields()}[name]
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
 
 
 def _stored_base(path: Path, old: dict[str, Any], flag: str, advice: str = "") -> Recipe:

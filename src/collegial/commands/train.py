@@ -34,7 +34,15 @@ from typing import Any
 
 import torch
 
-from collegial.commands.common import add_overwrite_argument, emit, pick_device, preset_model
+from collegial.commands.common import (
+    add_device_option,
+    add_overwrite_argument,
+    add_progress_option,
+    device_from_args,
+    emit,
+    preset_model,
+    progress_from_args,
+)
 from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
 from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
 from collegial.commands.resume_settings import (
@@ -102,12 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "again must match it; only --epochs may change)")
     add_overwrite_argument(p, "start over, deleting DIR's previous results")
     add_launcher_arguments(p)
-    p.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="default: cuda when available, else cpu",
-    )
+    add_device_option(p, "training")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--tensorboard", action="store_true",
@@ -126,12 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="device peak for MFU (auto for known GPUs)"
     )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: when stderr is a terminal)",
-    )
+    add_progress_option(p)
     p.add_argument(
         "--json",
         action="store_true",
@@ -318,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
         check_model(*stored, family, arch, dataset)
     _check_options(args)
     recipe = _recipe(args, dataset, stored, config)
-    device = pick_device(args.device)
+    device = device_from_args(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     seeds = [args.seed + i for i in range(args.seeds)]
@@ -339,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
             dataset, args.data_dir, train_limit=args.train_limit, test_limit=args.test_limit
         )
         info, _ = setup(device)
-        progress = args.progress if args.progress is not None else sys.stderr.isatty()
+        progress = progress_from_args(args)
         results: list[RunResult] = []
         try:
             for seed, out in zip(seeds, outs, strict=True):

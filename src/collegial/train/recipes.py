@@ -354,12 +354,12 @@ _HELP = {
     "batch_size": "global batch size (split over processes)",
     "lr": "initial learning rate (for the global batch)",
     "momentum": "SGD momentum",
-    "nesterov": "Nesterov momentum (true/false)",
+    "nesterov": "Nesterov momentum",
     "weight_decay": "weight decay on all parameters",
     "milestones": "comma-separated epochs at which lr *= gamma ('none' for a constant lr)",
     "gamma": "learning-rate factor at each milestone",
     "crop_padding": "random-crop zero padding in pixels (0 = no crop)",
-    "flip": "random horizontal flip (true/false)",
+    "flip": "random horizontal flip of the training images",
     "normalization": "input normalization: " + ", ".join(NORMALIZATIONS),
 }
 _KIND = {
