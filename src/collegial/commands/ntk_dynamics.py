@@ -25,6 +25,7 @@ from collegial.commands.common import (
     progress_from_args,
 )
 from collegial.experiments import ntk_dynamics as nd
+from collegial.experiments import ntk_dynamics_report
 from collegial.provenance import provenance
 
 #: The experiment's options that override the preset (``args`` attribute names).
@@ -113,8 +114,8 @@ def run_from_args(args: argparse.Namespace, prog: str = "collegial ntk-dynamics"
     result["command"] = command_line(args, prog)
     result["provenance"] = provenance(cfg.seed)
     if d is not None:
-        result["files"] = nd.write_outputs(result, d)
-    text = nd.report_markdown(result)
+        result["files"] = ntk_dynamics_report.write_outputs(result, d)
+    text = ntk_dynamics_report.report_markdown(result)
     if result.get("files"):
         text += "\n\nwrote " + ", ".join(result["files"])
     emit(result, text, as_json=args.json)
