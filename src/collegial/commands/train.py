@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -324,8 +326,9 @@ def run(args: argparse.Namespace) -> int:
     base, outs = _run_dirs(args, family, arch, dataset, seeds)
     # with --json, stdout holds the one JSON object: the training log goes to stderr
     if not launcher.in_process:  # each seed a job: K processes here, or submitit
+        submitted = time.time()
         calls = [(_run_config(args, family, arch, dataset, out, seed, device, False), recipe, args.data_dir,
-                  args.train_limit, args.test_limit) for seed, out in zip(seeds, outs, strict=True)]
+                  args.train_limit, args.test_limit, submitted) for seed, out in zip(seeds, outs, strict=True)]
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             results = run_jobs(_seed_job, calls, launcher, base / "submitit")
         stopped = next((r.stopped for r in results if r.stopped), None)
@@ -365,9 +368,17 @@ def _report(args: argparse.Namespace, family: str, arch: str, dataset: str, seed
 
 
 def _seed_job(cfg: RunConfig, recipe: Recipe, data_dir: str | None, train_limit: int | None,
-              test_limit: int | None) -> RunResult:
-    """One seed of ``train --seeds K`` as a job of its own (:mod:`collegial.launch`): it loads its data."""
+              test_limit: int | None, submitted: float) -> RunResult:
+    """One seed of ``train --seeds K`` as a job of its own (:mod:`collegial.launch`): it loads its
+    data and trains, continuing from ``out/last.pt`` when the folder holds this command's own
+    checkpoint -- a job requeued after a time-out or a preemption runs the same call again.
+    Without ``--overwrite`` a checkpoint there is always this command's (or the ``--resume``'s
+    run: the command refused any other); with ``--overwrite`` only one written after
+    ``submitted`` (the command's ``time.time()``) is, an older one is the run being started over."""
     data = load_dataset(cfg.dataset, data_dir, train_limit=train_limit, test_limit=test_limit)
+    last = cfg.out / "last.pt"
+    if last.is_file() and (not cfg.overwrite or last.stat().st_mtime >= submitted):
+        cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
     return train(cfg, recipe, data)
 
 
