@@ -1,10 +1,12 @@
 """The paper's facts, written once: the models it names with the figures it prints, its search
-settings and optima (SPEC section 6), and its training tables (appendix Tables 1-3).
+settings and optima (SPEC section 6), its training recipes and their sources (SPEC section 7),
+and its training tables (appendix Tables 1-3).
 
 Everything that compares with the paper reads them from here: the presets
 (:data:`collegial.models.PRESETS`, one per :data:`MODELS` entry), ``collegial reproduce search``
 and ``reproduce costs`` (:mod:`collegial.experiments.search_repro`), ``reproduce table1..3``
-(:mod:`collegial.experiments.paper_tables`), the demo and the cost tests. Plain data; this module
+(:mod:`collegial.experiments.paper_tables`), the training recipes
+(:data:`collegial.train.recipes.RECIPES`), the demo and the cost tests. Plain data; this module
 imports nothing of collegial, so every layer (models included) may read it.
 """
 
@@ -123,6 +125,44 @@ def paper_optima(dataset: str, family: str, baseline: str, budget: str) -> dict[
         if (s.dataset, s.family, s.baseline, s.budget) == (dataset, family, baseline, budget):
             return {"primal": s.primal} | ({"dual": s.dual} if s.dual is not None else {})
     return {}
+
+
+# ------------------------------------------------------------------------------ training recipes
+
+
+@dataclass(frozen=True)
+class PaperRecipe:
+    """One training recipe of SPEC section 7, as plain values (the training layer builds its
+    :class:`collegial.train.recipes.Recipe` from it). Every recipe is SGD with momentum 0.9, no
+    Nesterov, weight decay on all parameters and the dataset's own normalization; the learning
+    rate is multiplied by ``gamma`` at each epoch in ``milestones``; ``batch_size`` and ``lr`` are
+    global (the ImageNet32 batch of 1024 was 8 GPUs x 128).
+
+    ``crop_padding``: zero padding of the random crop (0 = no crop); ``flip``: random horizontal
+    flip; ``source``: where the numbers come from, "paper" or "official code"."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    milestones: tuple[int, ...]
+    gamma: float
+    crop_padding: int
+    flip: bool
+    source: str
+
+
+_CIFAR_RECIPE = PaperRecipe(300, 128, 0.1, 5e-4, (150, 225), 0.1, 4, True, "paper")
+#: The paper's recipe of each dataset it trains on. ImageNet 224: epochs, batch, lr and schedule
+#: as SPEC section 7 gives them, from the official code; its weight decay (1e-4, the usual ResNeXt
+#: value) is the project's choice, and its random-resized-crop augmentation has no field here.
+PAPER_RECIPES: dict[str, PaperRecipe] = {
+    "cifar10": _CIFAR_RECIPE,
+    "cifar100": _CIFAR_RECIPE,
+    "imagenet32": PaperRecipe(80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2, 4, True, "paper"),
+    "imagenet64": PaperRecipe(60, 512, 0.04, 5e-4, (20, 30, 40), 0.2, 4, True, "paper"),
+    "imagenet": PaperRecipe(100, 256, 0.1, 1e-4, (30, 60, 90), 0.1, 0, True, "official code"),
+}
 
 
 # ------------------------------------------------------------------------------- training tables

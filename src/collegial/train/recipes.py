@@ -1,30 +1,19 @@
 """Training recipes: the paper's (SPEC section 7) and the project's short CPU recipes.
 
+The paper's numbers and their sources are :data:`collegial.paper.PAPER_RECIPES` (cifar10/100,
+imagenet32, imagenet64 from the paper; imagenet from the official code); :data:`RECIPES` builds
+one :class:`Recipe` from each and adds the project's own MNIST / Fashion-MNIST recipe (not in
+the paper: milestones at 50% and 75% of training, no augmentation; source "project"), which
+trains small CPU models in minutes.
+
 All recipes: SGD with momentum 0.9, no Nesterov, weight decay on all parameters, cross-entropy,
 learning rate multiplied by ``gamma`` at each epoch in ``milestones`` (``MultiStepLR``);
 :meth:`Recipe.optimizer` and :meth:`Recipe.schedule` build the two for the training loop.
-
 ``batch_size`` and ``lr`` are *global*: with several processes each one takes
-``batch_size / world_size`` images per step (``DeviceLoader(global_batch_size=...)``), e.g. the
-paper's ImageNet32 batch of 1024 was 8 GPUs x 128.
-
-| dataset       | epochs | batch | lr   | wd   | milestones | gamma | pad | flip | source   |
-|---------------|--------|-------|------|------|------------|-------|-----|------|----------|
-| cifar10/100   | 300    | 128   | 0.1  | 5e-4 | 150, 225   | 0.1   | 4   | yes  | paper    |
-| imagenet32    | 80     | 1024  | 0.08 | 5e-4 | 20, 40, 60 | 0.2   | 4   | yes  | paper    |
-| imagenet64    | 60     | 512   | 0.04 | 5e-4 | 20, 30, 40 | 0.2   | 4   | yes  | paper    |
-| imagenet      | 100    | 256   | 0.1  | 1e-4 | 30, 60, 90 | 0.1   | 0   | yes  | code (*) |
-| mnist/fashion | 10     | 128   | 0.05 | 5e-4 | 5, 8       | 0.1   | 0   | no   | project  |
-
+``batch_size / world_size`` images per step (``DeviceLoader(global_batch_size=...)``).
 All use normalization "dataset", the dataset's own (SPEC section 7): CIFAR's constant
 per-channel mean/std, downsampled ImageNet's training mean image, MNIST's and Fashion-MNIST's
 training-set per-channel mean/std.
-
-(*) ImageNet 224: epochs, batch, lr and schedule as SPEC section 7 gives them; its weight decay
-(1e-4, the usual ResNeXt value) is the project's choice, and its random-resized-crop
-augmentation has no field here (the in-memory loader does not support ImageNet 224).
-MNIST / Fashion-MNIST: not in the paper; a short recipe of the project's choosing that trains
-small CPU models in minutes (milestones at 50% and 75% of training, no augmentation).
 
 Milestones beyond ``epochs`` simply never fire. A run of another length follows the recipe's
 schedule scaled to its epochs (:meth:`Recipe.scaled`, what :meth:`Recipe.with_overrides` does when
@@ -44,6 +33,7 @@ from torch.optim.optimizer import ParamsT
 
 from collegial.errors import UserError
 from collegial.models.datasets import get_dataset_spec
+from collegial.paper import PAPER_RECIPES, PaperRecipe
 from collegial.train.images import NORMALIZATIONS
 
 __all__ = [
@@ -217,16 +207,12 @@ def _validate(r: Recipe) -> None:
 
 # ---- the recipes -------------------------------------------------------------------------
 
-_CIFAR = dict(
-    epochs=300,
-    batch_size=128,
-    lr=0.1,
-    weight_decay=5e-4,
-    milestones=(150, 225),
-    gamma=0.1,
-    crop_padding=4,
-    flip=True,
-)
+
+def _from_paper(dataset: str, r: PaperRecipe) -> Recipe:
+    """The :class:`Recipe` of the paper's numbers ``r`` for ``dataset``."""
+    return Recipe(dataset, **dataclasses.asdict(r))
+
+
 _DIGITS = dict(
     epochs=10,
     batch_size=128,
@@ -242,42 +228,7 @@ _DIGITS = dict(
 RECIPES: dict[str, Recipe] = {
     r.dataset: r
     for r in (
-        Recipe("cifar10", **_CIFAR),
-        Recipe("cifar100", **_CIFAR),
-        Recipe(
-            "imagenet32",
-            epochs=80,
-            batch_size=1024,
-            lr=0.08,
-            weight_decay=5e-4,
-            milestones=(20, 40, 60),
-            gamma=0.2,
-            crop_padding=4,
-            flip=True,
-        ),
-        Recipe(
-            "imagenet64",
-            epochs=60,
-            batch_size=512,
-            lr=0.04,
-            weight_decay=5e-4,
-            milestones=(20, 30, 40),
-            gamma=0.2,
-            crop_padding=4,
-            flip=True,
-        ),
-        Recipe(
-            "imagenet",
-            epochs=100,
-            batch_size=256,
-            lr=0.1,
-            weight_decay=1e-4,
-            milestones=(30, 60, 90),
-            gamma=0.1,
-            crop_padding=0,
-            flip=True,
-            source="official code",
-        ),
+        *(_from_paper(dataset, r) for dataset, r in PAPER_RECIPES.items()),
         Recipe("mnist", **_DIGITS),
         Recipe("fashion-mnist", **_DIGITS),
     )
