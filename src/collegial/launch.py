@@ -16,6 +16,13 @@ the task; the requeued call finds the checkpoint and continues from it. Outside 
 (loading data, say) the warning goes straight to submitit (requeued at once; the run continues
 from its last checkpoint). A preemption with Slurm's own requeue sends ``SIGTERM``, which the
 training already turns into a checkpoint.
+
+Several GPUs per run. With ``gpus_per_job`` G > 1 each job of the array runs G tasks (submitit's
+``tasks_per_node``), one per GPU, and each task exports the ``torch.distributed`` environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``: submitit's
+``TorchDistributedEnvironment``) before calling the run, so that the training joins one DDP
+group over the G tasks exactly as under ``torchrun`` (NCCL on CUDA, gloo on the CPU; each task
+trains on ``cuda:LOCAL_RANK``). Rank 0 writes the run's files; the job's result is rank 0's.
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ LAUNCHERS: tuple[str, ...] = ("local", "submitit")
 class Launcher:
     """``kind``: ``local`` or ``submitit``; ``jobs``: runs at once (local); the submitit
     executor's options: ``partition``, ``gpus_per_job``, ``time_min`` (per task),
-    ``array_parallelism``, ``cluster`` (None: Slurm when available, else local processes), and
-    ``folder`` for submitit's logs (default: the sweep's ``submitit/``)."""
+    ``array_parallelism``, ``cluster`` (None: Slurm when available, else local processes),
+    ``folder`` for submitit's logs (default: the sweep's ``submitit/``), and ``tasks_per_job``
+    (None: one per GPU, at least one; more than one: the run is DDP over them)."""
 
     kind: str = "local"
     jobs: int = 1
@@ -49,6 +57,15 @@ class Launcher:
     array_parallelism: int = 64
     cluster: str | None = None
     folder: Path | None = None
+    tasks_per_job: int | None = None
+
+    @property
+    def tasks(self) -> int:
+        """Processes per job: ``tasks_per_job``, by default one per GPU (at least one) under
+        submitit and one otherwise."""
+        if self.tasks_per_job is not None:
+            return self.tasks_per_job
+        return max(1, self.gpus_per_job) if self.kind == "submitit" else 1
 
     @property
     def in_process(self) -> bool:
@@ -60,6 +77,8 @@ class Launcher:
             raise UserError(f"unknown launcher {self.kind!r}; choose {', '.join(LAUNCHERS)}")
         if self.jobs < 1 or self.time_min < 1 or self.array_parallelism < 1 or self.gpus_per_job < 0:
             raise UserError("jobs, time limit and array parallelism must be >= 1, GPUs per job >= 0")
+        if self.tasks < 1 or (self.tasks > 1 and self.kind != "submitit"):
+            raise UserError(f"{self.tasks} tasks per job: at least 1, and several only with the submitit launcher")
         if self.kind == "submitit":
             try:
                 import submitit  # noqa: F401
@@ -70,17 +89,25 @@ class Launcher:
 class _Task:
     """One run as a submitit task: calls ``fn(*args)`` with ``threads`` torch threads; a time-out
     warning stops the run at a checkpoint first (see the module docstring), then submitit asks
-    :meth:`checkpoint`, which requeues the same call."""
+    :meth:`checkpoint`, which requeues the same call. ``distributed``: the task is one of a
+    job's several, its run one DDP process (:func:`_export_torch_distributed` first, the
+    process group left after)."""
 
-    def __init__(self, fn: Callable[..., Any], threads: int) -> None:
-        self.fn, self.threads = fn, threads
+    def __init__(self, fn: Callable[..., Any], threads: int, distributed: bool = False) -> None:
+        self.fn, self.threads, self.distributed = fn, threads, distributed
 
     def __call__(self, *args: Any) -> Any:
         import torch
 
         torch.set_num_threads(self.threads)
-        with _stop_then_requeue() as warned:
-            out = self.fn(*args)
+        if self.distributed:
+            _export_torch_distributed()
+        try:
+            with _stop_then_requeue() as warned:
+                out = self.fn(*args)
+        finally:
+            if self.distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
         if warned:  # the run has written its checkpoint: now let submitit requeue this call
             warned[0](warned[1], None)
         return out
@@ -89,6 +116,15 @@ class _Task:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, *args)
+
+
+def _export_torch_distributed() -> None:
+    """Describe this submitit task to ``torch.distributed`` as torchrun would (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); every task of the job keeps
+    all of the job's GPUs visible and trains on ``cuda:LOCAL_RANK``."""
+    import submitit
+
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def _is_training_stop(handler: Any) -> bool:
@@ -148,7 +184,7 @@ def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], launcher:
 
         with cf.ProcessPoolExecutor(max_workers=launcher.jobs, mp_context=mp.get_context("spawn")) as pool:
             return list(pool.map(_Task(fn, threads), *zip(*calls)))
-    return _submitit(_Task(fn, threads), calls, launcher, launcher.folder or folder)
+    return _submitit(_Task(fn, threads, launcher.tasks > 1), calls, launcher, launcher.folder or folder)
 
 
 def _submitit(task: _Task, calls: Sequence[tuple[Any, ...]], launcher: Launcher, folder: Path) -> list[Any]:
@@ -160,13 +196,14 @@ def _submitit(task: _Task, calls: Sequence[tuple[Any, ...]], launcher: Launcher,
         params["slurm_partition"] = launcher.partition
     if launcher.gpus_per_job:
         params["gpus_per_node"] = launcher.gpus_per_job
+    params["tasks_per_node"] = launcher.tasks  # G > 1: one DDP process per GPU
     params["cpus_per_task"] = max(1, task.threads)
     ex.update_parameters(**{k: v for k, v in params.items() if ex.cluster == "slurm" or not k.startswith("slurm_")})
     jobs = ex.map_array(task, *zip(*calls))
     out = []
     for job in jobs:
         try:
-            out.append(job.result())
+            out.append(job.results()[0])  # the first task's: rank 0's of a DDP job
         except Exception as e:  # a failed task: one line naming it and its log
             raise UserError(f"job {job.job_id} failed ({type(e).__name__}); its log: {folder}{os.sep}") from None
     return out

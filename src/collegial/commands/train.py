@@ -40,12 +40,11 @@ from collegial.commands.common import (
     add_device_option,
     add_overwrite_argument,
     add_progress_option,
-    device_from_args,
     emit,
     preset_model,
     progress_from_args,
 )
-from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
+from collegial.commands.launch_options import add_launcher_arguments, jobs_device, launcher_from_args
 from collegial.commands.recipe_options import add_recipe_arguments, recipe_overrides
 from collegial.commands.resume_settings import (
     check_model,
@@ -318,11 +317,11 @@ def run(args: argparse.Namespace) -> int:
         check_model(*stored, family, arch, dataset)
     _check_options(args)
     recipe = _recipe(args, dataset, stored, config)
-    device = device_from_args(args)
+    launcher = launcher_from_args(args)
+    device = jobs_device(args, launcher)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     seeds = [args.seed + i for i in range(args.seeds)]
-    launcher = launcher_from_args(args)
     base, outs = _run_dirs(args, family, arch, dataset, seeds)
     # with --json, stdout holds the one JSON object: the training log goes to stderr
     if not launcher.in_process:  # each seed a job: K processes here, or submitit
