@@ -1,9 +1,11 @@
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from collegial.errors import UserError
 from collegial.models import (
     BlockDiagonalLinear,
     CollegialMLP,
@@ -14,6 +16,7 @@ from collegial.models import (
     list_families,
     parse_arch,
     register_model,
+    registry,
 )
 
 
@@ -124,6 +127,45 @@ def test_a_newly_registered_family_is_tested_from_its_declaration(family_registr
 def test_a_bad_small_member_is_refused_at_registration(small, message, family_registry):
     with pytest.raises(ValueError, match=message):
         register_model("bad_small_h4", small=small)
+
+
+@pytest.mark.parametrize("family, key", [("resnext29", "widen_factor"), ("resnext11", "blocks_per_stage"),
+                                         ("resnext38", "stem_channels"), ("wrn", "num_stages"), ("mlp", "depth"),
+                                         ("mlp", "num_classes")])
+def test_a_family_keyword_that_must_be_positive_is_refused_in_one_line(family, key, monkeypatch):
+    """A family's declared size keyword (or a dataset size) at 0 is refused before the family
+    function runs, in one line naming the family, the keyword and the value."""
+    fam = get_family(family)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the family function ran before the check")
+
+    monkeypatch.setitem(registry._FAMILIES, family, dataclasses.replace(fam, fn=never))
+    with pytest.raises(UserError) as e:
+        create_model(family, arch=fam.small.arch, dataset=fam.small.dataset, **{key: 0})
+    assert str(e.value) == f"cannot build {family}: {key} must be a positive integer, got 0"
+
+
+def test_a_family_declares_its_own_positive_keywords(family_registry):
+    """Only the dataset sizes and the keywords a family declares are checked: a family that
+    declares none receives its other keywords as given, one that declares one is refused."""
+    seen = {}
+
+    @register_model("free_h6", default_dataset="mnist")
+    def free_h6(arch, *, num_classes, in_channels, resolution, widen_factor=1):
+        seen["widen_factor"] = widen_factor
+        return nn.Linear(in_channels, num_classes)
+
+    create_model("free_h6", arch="2x3d", widen_factor=0)
+    assert seen == {"widen_factor": 0}
+
+    register_model("strict_h6", default_dataset="mnist", positive_ints=("widen_factor",))(free_h6)
+    with pytest.raises(UserError, match="^cannot build strict_h6: widen_factor must be a positive integer, got 0$"):
+        create_model("strict_h6", arch="2x3d", widen_factor=0)
+    assert get_family("strict_h6").positive_ints == ("widen_factor",)
+    for bad in ("widen_factor", ["not a name"], [1]):
+        with pytest.raises(ValueError, match="positive_ints must be a sequence of keyword names"):
+            register_model("bad_h6", positive_ints=bad)
 
 
 def test_resnext_cardinality_is_grouped_conv():

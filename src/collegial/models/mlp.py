@@ -25,7 +25,7 @@ def mlp_probe(m: int, n: int) -> nn.Module:
 
 
 @register_model("mlp", default_dataset="mnist", probe=mlp_probe, probe_input_shape=MLP_SHAPE,
-                small=SmallConfig("3x8d", "mnist"))
+                small=SmallConfig("3x8d", "mnist"), positive_ints=("depth",))
 def mlp(
     arch: str,
     *,

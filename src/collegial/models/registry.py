@@ -64,6 +64,9 @@ class Family:
     module: str = ""
     #: Its small member (None: the family declares none).
     small: SmallConfig | None = None
+    #: Its own keywords that must be positive integers (one, or a list of them), checked by
+    #: :func:`create_model` with the dataset sizes (:data:`DATASET_SIZES`).
+    positive_ints: tuple[str, ...] = ()
 
     def shares_probe(self, other: Family) -> bool:
         """Whether ``other`` declares the very same probe (factory and input shape)."""
@@ -100,6 +103,7 @@ def register_model(
     probe: ProbeFactory | None = None,
     probe_input_shape: Sequence[int] | None = None,
     small: SmallConfig | None = None,
+    positive_ints: Sequence[str] = (),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a family function ``fn(arch, *, num_classes, in_channels,
     resolution, **kw) -> nn.Module`` under ``name``.
@@ -109,7 +113,10 @@ def register_model(
     ``probe_input_shape`` the shape of one input to it without the batch axis, e.g.
     ``(32, 8, 8)``. ``collegial fit-alpha --family NAME`` measures that block and
     ``collegial search NAME`` uses its curve. ``small``: the family's small member
-    (:class:`SmallConfig`), which the tests build. Registering a name twice raises
+    (:class:`SmallConfig`), which the tests build. ``positive_ints``: the family's own keywords
+    that must be positive integers (or lists of them), e.g. ``("widen_factor",)``;
+    :func:`create_model` refuses another value in one line before building anything (the dataset
+    sizes :data:`DATASET_SIZES` are checked for every family). Registering a name twice raises
     ``ValueError`` (the same function again, e.g. a module imported twice, is a no-op).
     """
     if not isinstance(name, str) or not name or any(ch.isspace() for ch in name):
@@ -119,6 +126,7 @@ def register_model(
     if (probe is None) != (probe_input_shape is None):
         raise ValueError(f"family {name!r}: give probe and probe_input_shape together")
     _check_small(name, arch_kind, small)
+    sizes = _positive_ints(name, positive_ints)
     shape: tuple[int, ...] | None = None
     if probe is not None:
         if not callable(probe):
@@ -140,7 +148,7 @@ def register_model(
             raise ValueError(f"model family {name!r} registered twice (by {old.module} and {fn.__module__})")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _FAMILIES[name] = Family(name, fn, arch_kind, default_dataset, doc, probe, shape,
-                                 getattr(fn, "__module__", ""), small)
+                                 getattr(fn, "__module__", ""), small, sizes)
         return fn
 
     return deco
@@ -160,6 +168,13 @@ def _check_small(name: str, arch_kind: ArchKind, small: SmallConfig | None) -> N
         raise ValueError(f"family {name!r}: small member on unknown dataset {small.dataset!r}")
     if not isinstance(small.overrides, Mapping) or not all(isinstance(k, str) for k in small.overrides):
         raise ValueError(f"family {name!r}: small member overrides must map keyword names to values")
+
+
+def _positive_ints(name: str, keys: Sequence[str]) -> tuple[str, ...]:
+    """``keys`` as a tuple; ``ValueError`` unless it is a sequence of keyword names."""
+    if isinstance(keys, str) or not all(isinstance(k, str) and k.isidentifier() for k in keys):
+        raise ValueError(f"family {name!r}: positive_ints must be a sequence of keyword names, got {keys!r}")
+    return tuple(keys)
 
 
 def _origin(fn: Callable[..., object]) -> tuple[str, str]:
@@ -237,7 +252,7 @@ def create_model(
         "resolution": spec.resolution,
     }
     kw.update(overrides)
-    _check_sizes(name, kw)
+    _check_sizes(fam, kw)
     _check_fits(fam, arch, kw)
     try:
         return fam.fn(arch, **kw)
@@ -250,13 +265,15 @@ def create_model(
         raise UserError(f"cannot build {name} {arch}: {msg}") from None
 
 
-#: Size overrides that must be positive integers (``blocks_per_stage``: one, or one per stage).
-POSITIVE_INTS = ("num_classes", "in_channels", "resolution", "widen_factor", "base_channels",
-                 "stem_channels", "depth", "num_stages", "blocks_per_stage")
+#: The sizes every family takes (``dataset`` fills them): positive integers.
+DATASET_SIZES = ("num_classes", "in_channels", "resolution")
 
 
-def _check_sizes(name: str, kw: dict[str, object]) -> None:
-    for key in POSITIVE_INTS:
+def _check_sizes(fam: Family, kw: dict[str, object]) -> None:
+    """:class:`UserError` (one line) for a dataset size or a keyword of ``fam.positive_ints``
+    that is not a positive integer (or a non-empty list of them)."""
+    name = fam.name
+    for key in DATASET_SIZES + fam.positive_ints:
         if key not in kw or kw[key] is None:
             continue
         vals = kw[key] if isinstance(kw[key], (list, tuple)) else [kw[key]]

@@ -227,6 +227,8 @@ def _resnext(
     )
 
 
+#: The ResNeXt keywords that must be positive integers (``blocks_per_stage``: one for every stage).
+_SIZES = ("widen_factor", "base_channels", "stem_channels", "blocks_per_stage")
 #: What the small members of the large ResNeXts shrink: one block per stage, narrow stages.
 _SMALL_RESNEXT = {"widen_factor": 1, "blocks_per_stage": 1, "stem_channels": 8}
 #: The ImageNet ones also on 64x64 inputs with 7 classes.
@@ -234,35 +236,35 @@ _SMALL_IMAGENET = {**_SMALL_RESNEXT, "num_classes": 7, "resolution": 64}
 
 
 @register_model("resnext29", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE,
-                small=SmallConfig("2x4d", "cifar10", _SMALL_RESNEXT))
+                positive_ints=_SIZES, small=SmallConfig("2x4d", "cifar10", _SMALL_RESNEXT))
 def resnext29(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-29 (CIFAR, ImageNet32): 3 stages x 3 blocks, out 256/512/1024, 3x3 stem."""
     return _resnext(arch, blocks=(3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
 
 
 @register_model("resnext38", default_dataset="imagenet64", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE,
-                small=SmallConfig("2x4d", "imagenet64", {**_SMALL_RESNEXT, "num_classes": 7}))
+                positive_ints=_SIZES, small=SmallConfig("2x4d", "imagenet64", {**_SMALL_RESNEXT, "num_classes": 7}))
 def resnext38(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-38 (ImageNet64): ResNeXt-29 plus a 4th stage of 3 blocks, out 2048, stride 2."""
     return _resnext(arch, blocks=(3, 3, 3, 3), stem="cifar", **kw)  # type: ignore[arg-type]
 
 
 @register_model("resnext50", default_dataset="imagenet", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE,
-                small=SmallConfig("2x4d", "imagenet", _SMALL_IMAGENET))
+                positive_ints=_SIZES, small=SmallConfig("2x4d", "imagenet", _SMALL_IMAGENET))
 def resnext50(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-50 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 6, 3]."""
     return _resnext(arch, blocks=(3, 4, 6, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
 
 
 @register_model("resnext101", default_dataset="imagenet", probe=bottleneck_probe, probe_input_shape=BOTTLENECK_SHAPE,
-                small=SmallConfig("2x4d", "imagenet", _SMALL_IMAGENET))
+                positive_ints=_SIZES, small=SmallConfig("2x4d", "imagenet", _SMALL_IMAGENET))
 def resnext101(arch: str, **kw: object) -> nn.Module:
     """ResNeXt-101 (ImageNet 224): 7x7/2 stem + max pool, stages [3, 4, 23, 3]."""
     return _resnext(arch, blocks=(3, 4, 23, 3), stem="imagenet", **kw)  # type: ignore[arg-type]
 
 
 @register_model("resnext11", default_dataset="mnist", probe=resnext11_probe, probe_input_shape=RESNEXT11_SHAPE,
-                small=SmallConfig("2x4d", "mnist"))
+                positive_ints=_SIZES, small=SmallConfig("2x4d", "mnist"))
 def resnext11(arch: str, **kw: object) -> nn.Module:
     """Small CPU member: ResNeXt-29's layout, 1 block per stage, out 32/64/128, stem 16 stride 2."""
     kw.setdefault("widen_factor", 1)

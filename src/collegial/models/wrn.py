@@ -75,7 +75,8 @@ class WideResNet(nn.Module):
         return self.classifier(self.pool(h).flatten(1))
 
 
-@register_model("wrn", arch_kind="wrn", default_dataset="imagenet32", small=SmallConfig("10-1", "cifar10"))
+@register_model("wrn", arch_kind="wrn", default_dataset="imagenet32", small=SmallConfig("10-1", "cifar10"),
+                positive_ints=("num_stages",))
 def wrn(
     arch: str,
     *,
