@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collegial.commands.common import add_device_option, device_from_args, emit, write_json
-from collegial.commands.launch_options import add_launcher_arguments, launcher_from_args
+from collegial.commands.common import add_device_option, emit, write_json
+from collegial.commands.launch_options import add_launcher_arguments, jobs_device, launcher_from_args
 from collegial.experiments.paper_tables import TABLE1, TABLE2, TABLE3, Row, Table, markdown, missing_data, train_command
 from collegial.launch import run_jobs
 from collegial.provenance import provenance
@@ -59,7 +59,7 @@ class _TableTarget:
             emit({"table": self.table.name, "commands": commands, "provenance": provenance(None)}, text,
                  as_json=args.json)
             return 0
-        device = device_from_args(args)
+        device = jobs_device(args, launcher)  # jobs given GPUs train on cuda wherever this runs
         calls = seed_calls(self.table, args.data_dir, args.runs, device)
         root = Path(args.runs) / self.table.name
         root.mkdir(parents=True, exist_ok=True)

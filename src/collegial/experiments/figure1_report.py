@@ -162,9 +162,10 @@ def headline(obj: dict[str, Any]) -> list[str]:
                      f"{b['spearman_p']:.3g}, 95% joint-seed bootstrap [{b['lo']:+.2f}, {b['hi']:+.2f}])")
     bw = obj["pooled"].get("beyond_width")
     if bw:
-        adds = "adds to" if bw["lo"] > 0 else "does not measurably add to"
-        lines.append(f"- the block variance {adds} the width n: |rho| difference {bw['difference']:+.2f} "
-                     f"[{bw['lo']:+.2f}, {bw['hi']:+.2f}]")
+        how = ("orders the test errors better than" if bw["lo"] > 0 else
+               "orders the test errors less well than" if bw["hi"] < 0 else "does not measurably add to")
+        lines.append(f"- the block variance {how} the width n alone: |rho(variance)| - |rho(n)| = "
+                     f"{bw['difference']:+.2f} [95% joint-seed bootstrap {bw['lo']:+.2f}, {bw['hi']:+.2f}]")
     return lines
 
 
