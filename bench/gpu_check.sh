@@ -14,8 +14,9 @@
 # standard pickle format, with --amp --channels-last --compile, then --resume for one more epoch;
 # (3) the same under torchrun + DDP (NCCL on CUDA); (4) bench/train_step.py: the official
 # formulation (fp32, NCHW) against bf16 + channels_last (+ compile), images/s, TFLOP/s and MFU;
-# (5) `collegial reproduce figure1` (issue 11) at larger settings than the CPU defaults:
-# resnext11 on 30,000 Fashion-MNIST images, 3 epochs, 3 seeds (CPU dry run: --quick); (6) `collegial
+# (5) `collegial reproduce figure1 --pilot-only` at full scale (all 60,000 Fashion-MNIST images,
+# 10 epochs, resnext11): the paired seed spread and the seeds that resolve 0.5 points, i.e. the
+# scale a GPU sweep needs (CPU dry run: --quick --pilot-only); (6) `collegial
 # verify` on the CPU and the device from the same seed (numbers within float tolerance, checked by
 # bench/compare_devices.py; both run times) and bench/verify.py; (7) `collegial fit-alpha`
 # (Algorithm 1) on the CPU and the device from the same seed: the dedicated engine at its defaults
@@ -100,9 +101,10 @@ fi
 if want 5; then
 step "5. reproduce figure1 (resnext11, Fashion-MNIST) on $DEVICE"
 if [ "$DEVICE" = cuda ]; then
-    F1=(--family resnext11 --train-limit 30000 --test-limit 10000 --epochs 3 --seeds 3 --device cuda)
+    F1=(--family resnext11 --train-limit 60000 --test-limit 10000 --val-images 5000 --epochs 10 --seeds 4
+        --target-difference 0.5 --pilot-only --device cuda)
 else
-    F1=(--quick --family resnext11)
+    F1=(--quick --family resnext11 --pilot-only)
 fi
 COLLEGIAL_CACHE="$WORK/cache" run "$PY" -m collegial.cli reproduce figure1 "${F1[@]}" --out "$OUT/figure1" \
     2>&1 | tee "$OUT/figure1.txt"
