@@ -495,6 +495,7 @@ def _sweep(cfg: Figure1Config, out: Path, key: dict[str, Any], overwrite: bool, 
     measure_predictors(cfg, curves, log)
     prereg = preregistration(cfg, curves)
     registered = {"status": "registered, not yet trained", "config": cfg.key(), "preregistered": prereg,
+                  "points": {prob: [p.to_dict() for p in pts] for prob, pts in curves.items()},
                   "provenance": provenance(cfg.seed)}
     write_json_atomic(out / "figure1.json", registered)
     for prob, c in prereg["criteria"].items():
