@@ -445,7 +445,6 @@ def run_figure1(cfg: Figure1Config, out: Path, *, overwrite: bool = False, progr
     from collegial.io import folder_lock
     from collegial.ntk.inputs import ProbeInputs
     from collegial.train.data import load_dataset
-    from collegial.train.loop import RunConfig  # noqa: F401  (training is importable before any work)
     from collegial.train.recipes import get_recipe
 
     check_config(cfg)

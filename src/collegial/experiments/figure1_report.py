@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from collegial.io import save_figure, write_json_atomic, write_text_atomic
-from collegial.stats import correlations, paired_difference, rank_correlation
+from collegial.stats import correlations, mean_se, paired_difference, rank_correlation
 
 #: The predictors set against the test errors, with the getter of each point's value.
 PREDICTORS: dict[str, Any] = {
@@ -91,8 +91,8 @@ def _view(cfg: Any, curves: dict[str, list[Any]], base: Any, errs: dict[str, lis
             pooled = cur
             continue
         opt = next(p for p in pts if "optimum" in p.role)
-        cur["points"] = [{**p.to_dict(), "errors": errs[p.arch], "error_mean": float(np.mean(errs[p.arch])),
-                          "error_se": float(np.std(errs[p.arch], ddof=1) / math.sqrt(len(errs[p.arch]))),
+        cur["points"] = [{**p.to_dict(), "errors": errs[p.arch],
+                          **dict(zip(("error_mean", "error_se"), mean_se(errs[p.arch]))),
                           "minus_baseline": paired_difference(errs[p.arch], errs[base.arch])} for p in pts]
         cur["optimum"] = opt.arch
         sp = next((r for r in rows if r["predictor"] == "block variance V1(n)/m"), None)
