@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -200,11 +201,14 @@ def test_unknown_or_missing_device(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("launcher", [["--launcher", "local", "--jobs", "2"], ["--launcher", "submitit"]])
 def test_parallel_launchers_give_the_sequential_sweep(launcher, tmp_path, monkeypatch, capsys) -> None:
-    """Runs as separate jobs (2 local processes, or submitit's local executor where no Slurm is
-    found) give the same figure1.json as the sequential sweep; a rerun with the other launcher
-    skips every finished run."""
+    """Runs as separate jobs (2 local processes, or submitit's local executor) give the same
+    figure1.json as the sequential sweep; a rerun with the other launcher skips every finished run."""
     if launcher[1] == "submitit":
         pytest.importorskip("submitit")
+        from collegial.commands import reproduce_figure1 as rf1
+
+        chosen = rf1.launcher_from_args  # pinned to submitit's local executor, even where srun is on PATH
+        monkeypatch.setattr(rf1, "launcher_from_args", lambda args: dataclasses.replace(chosen(args), cluster="local"))
     monkeypatch.setenv("COLLEGIAL_CACHE", str(tmp_path / "cache"))
     argv = ["reproduce", "figure1", "--quick", "--json"]
     assert main([*argv, "--out", str(tmp_path / "seq")]) == 0
