@@ -28,7 +28,7 @@ table per width, which shows a bias of the reduced-T estimate that no error bar 
 ``normal`` was the search's before, ``calibrated`` is its default), to measure before and after.
 
     .venv/bin/python bench/calibration.py [--replicates 300] [--estimator normal|t|calibrated]
-                                          [--fresh 0] [--fresh-trials 200]
+                                          [--fresh 0] [--fresh-trials 200] [--truth-trials 2000]
                                           [--family resnext29 --dataset cifar10 --baseline 1x128d]
 """
 
@@ -46,15 +46,18 @@ def main() -> None:
     ap.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=ESTIMATORS)
     ap.add_argument("--fresh", type=int, default=0)
     ap.add_argument("--fresh-trials", type=int, default=200)
+    ap.add_argument("--truth-trials", type=int, default=None,
+                    help="trials behind the truth's curve (default: the search's, 2000)")
     ap.add_argument("--family", default="resnext29")
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--baseline", default="1x128d")
     args = ap.parse_args()
     t0 = time.perf_counter()
     res = calibration(args.replicates, args.estimator, args.family, args.dataset, args.baseline,
-              fresh=args.fresh, fresh_trials=args.fresh_trials)
+              fresh=args.fresh, fresh_trials=args.fresh_trials, truth_trials=args.truth_trials)
     fresh = f" + {args.fresh} fresh Algorithm 1 runs at T={args.fresh_trials}" if args.fresh else ""
-    print(f"{args.family} {args.dataset} baseline {args.baseline}; {args.replicates} synthetic replicates{fresh}; "
+    truth = f"; truth: smooth fit at T={args.truth_trials or 2000}"
+    print(f"{args.family} {args.dataset} baseline {args.baseline}{truth}; {args.replicates} synthetic replicates{fresh}; "
           f"bootstrap draws: {args.estimator}; {time.perf_counter() - t0:.0f} s")
     bias = res.pop("fresh_bias", None)
     if bias is not None:

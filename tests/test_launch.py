@@ -30,6 +30,28 @@ def _training_like(folder: str) -> str:
     return f"stopped by {stop.signal}" if stop.requested else "ran to the end"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_too_late_to_stop_the_run_is_delivered_again_after_it(sig) -> None:
+    """A stop signal the loop never acted on (it came after its last poll) reaches the handler
+    installed before the run once the run is over; one the loop acknowledged, or a stop asked
+    from within the process (the launcher's warning), does not."""
+    calls: list[int] = []
+    previous = signal.signal(sig, lambda s, f: calls.append(s))
+    try:
+        with StopSignal().installed():
+            signal.raise_signal(sig)  # during the last evaluation: the run finishes anyway
+            assert calls == []
+        assert calls == [sig]
+        with StopSignal().installed() as stop:
+            signal.raise_signal(sig)
+            stop.acknowledge()  # the loop stopped on it, after a checkpoint
+        with StopSignal().installed() as stop:
+            stop.request("SIGUSR2")
+        assert calls == [sig]
+    finally:
+        signal.signal(sig, previous)
+
+
 def test_the_warning_stops_a_training_run_and_is_passed_on_after_it() -> None:
     calls = []
     previous = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))
@@ -40,7 +62,7 @@ def test_the_warning_stops_a_training_run_and_is_passed_on_after_it() -> None:
         stop = StopSignal()
         with _stop_then_requeue() as warned, stop.installed():
             signal.raise_signal(signal.SIGUSR2)
-            assert stop.requested and stop.signal == "SIGTERM"  # the training's own stop request
+            assert stop.requested and stop.signal == "SIGUSR2"  # the training's own stop request
             assert calls == [signal.SIGUSR2]  # submitit waits for the run's checkpoint
         assert len(warned) == 2 and warned[1] == signal.SIGUSR2
         assert signal.getsignal(signal.SIGUSR2) is not previous  # submitit's handler is back

@@ -80,7 +80,13 @@ def test_load_curve_refuses_another_probe_family(alpha_file, tmp_path):
     # schema 2 named the bottleneck probe 'resnext-block': still read, as resnext29's
     v2 = alpha_obj() | {"schema_version": 2, "family": "resnext-block"}
     (tmp_path / "v2.json").write_text(json.dumps(v2))
-    assert load_curve(tmp_path / "v2.json", family="resnext50").fit.family == "resnext29"
+    old = load_curve(tmp_path / "v2.json", family="resnext50")
+    assert old.fit.family == "resnext29"
+    # files from before the jackknife correction are read as the plain ratio, and the answer says so
+    assert old.fit.estimator == "plain" and any("uncorrected ratio" in n for n in old.notes)
+    (tmp_path / "v3.json").write_text(json.dumps(alpha_obj() | {"schema_version": 3}))
+    assert load_curve(tmp_path / "v3.json", family="resnext29").fit.estimator == "plain"
+    assert not any("uncorrected" in n for n in load_curve(alpha_file, family="resnext29").notes)
 
 
 # ------------------------------------------------------------------------------- solver parts

@@ -169,6 +169,27 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_is_bit_exact(tmp_path, data, m
             assert a[key] == pytest.approx(b[key], rel=1e-12), key
 
 
+def test_sigterm_during_the_last_evaluation_finishes_the_run_then_reaches_the_caller(tmp_path, data, monkeypatch):
+    """Too late to stop the run (its last poll is behind it): the run writes its result, and the
+    signal then reaches the handler installed before it, so a sweep of runs stops too."""
+    evaluate = loop._evaluate_all
+
+    def late_signal(ctx, trainee, loaders):
+        out = evaluate(ctx, trainee, loaders)
+        signal.raise_signal(signal.SIGTERM)
+        return out
+
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda s, f: calls.append(s))
+    try:
+        monkeypatch.setattr(loop, "_evaluate_all", late_signal)
+        res = train(_cfg(tmp_path / "run"), _recipe(epochs=1), data)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert res.stopped is None and (tmp_path / "run" / "result.json").is_file()
+    assert calls == [signal.SIGTERM]
+
+
 def test_data_and_model_shapes_must_agree(tmp_path):
     cifar_like = synthetic_dataset(name="x", channels=3, resolution=32, num_train=64, num_test=8)
     with pytest.raises(UserError, match="expects"):

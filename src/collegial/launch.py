@@ -156,7 +156,7 @@ def _stop_then_requeue() -> Iterator[list[Any]]:
         term = signal.getsignal(signal.SIGTERM)
         if _is_training_stop(term) and not warned:
             warned[:] = [submitit_handler, signum]
-            term(signal.SIGTERM, frame)  # the run stops at its next step, after a checkpoint
+            term.__self__.request(signal.Signals(signum).name)  # the run stops at its next step, after a checkpoint
         else:
             submitit_handler(signum, frame)
 

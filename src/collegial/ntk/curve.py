@@ -31,8 +31,13 @@ from collegial.provenance import provenance as _provenance
 
 #: 3: ``family`` names the model family whose declared probe was measured (``resnext29``, not
 #: the ``resnext-block`` of version 2, which is still read) and ``input_shape`` is recorded.
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+#: 4: ``estimator`` is recorded: ``jackknife`` (the bias-corrected ratio of
+#: :func:`collegial.ntk.variance.normalized_variance`); files of versions 2 and 3 are read as
+#: ``plain`` (the uncorrected ratio, biased low at few trials per pair).
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
+#: How each version's per-pair estimates were made (``estimator`` of :class:`AlphaFit`).
+ESTIMATORS = ("jackknife", "plain")
 MAX_WIDTH = 4096
 #: Largest variance or standard error an alpha file may hold (a normalized variance of 1e12 is
 #: already far outside anything a probe produces).
@@ -91,6 +96,8 @@ class AlphaFit:
     #: :func:`collegial.provenance.provenance` (versions of collegial and torch, command, seed, time,
     #: commit); set by :meth:`to_dict` for a fit made here, kept from the file for a loaded one.
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: ``jackknife`` (bias-corrected, version 4) or ``plain`` (the uncorrected ratio of older files).
+    estimator: str = "jackknife"
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -115,7 +122,8 @@ class AlphaFit:
         if self.trials > MAX_TRIALS:
             raise UserError(f"alpha fit: 'trials' {self.trials} exceeds {MAX_TRIALS:g}")
         kinds = (*INPUT_KINDS, "synthetic") if self.engine == "synthetic" else INPUT_KINDS  # synthetic_fit's table
-        for name, choices in (("inputs", kinds), ("bn", PROBE_BN_MODES), ("parameterization", PARAMETERIZATIONS)):
+        for name, choices in (("inputs", kinds), ("bn", PROBE_BN_MODES), ("parameterization", PARAMETERIZATIONS),
+                              ("estimator", ESTIMATORS)):
             if getattr(self, name) not in choices:
                 raise UserError(f"alpha fit: '{name}' must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         c = self.correlation
@@ -242,8 +250,9 @@ class AlphaFit:
             raise UserError(f"{where} has schema_version {version!r}, this collegial reads "
                             f"{' and '.join(map(str, READABLE_VERSIONS))}; {REGENERATE}")
         if version == 2:  # the probe was named apart from the families that declare it
-            d = {**d, "family": {"resnext-block": "resnext29"}.get(d.get("family"), d.get("family")),
-                 "schema_version": SCHEMA_VERSION}
+            d = {**d, "family": {"resnext-block": "resnext29"}.get(d.get("family"), d.get("family"))}
+        if version in (2, 3):  # measured before the jackknife correction
+            d = {**d, "estimator": "plain", "schema_version": SCHEMA_VERSION}
         known = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
         missing = {"family", "channels", "bn", "seed", "trials", "widths", "variance", "stderr"} - set(d)
         if missing:

@@ -4,15 +4,25 @@
 central sums M2, M3, M4) in float64, updated batch-wise and merged pairwise with the formulas
 of Chan et al. / Pebay (2008), so ``T`` trials can be streamed in chunks and sharded over ranks.
 
-The standard error of ``v_hat = s^2 / mean^2`` (``s^2`` the unbiased sample variance) is the
-delta method on ``(mean, s^2)`` with ``Var(mean) = m2/T``, ``Var(s^2) = (m4 - m2^2)/T`` and
-``Cov(mean, s^2) = m3/T`` (``m_k`` the central moments).
+The estimate of ``v`` is the ratio ``s^2 / mean^2`` (``s^2`` the unbiased sample variance) with
+its first-order bias removed by the jackknife over the trials, ``T v - (T - 1) mean_i v_(-i)``
+(``v_(-i)`` the ratio without trial ``i``): a ratio of two moments of the same heavy-tailed
+sample is biased low (a trial with a large ``K`` raises the mean with the variance). Measured on
+the resnext29 probe (8 pairs of relu(rho=0.6) inputs, 2,000 initializations per pair as the
+reference), the plain ratio from 25 initializations per pair (Algorithm 1 at T = 200) averages
+0.77 of the reference at n = 2, 0.87 at n = 4 and 0.96 at n = 8; the jackknife 0.92, 0.94 and
+1.00; from 250 per pair (T = 2000, the default): plain 0.96 at n = 2, jackknife 1.00. The
+accumulator keeps the sample for it (one float64 per trial).
+
+The standard error is the delta method on ``(mean, s^2)`` with ``Var(mean) = m2/T``,
+``Var(s^2) = (m4 - m2^2)/T`` and ``Cov(mean, s^2) = m3/T`` (``m_k`` the central moments).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,13 +33,16 @@ from collegial.errors import UserError
 
 @dataclass
 class Moments:
-    """Count, mean and central sums ``M2 = sum (x - mean)^2``, ``M3``, ``M4`` (float64)."""
+    """Count, mean and central sums ``M2 = sum (x - mean)^2``, ``M3``, ``M4`` (float64), and the
+    sample itself (``sample``, float64, in the order it was added; ``None`` once it has passed
+    through :meth:`to_tensor`), which the jackknife of :func:`normalized_variance` needs."""
 
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
     m3: float = 0.0
     m4: float = 0.0
+    sample: Tensor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, values: Tensor | np.ndarray) -> Moments:
@@ -37,11 +50,11 @@ class Moments:
         x = torch.as_tensor(values).detach().reshape(-1).to(torch.float64)
         n = x.numel()
         if n == 0:
-            return cls()
+            return cls(sample=x.cpu())
         mu = x.mean()
         d = x - mu
         d2 = d * d
-        return cls(n, float(mu), float(d2.sum()), float((d2 * d).sum()), float((d2 * d2).sum()))
+        return cls(n, float(mu), float(d2.sum()), float((d2 * d).sum()), float((d2 * d2).sum()), x.cpu())
 
     def merge(self, other: Moments) -> Moments:
         """The moments of the union of the two samples (exact up to rounding)."""
@@ -50,6 +63,8 @@ class Moments:
             return Moments(**vars(other))
         if nb == 0:
             return Moments(**vars(self))
+        both = self.sample is not None and other.sample is not None
+        sample = torch.cat([self.sample, other.sample]) if both else None  # type: ignore[list-item]
         n = na + nb
         delta = other.mean - self.mean
         d_n = delta / n
@@ -68,17 +83,18 @@ class Moments:
             + 6.0 * d_n * d_n * (na * na * other.m2 + nb * nb * self.m2)
             + 4.0 * d_n * (na * other.m3 - nb * self.m3)
         )
-        return Moments(n, mean, m2, m3, m4)
+        return Moments(n, mean, m2, m3, m4, sample)
 
     def update(self, values: Tensor | np.ndarray) -> Moments:
         """Add a batch in place; returns ``self``."""
         merged = self.merge(Moments.of(values))
-        self.count, self.mean, self.m2, self.m3, self.m4 = (
+        self.count, self.mean, self.m2, self.m3, self.m4, self.sample = (
             merged.count,
             merged.mean,
             merged.m2,
             merged.m3,
             merged.m4,
+            merged.sample,
         )
         return self
 
@@ -98,13 +114,37 @@ class Moments:
 
 @dataclass(frozen=True)
 class NormalizedVariance:
-    """``v = Var[K] / E[K]^2`` over ``trials`` samples, with its delta-method standard error."""
+    """``v = Var[K] / E[K]^2`` over ``trials`` samples (jackknife bias-corrected when the sample
+    was kept), with its delta-method standard error; ``uncorrected``: the plain ratio
+    ``s^2 / mean^2`` (``nan`` where not recorded)."""
 
     v: float
     stderr: float
     mean: float
     var: float
     trials: int
+    uncorrected: float = math.nan
+
+
+def jackknife_ratio(x: Tensor) -> float | None:
+    """The jackknife bias-corrected ``s^2 / mean^2`` of the sample ``x`` (1-D, at least 3
+    values): ``T v - (T - 1) mean_i v_(-i)``, computed on centred values in float64. ``None``
+    where it is undefined (a leave-one-out mean <= 0) or not positive."""
+    x = x.to(torch.float64)
+    t = x.numel()
+    if t < 3:
+        return None
+    mu = x.mean()
+    y = x - mu
+    ss = (y * y).sum()
+    shift = -y / (t - 1)  # leave-one-out mean minus mu (the y sum to 0)
+    means = mu + shift
+    if bool((means <= 0).any()):
+        return None
+    var_i = (ss - y * y - (t - 1) * shift * shift) / (t - 2)
+    v = (ss / (t - 1)) / (mu * mu)
+    out = float(t * v - (t - 1) * (var_i / (means * means)).mean())
+    return out if out > 0 and math.isfinite(out) else None
 
 
 def normalized_variance(mom: Moments) -> NormalizedVariance:
@@ -118,16 +158,18 @@ def normalized_variance(mom: Moments) -> NormalizedVariance:
         raise UserError("the NTK K is 0 on average (e.g. at every trial): the probe's output does not depend "
                         "on its weights, or every unit is inactive; v = Var[K] / E[K]^2 is undefined")
     v = s2 / (mu * mu)
+    corrected = jackknife_ratio(mom.sample) if mom.sample is not None else None
     c2, c3, c4 = mom.m2 / t, mom.m3 / t, mom.m4 / t
     d_mu = -2.0 * s2 / mu**3
     d_s2 = 1.0 / (mu * mu)
     var_v = (d_mu * d_mu * c2 + d_s2 * d_s2 * (c4 - c2 * c2) + 2.0 * d_mu * d_s2 * c3) / t
-    return NormalizedVariance(v, math.sqrt(max(var_v, 0.0)), mu, s2, t)
+    return NormalizedVariance(v if corrected is None else corrected, math.sqrt(max(var_v, 0.0)), mu, s2, t, v)
 
 
 def merge_distributed(mom: Moments) -> Moments:
     """Merge the accumulators of all ranks (``torch.distributed``, any backend); identity when
-    not running distributed. Every rank gets the same result, merged in rank order."""
+    not running distributed. Every rank gets the same result, merged in rank order, samples
+    included (the jackknife needs every trial)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -137,9 +179,13 @@ def merge_distributed(mom: Moments) -> Moments:
         local = local.cuda()
     gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, local)
+    samples: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(samples, None if mom.sample is None else mom.sample.cpu())
     out = Moments()
-    for t in gathered:
-        out = out.merge(Moments.from_tensor(t.cpu()))
+    for t, sample in zip(gathered, samples):
+        part = Moments.from_tensor(t.cpu())
+        part.sample = sample
+        out = out.merge(part)
     return out
 
 

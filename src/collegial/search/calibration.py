@@ -3,7 +3,8 @@ the Monte Carlo table around a known truth (``bench/calibration.py`` prints it; 
 docstring there says what is measured).
 
 Truth: the ``smooth`` fit of a curve. Each synthetic replicate's table is the truth at the
-measured widths times log-normal noise with the table's own relative standard errors, its
+measured widths times log-normal noise with the relative standard errors of a table of the
+search's T (the truth's own, scaled by ``sqrt(T_truth / T)``), its
 standard errors redrawn as estimated from ``pairs`` input pairs (``se * sqrt(chi2(pairs - 1) /
 (pairs - 1))``); fresh replicates are Algorithm 1 rerun with other seeds. Each is solved exactly
 as :func:`~collegial.search.solve.search` solves, and the truth's own optimum is compared with
@@ -13,19 +14,22 @@ what it reported.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from collegial.ntk.curve import AlphaFit
 from collegial.search.solve import cost_table, search
-from collegial.search.variance import VarianceCurve, alpha_on_the_fly, load_curve
+from collegial.search.variance import ON_THE_FLY_TRIALS, VarianceCurve, alpha_on_the_fly, load_curve
 
 BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0001)
 
 
-def replicate_fit(fit: AlphaFit, truth: np.ndarray, rng: np.random.Generator) -> AlphaFit:
-    """A Monte Carlo table drawn around ``truth`` with ``fit``'s relative errors and ``fit.pairs``."""
-    rel = np.asarray(fit.stderr) / np.asarray(fit.variance)
+def replicate_fit(fit: AlphaFit, truth: np.ndarray, rng: np.random.Generator, trials: int | None = None) -> AlphaFit:
+    """A Monte Carlo table drawn around ``truth`` with ``fit``'s relative errors and ``fit.pairs``;
+    with ``trials``, the errors of a table of that many trials (``fit``'s scaled by
+    ``sqrt(fit.trials / trials)``)."""
+    rel = np.asarray(fit.stderr) / np.asarray(fit.variance) * math.sqrt(fit.trials / (trials or fit.trials))
     v = truth * np.exp(rng.standard_normal(truth.size) * rel - rel**2 / 2)
     dof = max(fit.pairs - 1, 1)
     se = v * rel * np.sqrt(rng.chisquare(dof, truth.size) / dof)
@@ -34,16 +38,19 @@ def replicate_fit(fit: AlphaFit, truth: np.ndarray, rng: np.random.Generator) ->
 
 def calibration(replicates: int, estimator: str, family: str, dataset: str, baseline: str, seed: int = 0,
                 fresh: int = 0, fresh_trials: int = 200, base: VarianceCurve | None = None,
-                draws: int = 1000) -> dict[str, dict[str, object]]:
+                draws: int = 1000, truth_trials: int | None = None) -> dict[str, dict[str, object]]:
     """Calibration and coverage of both problems over ``replicates`` synthetic replicate tables
     and ``fresh`` reruns of Algorithm 1 (seeds 1..fresh, ``fresh_trials`` trials), each solved
     with ``draws`` bootstrap draws made by ``estimator``. Truth: the smooth fit of ``base``
-    (default: the family's own curve). Per problem: the true optimum, the headline's mean
+    (default: the family's own curve, measured with ``truth_trials`` trials, default the
+    search's; a truth measured with many more trials than the fresh runs keeps its own Monte
+    Carlo error out of the comparison). Per problem: the true optimum, the headline's mean
     reported P and how often it is the true optimum, the optimal set's coverage, the binned
     (reported P, observed frequency) table of the (at most five) most probable set members and
     its count-weighted mean gap; with ``fresh``, ``fresh_bias``: the mean fresh table over the
     base table per width, with the relative standard error of that ratio (both tables' errors)."""
-    base = base if base is not None else load_curve(None, family=family)
+    if base is None:
+        base = load_curve(None, family=family, **({} if truth_trials is None else {"trials": truth_trials}))
     fit = base.fit
     truth = base.with_model("smooth")(np.asarray(fit.widths))
     exact = dataclasses.replace(fit, variance=truth.tolist(), stderr=[0.0] * truth.size)
@@ -53,7 +60,9 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
     rows: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
     heads: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
     cover: dict[str, list[bool]] = {"primal": [], "dual": []}
-    fits = [replicate_fit(fit, truth, rng) for _ in range(replicates)]
+    # synthetic replicates carry the errors of the search's own table (T = ON_THE_FLY_TRIALS)
+    fits = [dataclasses.replace(replicate_fit(fit, truth, rng, ON_THE_FLY_TRIALS), trials=ON_THE_FLY_TRIALS)
+            for _ in range(replicates)]
     fits += [alpha_on_the_fly(family=family, trials=fresh_trials, seed=s)[0] for s in range(1, fresh + 1)]
     for r, rep in enumerate(fits):
         curve = VarianceCurve(rep, "auto", draws, seed=r + 1, estimator=estimator)

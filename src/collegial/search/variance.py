@@ -278,6 +278,10 @@ def load_curve(
         origin = file_origin(alpha_file, fit)
         note = check_probe(fit, family, f"alpha file {source!r}", allow_mismatch=allow_probe_mismatch)
         notes += [note] if note else []
+        if fit.estimator == "plain":
+            notes.append(f"alpha file {source!r} holds the uncorrected ratio Var[K]/E[K]^2 of an older collegial, "
+                         f"biased low at small widths ({fit.trials // max(fit.pairs, 1)} initializations per pair); "
+                         "fit-alpha measures it again with the jackknife correction")
     else:
         if get_family(family).probe is None:
             raise UserError(f"model family {family!r} declares no probe; pass an alpha file measured for it")

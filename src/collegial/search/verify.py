@@ -286,7 +286,7 @@ def _cache_key(family: str, arch: str, settings: VerifySettings, idx: list[tuple
     """Everything a measurement depends on: the family function's source, the architecture,
     the settings (not the method: every method gives the same rows), the pairs' image indices
     and torch's version."""
-    obj = {"v": 1, "family": family, "source": _model_source(family), "arch": arch,
+    obj = {"v": 2, "family": family, "source": _model_source(family), "arch": arch,  # 2: jackknife v
            **{k: v for k, v in asdict(settings).items() if k != "method"}, "pairs_idx": [list(p) for p in idx],
            "torch": torch.__version__}
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]

@@ -244,6 +244,7 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
             trained = _train_epoch(ctx, trainee, loaders.train, pos)
             if trained.stopped:  # SIGTERM / SIGINT mid-epoch: checkpoint this exact position
                 _save(ctx, run_checkpoint(trainee.states(), trained.stopped_at, history, config))
+                stop.acknowledge()
                 log(f"{stop.signal}: stopped at epoch {trained.epoch + 1} step {trained.steps}/"
                     f"{len(loaders.train)}; checkpoint {out / 'last.pt'}; continue with --resume")
                 return run_result(out, trainee.params, history, stop.signal)
@@ -255,6 +256,7 @@ def train(cfg: RunConfig, recipe: Recipe, data: ImageData) -> RunResult:
                 write_metrics(out, history, tensorboard=cfg.tensorboard)
             log(epoch_line(history[-1], recipe.epochs, meter))
             if pos.epoch < recipe.epochs and any_rank(stop.requested, info, device):
+                stop.acknowledge()
                 log(f"{stop.signal}: stopped after epoch {pos.epoch}; checkpoint {out / 'last.pt'}; "
                     "continue with --resume")
                 return run_result(out, trainee.params, history, stop.signal)

@@ -32,7 +32,7 @@ class RunResult:
     test_loss: float
     params: int
     history: list[dict[str, Any]]
-    stopped: str | None = None  # "SIGTERM" or "SIGINT" when stopped early (after a checkpoint)
+    stopped: str | None = None  # "SIGTERM", "SIGINT" or the launcher's warning "SIGUSR2" when stopped early (after a checkpoint)
     val_top1_err: float | None = None
     val_top5_err: float | None = None
     val_loss: float | None = None

@@ -16,7 +16,14 @@ __all__ = ["StopSignal", "cpu_has_bf16", "deterministic_algorithms"]
 
 class StopSignal:
     """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop polls, so both end in a checkpoint;
-    a second Ctrl-C interrupts at once. Only installable from the main thread."""
+    a second Ctrl-C interrupts at once. Only installable from the main thread.
+
+    The loop calls :meth:`acknowledge` when it stops on the request. A signal that arrives after
+    the loop's last poll (during the last evaluation) finds the run finishing anyway: it is
+    delivered again, to the handler that was installed before, once the run has written its
+    result, so that the process (a sweep of many runs) stops as it was asked to.
+    :meth:`request` is a stop asked from within the process (a launcher's time-out warning),
+    which is not delivered again."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -24,12 +31,24 @@ class StopSignal:
         self.requested = False
         self.signal = "SIGTERM"
         self._previous: dict[int, Any] = {}
+        self._received: int | None = None
+        self._acknowledged = False
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # Ctrl-C twice: stop without waiting for the checkpoint
         self.requested = True
         self.signal = signal.Signals(signum).name
+        self._received = signum
+
+    def request(self, name: str) -> None:
+        """Ask the run to stop at its next step, as a signal would, without the signal."""
+        self.requested = True
+        self.signal = name
+
+    def acknowledge(self) -> None:
+        """The loop has stopped on the request (after its checkpoint)."""
+        self._acknowledged = True
 
     @contextmanager
     def installed(self) -> Iterator[StopSignal]:
@@ -43,6 +62,8 @@ class StopSignal:
             if main:
                 for sig, prev in self._previous.items():
                     signal.signal(sig, prev)
+                if self._received is not None and not self._acknowledged:
+                    signal.raise_signal(self._received)  # arrived too late to stop the run
 
 
 @contextmanager
