@@ -13,18 +13,21 @@
 # Exit status: 0 passed; 1 Slurm ran but collegial's launcher failed; 3 the cluster could not be
 # started (the line "slurm_check: could not start Slurm: WHY" says why: not root, no apt, the
 # install failed, a slurm.conf this check did not write, a daemon that refused, a node that did
-# not come up, a plain `srun true` that failed). Every wait has a time limit (the install 240 s,
-# the daemons 30 s, `srun true` 30 s, the launcher's checks 150 s).
+# not come up, a plain `srun true` that failed). Every wait has a time limit: apt-get update 90 s
+# and install 150 s, the daemons 30 s, `srun true` 30 s, the launcher's checks 150 s, stopping the
+# jobs and daemons 40 s (490 s at worst).
 #
 # Slurm holds a requeued job about two minutes before it starts it again (Reason=BeginTime); the
 # check starts it at once (`scontrol update JobId=ID StartTime=now` once squeue shows it PENDING
 # again), which leaves the requeue path as it is and takes seconds instead of minutes.
 #
-# Measured on the 2-core development machine (Debian 12, slurm-wlm 22.05.8, no accounting
-# database: submitit warns that sacct fails and reads the jobs' result files instead), see the
-# "slurm_check: ... s" lines it prints: install TIMES_INSTALL, configuration and daemons
-# TIMES_DAEMONS, `srun true` TIMES_SRUN, the 2-task job array TIMES_ARRAY, the warned task's
-# checkpoint, requeue and continuation TIMES_REQUEUE; in all TIMES_ALL. Once srun is on PATH,
+# Measured on the 2-core development machine (Debian 12, slurm 22.05.8, no accounting database:
+# submitit warns that sacct fails and reads the jobs' result files instead), from the
+# "slurm_check: ... s" lines it prints: install 12.8 s (apt's cache emptied first; a fresh
+# `apt-get update` of Debian 12's lists took 2.6 s more), configuration and daemons 0.1-1.1 s,
+# `srun true` 0.1 s, the 2-task job array 8-10 s, the warned task's checkpoint, requeue and
+# continuation 6-12 s (about 2 min more without the StartTime update); in all 38 s with the
+# install, 18-25 s without (the test around it: 40 s). Once srun is on PATH,
 # submitit's AutoExecutor without a cluster (`--launcher submitit`) submits to Slurm; collegial's
 # tests pin submitit's local executor. To remove the cluster: scontrol shutdown; kill munged;
 # apt-get purge slurmctld slurmd slurm-client munge.
@@ -40,15 +43,15 @@ lap() {  # "slurm_check: WHAT: S s" since the last lap
     T=$now
 }
 running() { ps -C "$1" -o stat= | grep -qv Z; }  # a process of that name, not an exited one's zombie
-stop_daemons() {  # the jobs left first (a job's srun waits for the controller), each wait 10 s at most
+wait_until() {  # wait_until SECONDS 'CONDITION': false if it still fails after SECONDS
+    timeout "$1" bash -c "until $2; do sleep 0.5; done" 2>/dev/null
+}
+stop_daemons() {  # the jobs left first (a job's srun waits for the controller), then the daemons
     timeout 10 scancel --partition=debug >/dev/null 2>&1 || true
-    for _ in $(seq 20); do [ -z "$(timeout 5 squeue -h 2>/dev/null)" ] && break; sleep 0.5; done
-    scontrol shutdown >/dev/null 2>&1 || true
+    wait_until 10 '[ -z "$(squeue -h)" ]' || true
+    timeout 10 scontrol shutdown >/dev/null 2>&1 || true
     kill "$(cat /run/munge/munged.pid 2>/dev/null)" 2>/dev/null || true
-    for _ in $(seq 20); do  # until none runs (exited daemons' zombies do not count)
-        ps -C slurmctld,slurmd,slurmstepd,munged -o stat= | grep -qv Z || break
-        sleep 0.5
-    done
+    wait_until 10 '! ps -C slurmctld,slurmd,slurmstepd,munged -o stat= | grep -qv Z' || true
 }
 OURS=0  # 1 once slurm.conf is this check's: only then does STOP=1 stop anything
 finish() {
@@ -64,10 +67,10 @@ cannot_start() {
 [ "$(id -u)" = 0 ] || cannot_start "not root (it installs packages and starts daemons)"
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v srun >/dev/null || ! command -v munged >/dev/null; then
     command -v apt-get >/dev/null || cannot_start "no apt-get to install slurmctld, slurmd, slurm-client and munge"
-    timeout 240 apt-get update -qq >/dev/null 2>&1 || cannot_start "apt-get update failed (or took over 240 s)"
-    DEBIAN_FRONTEND=noninteractive timeout 240 apt-get install -y -qq --no-install-recommends \
+    timeout 90 apt-get update -qq >/dev/null 2>&1 || cannot_start "apt-get update failed (or took over 90 s)"
+    DEBIAN_FRONTEND=noninteractive timeout 150 apt-get install -y -qq --no-install-recommends \
         slurmctld slurmd slurm-client munge >/dev/null 2>&1 \
-        || cannot_start "apt-get install slurmctld slurmd slurm-client munge failed (or took over 240 s)"
+        || cannot_start "apt-get install slurmctld slurmd slurm-client munge failed (or took over 150 s)"
 fi
 lap "install"
 
@@ -107,12 +110,7 @@ munge -n 2>/dev/null | unmunge >/dev/null 2>&1 || cannot_start "munge cannot enc
 # -c: no jobs recovered from an earlier run (one whose processes were killed would hold the node)
 running slurmctld || /usr/sbin/slurmctld -c || cannot_start "slurmctld refused to start (see /var/log/slurm/slurmctld.log)"
 running slurmd || /usr/sbin/slurmd || cannot_start "slurmd refused to start (see /var/log/slurm/slurmd.log)"
-up=0
-for _ in $(seq 30); do
-    timeout 5 sinfo -h -o %T 2>/dev/null | grep -q idle && { up=1; break; }
-    sleep 1
-done
-[ "$up" = 1 ] || cannot_start "the node did not come up idle within 30 s ($(timeout 5 sinfo -h -o '%T %E' 2>&1 | head -1); see /var/log/slurm/)"
+wait_until 30 'sinfo -h -o %T | grep -q idle' || cannot_start "the node did not come up idle within 30 s ($(timeout 5 sinfo -h -o '%T %E' 2>&1 | head -1); see /var/log/slurm/)"
 lap "configuration and daemons"
 timeout 30 srun -N1 -t 1 true >/dev/null 2>&1 || cannot_start "a plain 'srun true' failed or took over 30 s (see /var/log/slurm/)"
 lap "srun true"
