@@ -396,6 +396,24 @@ def test_calibrated_draws_are_less_confident_and_cover_more():
         assert all(0 <= rp <= 1 and 0 <= f <= 1 for _, _, _, rp, f in cal["bins"])
 
 
+def test_replicates_of_a_precise_truth_carry_the_errors_of_the_searchs_table():
+    """A truth measured at T = 40000 gives replicate tables with the errors of T = 2000 (sqrt(20)
+    larger); a synthetic fit (0 trials recorded) keeps its own."""
+    import dataclasses
+
+    from collegial.search.calibration import replicate_fit
+
+    fit = dataclasses.replace(synthetic_fit(lambda n: np.expm1(2.5 / n), WIDTHS, rel_stderr=0.01), pairs=8)
+    precise = dataclasses.replace(fit, trials=40000)
+    truth = np.asarray(fit.variance)
+    rng = np.random.default_rng(0)
+    rel = [np.std(np.log(np.asarray(replicate_fit(f, truth, rng, 2000).variance) / truth))
+           for f in (precise, fit) for _ in range(200)]
+    assert np.mean(rel[:200]) == pytest.approx(0.01 * np.sqrt(20), rel=0.1)
+    assert np.mean(rel[200:]) == pytest.approx(0.01, rel=0.1)
+    assert replicate_fit(precise, truth, rng, 2000).trials == 2000 and replicate_fit(fit, truth, rng, 2000).trials == 0
+
+
 def test_robustness_counts_agreement_and_unions_the_sets(table):
     """search --robust: the answer under each probe design and acceptable model, the union of
     their optimal sets, and a first line that says robust or conditional on the probe."""

@@ -29,11 +29,12 @@ def replicate_fit(fit: AlphaFit, truth: np.ndarray, rng: np.random.Generator, tr
     """A Monte Carlo table drawn around ``truth`` with ``fit``'s relative errors and ``fit.pairs``;
     with ``trials``, the errors of a table of that many trials (``fit``'s scaled by
     ``sqrt(fit.trials / trials)``)."""
-    rel = np.asarray(fit.stderr) / np.asarray(fit.variance) * math.sqrt(fit.trials / (trials or fit.trials))
+    scale = math.sqrt(fit.trials / trials) if trials and fit.trials else 1.0  # a synthetic fit records 0 trials
+    rel = np.asarray(fit.stderr) / np.asarray(fit.variance) * scale
     v = truth * np.exp(rng.standard_normal(truth.size) * rel - rel**2 / 2)
     dof = max(fit.pairs - 1, 1)
     se = v * rel * np.sqrt(rng.chisquare(dof, truth.size) / dof)
-    return dataclasses.replace(fit, variance=v.tolist(), stderr=se.tolist())
+    return dataclasses.replace(fit, variance=v.tolist(), stderr=se.tolist(), trials=trials if trials and fit.trials else fit.trials)
 
 
 def calibration(replicates: int, estimator: str, family: str, dataset: str, baseline: str, seed: int = 0,
@@ -61,8 +62,7 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
     heads: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
     cover: dict[str, list[bool]] = {"primal": [], "dual": []}
     # synthetic replicates carry the errors of the search's own table (T = ON_THE_FLY_TRIALS)
-    fits = [dataclasses.replace(replicate_fit(fit, truth, rng, ON_THE_FLY_TRIALS), trials=ON_THE_FLY_TRIALS)
-            for _ in range(replicates)]
+    fits = [replicate_fit(fit, truth, rng, ON_THE_FLY_TRIALS) for _ in range(replicates)]
     fits += [alpha_on_the_fly(family=family, trials=fresh_trials, seed=s)[0] for s in range(1, fresh + 1)]
     for r, rep in enumerate(fits):
         curve = VarianceCurve(rep, "auto", draws, seed=r + 1, estimator=estimator)
