@@ -8,10 +8,11 @@ The estimate of ``v`` is the ratio ``s^2 / mean^2`` (``s^2`` the unbiased sample
 its first-order bias removed by the jackknife over the trials, ``T v - (T - 1) mean_i v_(-i)``
 (``v_(-i)`` the ratio without trial ``i``): a ratio of two moments of the same heavy-tailed
 sample is biased low (a trial with a large ``K`` raises the mean with the variance). Measured on
-the resnext29 probe (8 pairs of relu(rho=0.6) inputs, 2,000 initializations per pair as the
-reference), the plain ratio from 25 initializations per pair (Algorithm 1 at T = 200) averages
-0.77 of the reference at n = 2, 0.87 at n = 4 and 0.96 at n = 8; the jackknife 0.92, 0.94 and
-1.00; from 250 per pair (T = 2000, the default): plain 0.96 at n = 2, jackknife 1.00. The
+the resnext29 probe (``bench/ratio_bias.py``: 8 pairs of relu(rho=0.6) inputs, 2,000
+initializations per pair behind the reference), the plain ratio from 25 initializations per pair
+(Algorithm 1 at T = 200) averages 0.75 of the reference at n = 2, 0.90 at n = 4 and 0.96 at
+n = 8; the jackknife 0.89, 0.98 and 0.99; from 250 per pair (T = 2000, the default): plain 0.97
+at n = 2, jackknife 1.02 +- 0.06. The
 accumulator keeps the sample for it (one float64 per trial).
 
 The standard error is the delta method on ``(mean, s^2)`` with ``Var(mean) = m2/T``,
