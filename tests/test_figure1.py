@@ -199,6 +199,23 @@ def test_unknown_or_missing_device(tmp_path, capsys) -> None:
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
 
 
+def test_the_experiment_checks_the_device_with_the_one_rule(monkeypatch) -> None:
+    """The library's figure1 config, the train setup and the commands share collegial.devices:
+    an unknown device and an absent GPU are one line naming the argument."""
+    import torch
+
+    from collegial.devices import check_device
+    from collegial.errors import UserError
+    from collegial.experiments.figure1 import DEFAULTS, check_config
+
+    with pytest.raises(UserError, match=r"`device='tpu'`: choose one of cpu, cuda"):
+        check_config(dataclasses.replace(DEFAULTS["mlp"], device="tpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"`device='cuda'`: no CUDA device is available"):
+        check_config(dataclasses.replace(DEFAULTS["mlp"], device="cuda"))
+    assert check_device(None) == "cpu"
+
+
 @pytest.mark.parametrize("launcher", [["--launcher", "local", "--jobs", "2"], ["--launcher", "submitit"]])
 def test_parallel_launchers_give_the_sequential_sweep(launcher, tmp_path, monkeypatch, capsys) -> None:
     """Runs as separate jobs (2 local processes, or submitit's local executor) give the same

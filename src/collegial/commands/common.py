@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from collegial.errors import UserError
+from collegial.devices import DEVICES, check_device
+from collegial.errors import UserError, flag_message
 from collegial.io import strict_json, write_json_atomic
 
 #: The flag that allows replacing existing results; ``--force`` is accepted as a hidden alias.
@@ -144,9 +145,6 @@ def preset_model(name: str, arch: str | None, dataset: str | None) -> tuple[str,
     return p.family, p.arch, p.dataset
 
 
-#: What ``--device`` accepts in every command. One GPU of several is chosen with
-#: ``CUDA_VISIBLE_DEVICES`` (under torchrun each process takes its ``LOCAL_RANK``), never ``cuda:K``.
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
 #: The help text of ``--device``, the same in every command (a command may put what runs there first).
 DEVICE_HELP = "cpu or cuda (default: cuda when available, else cpu; pick a GPU with CUDA_VISIBLE_DEVICES)"
@@ -171,15 +169,12 @@ def add_progress_option(p: argparse.ArgumentParser | Any) -> None:
 
 def pick_device(name: str | None) -> str:
     """``--device``: the given one, by default cuda when available, else cpu; one line when cuda
-    is asked for and absent, or the name is not one of :data:`DEVICES`. The one device rule."""
-    import torch
-
-    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in DEVICES:
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)} (a GPU with CUDA_VISIBLE_DEVICES)")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
-    return device
+    is asked for and absent, or the name is not one of :data:`DEVICES`
+    (:func:`collegial.devices.check_device`, the one device rule, in the command's words)."""
+    try:
+        return check_device(name)
+    except UserError as e:
+        raise UserError(flag_message(str(e), {"device": "--device"})) from None
 
 
 def device_from_args(args: argparse.Namespace) -> str:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from collegial.devices import check_device
 from collegial.errors import UserError
 from collegial.experiments import figure1_runs as runs
 from collegial.experiments.figure1_report import summarize, write_outputs
@@ -176,13 +177,7 @@ def check_config(cfg: Figure1Config) -> None:
     if cfg.whole_trials and (cfg.whole_trials < 4 or cfg.whole_pairs < 1):
         raise UserError(f"the whole-model variance needs >= 4 trials and >= 1 pair, got {cfg.whole_trials}, "
                         f"{cfg.whole_pairs} (0 trials: not measured)")
-    if cfg.device not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {cfg.device!r}; choose cpu or cuda")
-    if cfg.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("device cuda: no CUDA device is available here")
+    check_device(cfg.device)
 
 
 # ------------------------------------------------------------------------------------ points

@@ -9,29 +9,21 @@ writes metrics and checkpoints.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from collegial.choices import check_choice
+from collegial.devices import DEVICES, Device, check_device
 from collegial.distributed import Dist, join, launched
 from collegial.errors import UserError
 
 __all__ = ["DEVICES", "Device", "Dist", "setup", "teardown", "all_reduce_sum", "any_rank", "barrier", "wrap_ddp"]
 
-#: Where a run trains.
-Device = Literal["cpu", "cuda"]
-DEVICES: tuple[Device, ...] = ("cpu", "cuda")
-
 
 def setup(device: Device) -> tuple[Dist, torch.device]:
     """Join the process group if launched by torchrun; returns this process's :class:`Dist` and
     the device it trains on (``cuda:LOCAL_RANK`` under CUDA)."""
-    check_choice("device", device, DEVICES, "device")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("`device='cuda'`: no CUDA device is available (use `device='cpu'`)")
+    device = check_device(device)
     info = launched()
     if not info.enabled:
         return Dist(), torch.device(device)
