@@ -39,8 +39,7 @@ import argparse
 import time
 
 from collegial.search.calibration import calibration
-from collegial.search import variance
-from collegial.search.variance import DEFAULT_ESTIMATOR, ESTIMATORS
+from collegial.search.variance import CALIBRATED_SCALE, DEFAULT_ESTIMATOR, ESTIMATORS
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,7 +47,7 @@ def main() -> None:
     ap.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=ESTIMATORS)
     ap.add_argument("--fresh", type=int, default=0)
     ap.add_argument("--fresh-trials", type=int, default=200)
-    ap.add_argument("--widening", type=float, default=None,
+    ap.add_argument("--widening", type=float, default=CALIBRATED_SCALE,
                     help="the widening of the calibrated draws (default: the search's, CALIBRATED_SCALE)")
     ap.add_argument("--truth-trials", type=int, default=None,
                     help="trials behind the truth's curve (default: the search's, 2000)")
@@ -56,13 +55,12 @@ def main() -> None:
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--baseline", default="1x128d")
     args = ap.parse_args()
-    if args.widening is not None:  # the one constant behind the calibrated draws, for this run only
-        variance.CALIBRATED_SCALE = args.widening
     t0 = time.perf_counter()
     res = calibration(args.replicates, args.estimator, args.family, args.dataset, args.baseline,
-              fresh=args.fresh, fresh_trials=args.fresh_trials, truth_trials=args.truth_trials)
+              fresh=args.fresh, fresh_trials=args.fresh_trials, truth_trials=args.truth_trials,
+              widening=args.widening)
     fresh = f" + {args.fresh} fresh Algorithm 1 runs at T={args.fresh_trials}" if args.fresh else ""
-    truth = f"; truth: smooth fit at T={args.truth_trials or 2000}; widening {variance.CALIBRATED_SCALE:g}"
+    truth = f"; truth: smooth fit at T={args.truth_trials or 2000}; widening {args.widening:g}"
     print(f"{args.family} {args.dataset} baseline {args.baseline}{truth}; {args.replicates} synthetic replicates{fresh}; "
           f"bootstrap draws: {args.estimator}; {time.perf_counter() - t0:.0f} s")
     bias = res.pop("fresh_bias", None)

@@ -159,3 +159,6 @@ def test_worker_threads_do_not_change_the_result() -> None:
     assert one.count == two.count == 60
     assert one.mean == pytest.approx(two.mean, rel=1e-12)
     assert one.m2 == pytest.approx(two.m2, rel=1e-10)
+    # the kept sample, in chunk order, and so the jackknife estimate, are the same
+    assert torch.equal(one.sample, two.sample)
+    assert normalized_variance(one).v == normalized_variance(two).v

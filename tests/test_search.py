@@ -396,6 +396,23 @@ def test_calibrated_draws_are_less_confident_and_cover_more():
         assert all(0 <= rp <= 1 and 0 <= f <= 1 for _, _, _, rp, f in cal["bins"])
 
 
+def test_the_widening_of_the_calibrated_draws_is_a_curve_setting():
+    """``calibrated`` draws widened by 1 are the ``t`` draws; the default widening is
+    CALIBRATED_SCALE; a widening <= 0 is refused."""
+    from collegial.search.variance import CALIBRATED_SCALE
+
+    fit = synthetic_fit(lambda n: np.expm1(2.5 / n), WIDTHS, rel_stderr=0.05)
+    n = np.array([4, 8, 16])
+    t = VarianceCurve(fit, "smooth", 50, estimator="t").draws(n, for_argmin=True)
+    one = VarianceCurve(fit, "smooth", 50, estimator="calibrated", widening=1.0)
+    assert np.array_equal(one.draws(n, for_argmin=True), t)
+    assert np.array_equal(one.with_model("smooth").draws(n, for_argmin=True), t)  # kept by with_model
+    wide = VarianceCurve(fit, "smooth", 50, estimator="calibrated")
+    assert wide.widening == CALIBRATED_SCALE and not np.array_equal(wide.draws(n, for_argmin=True), t)
+    with pytest.raises(UserError, match="`widening`"):
+        VarianceCurve(fit, "smooth", 50, widening=0.0)
+
+
 def test_replicates_of_a_precise_truth_carry_the_errors_of_the_searchs_table():
     """A truth measured at T = 40000 gives replicate tables with the errors of T = 2000 (sqrt(20)
     larger); a synthetic fit (0 trials recorded) keeps its own."""

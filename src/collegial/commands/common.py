@@ -145,7 +145,6 @@ def preset_model(name: str, arch: str | None, dataset: str | None) -> tuple[str,
     return p.family, p.arch, p.dataset
 
 
-
 #: The help text of ``--device``, the same in every command (a command may put what runs there first).
 DEVICE_HELP = "cpu or cuda (default: cuda when available, else cpu; pick a GPU with CUDA_VISIBLE_DEVICES)"
 

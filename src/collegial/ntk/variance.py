@@ -35,15 +35,24 @@ from collegial.errors import UserError
 @dataclass
 class Moments:
     """Count, mean and central sums ``M2 = sum (x - mean)^2``, ``M3``, ``M4`` (float64), and the
-    sample itself (``sample``, float64, in the order it was added; ``None`` once it has passed
-    through :meth:`to_tensor`), which the jackknife of :func:`normalized_variance` needs."""
+    sample itself, which the jackknife of :func:`normalized_variance` needs: ``parts``, the
+    batches as added (float64, on the CPU; joined only when :attr:`sample` is read, so that
+    streaming many chunks copies each value once), ``None`` once it has passed through
+    :meth:`to_tensor`."""
 
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
     m3: float = 0.0
     m4: float = 0.0
-    sample: Tensor | None = field(default=None, repr=False, compare=False)
+    parts: tuple[Tensor, ...] | None = field(default=(), repr=False, compare=False)
+
+    @property
+    def sample(self) -> Tensor | None:
+        """Every value added, in order (float64), or ``None`` when the sample was not kept."""
+        if self.parts is None:
+            return None
+        return torch.cat(self.parts) if self.parts else torch.zeros(0, dtype=torch.float64)
 
     @classmethod
     def of(cls, values: Tensor | np.ndarray) -> Moments:
@@ -51,11 +60,11 @@ class Moments:
         x = torch.as_tensor(values).detach().reshape(-1).to(torch.float64)
         n = x.numel()
         if n == 0:
-            return cls(sample=x.cpu())
+            return cls()
         mu = x.mean()
         d = x - mu
         d2 = d * d
-        return cls(n, float(mu), float(d2.sum()), float((d2 * d).sum()), float((d2 * d2).sum()), x.cpu())
+        return cls(n, float(mu), float(d2.sum()), float((d2 * d).sum()), float((d2 * d2).sum()), (x.cpu(),))
 
     def merge(self, other: Moments) -> Moments:
         """The moments of the union of the two samples (exact up to rounding)."""
@@ -64,8 +73,8 @@ class Moments:
             return Moments(**vars(other))
         if nb == 0:
             return Moments(**vars(self))
-        both = self.sample is not None and other.sample is not None
-        sample = torch.cat([self.sample, other.sample]) if both else None  # type: ignore[list-item]
+        both = self.parts is not None and other.parts is not None
+        parts = self.parts + other.parts if both else None  # type: ignore[operator]
         n = na + nb
         delta = other.mean - self.mean
         d_n = delta / n
@@ -84,18 +93,18 @@ class Moments:
             + 6.0 * d_n * d_n * (na * na * other.m2 + nb * nb * self.m2)
             + 4.0 * d_n * (na * other.m3 - nb * self.m3)
         )
-        return Moments(n, mean, m2, m3, m4, sample)
+        return Moments(n, mean, m2, m3, m4, parts)
 
     def update(self, values: Tensor | np.ndarray) -> Moments:
         """Add a batch in place; returns ``self``."""
         merged = self.merge(Moments.of(values))
-        self.count, self.mean, self.m2, self.m3, self.m4, self.sample = (
+        self.count, self.mean, self.m2, self.m3, self.m4, self.parts = (
             merged.count,
             merged.mean,
             merged.m2,
             merged.m3,
             merged.m4,
-            merged.sample,
+            merged.parts,
         )
         return self
 
@@ -110,7 +119,7 @@ class Moments:
     @classmethod
     def from_tensor(cls, t: Tensor) -> Moments:
         c, mu, m2, m3, m4 = (float(v) for v in t.tolist())
-        return cls(int(round(c)), mu, m2, m3, m4)
+        return cls(int(round(c)), mu, m2, m3, m4, None)  # the sample does not travel in the tensor
 
 
 @dataclass(frozen=True)
@@ -185,7 +194,7 @@ def merge_distributed(mom: Moments) -> Moments:
     out = Moments()
     for t, sample in zip(gathered, samples):
         part = Moments.from_tensor(t.cpu())
-        part.sample = sample
+        part.parts = None if sample is None else (sample,)
         out = out.merge(part)
     return out
 

@@ -20,7 +20,13 @@ import numpy as np
 
 from collegial.ntk.curve import AlphaFit
 from collegial.search.solve import cost_table, search
-from collegial.search.variance import ON_THE_FLY_TRIALS, VarianceCurve, alpha_on_the_fly, load_curve
+from collegial.search.variance import (
+    CALIBRATED_SCALE,
+    ON_THE_FLY_TRIALS,
+    VarianceCurve,
+    alpha_on_the_fly,
+    load_curve,
+)
 
 BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0001)
 
@@ -29,20 +35,22 @@ def replicate_fit(fit: AlphaFit, truth: np.ndarray, rng: np.random.Generator, tr
     """A Monte Carlo table drawn around ``truth`` with ``fit``'s relative errors and ``fit.pairs``;
     with ``trials``, the errors of a table of that many trials (``fit``'s scaled by
     ``sqrt(fit.trials / trials)``)."""
-    scale = math.sqrt(fit.trials / trials) if trials and fit.trials else 1.0  # a synthetic fit records 0 trials
-    rel = np.asarray(fit.stderr) / np.asarray(fit.variance) * scale
+    target = trials if trials and fit.trials else fit.trials  # a synthetic fit records 0 trials: kept
+    rel = np.asarray(fit.stderr) / np.asarray(fit.variance) * (math.sqrt(fit.trials / target) if target else 1.0)
     v = truth * np.exp(rng.standard_normal(truth.size) * rel - rel**2 / 2)
     dof = max(fit.pairs - 1, 1)
     se = v * rel * np.sqrt(rng.chisquare(dof, truth.size) / dof)
-    return dataclasses.replace(fit, variance=v.tolist(), stderr=se.tolist(), trials=trials if trials and fit.trials else fit.trials)
+    return dataclasses.replace(fit, variance=v.tolist(), stderr=se.tolist(), trials=target)
 
 
 def calibration(replicates: int, estimator: str, family: str, dataset: str, baseline: str, seed: int = 0,
                 fresh: int = 0, fresh_trials: int = 200, base: VarianceCurve | None = None,
-                draws: int = 1000, truth_trials: int | None = None) -> dict[str, dict[str, object]]:
+                draws: int = 1000, truth_trials: int | None = None,
+                widening: float = CALIBRATED_SCALE) -> dict[str, dict[str, object]]:
     """Calibration and coverage of both problems over ``replicates`` synthetic replicate tables
     and ``fresh`` reruns of Algorithm 1 (seeds 1..fresh, ``fresh_trials`` trials), each solved
-    with ``draws`` bootstrap draws made by ``estimator``. Truth: the smooth fit of ``base``
+    with ``draws`` bootstrap draws made by ``estimator`` (``calibrated``: widened by
+    ``widening``). Truth: the smooth fit of ``base``
     (default: the family's own curve, measured with ``truth_trials`` trials, default the
     search's; a truth measured with many more trials than the fresh runs keeps its own Monte
     Carlo error out of the comparison). Per problem: the true optimum, the headline's mean
@@ -65,7 +73,7 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
     fits = [replicate_fit(fit, truth, rng, ON_THE_FLY_TRIALS) for _ in range(replicates)]
     fits += [alpha_on_the_fly(family=family, trials=fresh_trials, seed=s)[0] for s in range(1, fresh + 1)]
     for r, rep in enumerate(fits):
-        curve = VarianceCurve(rep, "auto", draws, seed=r + 1, estimator=estimator)
+        curve = VarianceCurve(rep, "auto", draws, seed=r + 1, estimator=estimator, widening=widening)
         res = search(family, dataset, baseline, curve, table=tab)
         for prob in ("primal", "dual"):
             want = getattr(true, prob).arch

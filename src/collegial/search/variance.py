@@ -73,6 +73,9 @@ class VarianceCurve:
     origin: dict[str, Any] = field(default_factory=dict)
     #: How the draws behind P(optimal) are made (:data:`ESTIMATORS`).
     estimator: str = DEFAULT_ESTIMATOR
+    #: The widening of the ``calibrated`` draws (:data:`CALIBRATED_SCALE`; ``bench/calibration.py``
+    #: measures others).
+    widening: float = CALIBRATED_SCALE
     requested: str = field(init=False)
     _params: np.ndarray | None = field(default=None, init=False, repr=False)
     _argmin_params: np.ndarray | None = field(default=None, init=False, repr=False)
@@ -82,6 +85,8 @@ class VarianceCurve:
         check_choice("estimator", self.estimator, ESTIMATORS, "bootstrap estimator")
         if self.draws_count < 2:
             raise UserError(f"need at least 2 bootstrap draws, got {self.draws_count}")
+        if not self.widening > 0:
+            raise UserError(f"`widening` of the calibrated draws must be > 0, got {self.widening}")
         self.requested = self.model
         self.model = self.fit.auto_model() if self.model == "auto" else self.model
 
@@ -113,7 +118,7 @@ class VarianceCurve:
             if self._argmin_params is None:
                 # one pair: the standard errors come from the T trials themselves (normal draws)
                 dof = self.fit.pairs - 1 if self.fit.pairs > 1 else None
-                scale = CALIBRATED_SCALE if self.estimator == "calibrated" else 1.0
+                scale = self.widening if self.estimator == "calibrated" else 1.0
                 self._argmin_params = self.fitted.param_draws(self.draws_count, self.seed, dof, scale)
             params = self._argmin_params
         return evaluate(self.model, params, self.fitted.widths, arr)
@@ -128,7 +133,7 @@ class VarianceCurve:
     def with_model(self, model: str) -> VarianceCurve:
         """The same fit in another model (same draws count and seed)."""
         return VarianceCurve(self.fit, model, self.draws_count, self.seed, self.source, list(self.notes),
-                             dict(self.origin), self.estimator)
+                             dict(self.origin), self.estimator, self.widening)
 
 
 def synthetic_curve(v_of_n: Any, widths: Any, *, model: str = "prop1", rel_stderr: float = 0.0,
