@@ -89,6 +89,24 @@ def test_methods_agree_and_groups_sum_to_k(name, bn):
         torch.testing.assert_close(terms, got["loop"], rtol=1e-9, atol=1e-9, msg=method)
 
 
+@pytest.mark.parametrize("name", ["resnext11-2x4d", "mlp-3x8d", "shared-hooked"])
+def test_running_taps_pair_terms_in_the_gram_order_are_exact(name):
+    """After the first call (rows only: it checks sample independence), running-mode taps give
+    the weights of layers cheaper in the Gram order their pair terms directly; those terms must
+    equal the first call's and the reference, and both orders must have been used on resnext11."""
+    pairs = _pairs()
+    eng = WholeModelNtk(FACTORIES[name], pairs, bn="running", method="taps", dtype=torch.float64)
+    model = eng.model(seed=0, trial=1)
+    first, _ = eng.terms(model)
+    assert eng.orders == {"gram": 0, "rows": 0}
+    second, _ = eng.terms(model)
+    assert eng.orders["gram"] > 0, eng.orders
+    if name.startswith("resnext"):
+        assert eng.orders["rows"] > 0, eng.orders
+    torch.testing.assert_close(second, first, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(second.sum(1), _reference(model, pairs, "running"), rtol=1e-9, atol=1e-9)
+
+
 def test_taps_refuse_what_they_cannot_see():
     eng = WholeModelNtk(FACTORIES["other-style"], _pairs(), bn="running", method="taps", dtype=torch.float64)
     with pytest.raises(StructuredUnsupported, match="outside its module"):
@@ -110,15 +128,17 @@ def test_resnext_groups_name_the_collegial_layers():
     assert mlp.names == ["layer1", "layer2", "layer3", "layer4"] and set(mlp.collegial) == set(mlp.names)
 
 
-def test_same_seed_same_terms_whatever_the_thread_count():
+@pytest.mark.parametrize("bn", ["batch", "running"])
+def test_same_seed_same_terms_whatever_the_thread_count(bn):
     pairs = _pairs(2)
     pairs32 = type(pairs)(pairs.x.float(), pairs.readout.float())
     out = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        eng = WholeModelNtk(lambda: create_model("resnext11", arch="4x4d", dataset="mnist"), pairs32, bn="batch")
+        eng = WholeModelNtk(lambda: create_model("resnext11", arch="4x4d", dataset="mnist"), pairs32, bn=bn)
+        eng.terms(eng.model(seed=5, trial=1))  # running mode: the fast path starts on the second call
         out.append(eng.terms(eng.model(seed=5, trial=2))[0])
     torch.set_num_threads(1)
     torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=0)
-    eng = WholeModelNtk(lambda: create_model("resnext11", arch="4x4d", dataset="mnist"), pairs32, bn="batch")
+    eng = WholeModelNtk(lambda: create_model("resnext11", arch="4x4d", dataset="mnist"), pairs32, bn=bn)
     assert not torch.equal(eng.terms(eng.model(seed=5, trial=3))[0], out[0])  # another trial, another draw

@@ -58,7 +58,7 @@ BATCHED_BACKWARD = True
 
 
 @dataclass
-class _Tap:
+class Tap:
     module: nn.Module
     kind: str  # "linear" | "bdlinear" | "conv" | "bn"
     weight: nn.Parameter | None
@@ -112,12 +112,12 @@ def _supported(mod: nn.Module) -> str | None:
     return None
 
 
-def find_taps(model: nn.Module) -> tuple[list[_Tap], dict[str, nn.Parameter]]:
+def find_taps(model: nn.Module) -> tuple[list[Tap], dict[str, nn.Parameter]]:
     """Supported layers whose parameters are not shared, and the remaining trainable params."""
     counts: dict[int, int] = {}
     for _, p in model.named_parameters(remove_duplicate=False):
         counts[id(p)] = counts.get(id(p), 0) + 1
-    taps: list[_Tap] = []
+    taps: list[Tap] = []
     covered: set[int] = set()
     for mod in model.modules():
         kind = _supported(mod)
@@ -132,7 +132,7 @@ def find_taps(model: nn.Module) -> tuple[list[_Tap], dict[str, nn.Parameter]]:
         b = b if (b is not None and b.requires_grad) else None
         if w is None and b is None:
             continue
-        taps.append(_Tap(mod, kind, w, b))
+        taps.append(Tap(mod, kind, w, b))
         covered.update(id(p) for p in own)
     rest = {
         name: p
@@ -162,8 +162,8 @@ def _conv_geometry(mod: nn.Module) -> tuple[Pair, Pair, Pair, Pair]:
     return tuple(mod.kernel_size), tuple(mod.dilation), pad2, tuple(mod.stride)  # type: ignore[return-value]
 
 
-def _layer_terms(
-    tap: _Tap, n: int, k: int, grads: list[Tensor]
+def layer_features(
+    tap: Tap, n: int, k: int, grads: list[Tensor]
 ) -> tuple[tuple[Tensor, Tensor, float] | None, list[Tensor]]:
     """(a, g, scale) for the weight (calls concatenated along positions; a trainable bias is
     folded in as a constant input feature) and per-sample gradient vectors (BN, lone biases)."""
@@ -237,7 +237,7 @@ def _layer_terms(
     return (a_all, g_all, scale), vecs
 
 
-def traced_forward(taps: list[_Tap], forward: Callable[[], Tensor]) -> Tensor:
+def traced_forward(taps: list[Tap], forward: Callable[[], Tensor]) -> Tensor:
     """``forward()`` with grad enabled, each tap recording its calls ``(input, input version,
     output)`` in ``tap.calls`` (the output the model continues with is a clone, so a later
     in-place op such as ``ReLU(inplace=True)`` cannot touch the recorded one);
@@ -246,7 +246,7 @@ def traced_forward(taps: list[_Tap], forward: Callable[[], Tensor]) -> Tensor:
     for tap in taps:
         tap.calls = []
 
-        def hook(mod: nn.Module, args: tuple, out: Tensor, tap: _Tap = tap) -> Tensor:
+        def hook(mod: nn.Module, args: tuple, out: Tensor, tap: Tap = tap) -> Tensor:
             inp = args[0]
             tap.calls.append((inp, inp._version, out))
             return out.clone()
@@ -269,7 +269,7 @@ def traced_forward(taps: list[_Tap], forward: Callable[[], Tensor]) -> Tensor:
 
 def side_features(
     model: nn.Module,
-    taps: list[_Tap],
+    taps: list[Tap],
     rest: dict[str, nn.Parameter],
     x: Tensor,
     *,
@@ -313,7 +313,7 @@ def side_features(
     pos = 0
     for tap in taps:
         nc = len(tap.calls)
-        term, v = _layer_terms(tap, n, k, grads[pos : pos + nc])
+        term, v = layer_features(tap, n, k, grads[pos : pos + nc])
         pos += nc
         tap.calls = []
         if term is not None:
@@ -351,7 +351,7 @@ def _param_uses(root: object, params: dict[int, str], stop: object = None) -> di
     return uses
 
 
-def check_coverage(y: Tensor, taps: list[_Tap]) -> None:
+def check_coverage(y: Tensor, taps: list[Tap]) -> None:
     """Prove that the taps see every use of their parameters: in the autograd graph of ``y``,
     every edge into a tapped parameter must come from inside one of its module's hooked calls
     (the subgraph between the call's output and its input). A weight also used elsewhere
@@ -416,7 +416,15 @@ def gl_costs(a1: Tensor, g1: Tensor, a2: Tensor, g2: Tensor, trace: bool) -> dic
     """Multiply-adds of the two contraction orders for one grouped-linear term."""
     n1, ga, fi, s1 = a1.shape
     _, k, grp, fo, _ = g1.shape
-    n2, s2 = a2.shape[0], a2.shape[3]
+    return order_costs(n1, a2.shape[0], k, ga, grp, fi, fo, s1, a2.shape[3], trace)
+
+
+def order_costs(
+    n1: int, n2: int, k: int, ga: int, grp: int, fi: int, fo: int, s1: int, s2: int, trace: bool
+) -> dict[str, float]:
+    """:func:`gl_costs` from the shapes alone (``n1``, ``n2`` samples, ``k`` outputs, ``ga``
+    input groups, ``grp`` groups of ``fi`` inputs and ``fo`` outputs at ``s1``, ``s2``
+    positions)."""
     kc = k if trace else k * k
     gram = n1 * n2 * ga * s1 * s2 * fi + k * n1 * n2 * grp * s1 * s2 * fo
     if not trace:
@@ -453,6 +461,20 @@ def _gram_block(a1: Tensor, g1: Tensor, a2: Tensor, g2: Tensor, trace: bool) -> 
     gam = torch.einsum("igfs,jgft->ijgst", a1, a2)
     h = torch.einsum("ikgfs,ijgst->kijgft", g1, gam)
     return torch.einsum("kijgft,jlgft->ijkl", h, g2)
+
+
+def pair_gram(a: Tensor, g: Tensor, scale: float = 1.0) -> Tensor:
+    """One grouped-linear term's NTK contribution between rows ``2p`` and ``2p + 1`` of its
+    features, for every pair ``p``, in the Gram order: ``(P,)``. ``a`` ``(2P, Ga, Fi, S)``,
+    ``g`` ``(2P, 1, G, Fo, S)`` (one output), as in :class:`SideFeatures`."""
+    a1, a2, g1, g2 = a[0::2], a[1::2], g[0::2, 0], g[1::2, 0]
+    gam = a1.transpose(-1, -2) @ a2  # (P, Ga, S, S)
+    if a.shape[1] == 1:  # input shared by every group: the groups fold into the signal Gram
+        sig = g1.flatten(1, 2).transpose(-1, -2) @ g2.flatten(1, 2)  # (P, S, S)
+        out = (gam[:, 0] * sig).sum((1, 2))
+    else:
+        out = (gam * (g1.transpose(-1, -2) @ g2)).sum((1, 2, 3))
+    return out * (scale * scale) if scale != 1.0 else out
 
 
 def _dw(a: Tensor, g: Tensor, trace: bool) -> Tensor:

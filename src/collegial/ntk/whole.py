@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -57,7 +57,16 @@ from collegial.models import BlockDiagonalLinear, CollegialMLP
 from collegial.models.resnext import Bottleneck, ResNeXt
 from collegial.ntk._bn import batchnorm_mode, batchnorm_modules
 from collegial.ntk.generic import _seeded
-from collegial.ntk.structured import StructuredUnsupported, check_coverage, find_taps, traced_forward
+from collegial.ntk.structured import (
+    StructuredUnsupported,
+    Tap,
+    check_coverage,
+    find_taps,
+    layer_features,
+    order_costs,
+    pair_gram,
+    traced_forward,
+)
 
 #: BatchNorm of the whole model: the probe batch's statistics, or the running statistics.
 WHOLE_BN_MODES: tuple[str, ...] = ("batch", "running")
@@ -232,6 +241,9 @@ class WholeModelNtk:
         self.pairs = pairs.count
         self._checked = False  # running mode: sample independence checked on the first model
         self.fallback: str | None = None  # why taps fell back to jacobian (None: they did not)
+        #: running-mode taps: how many layer weights got their pair terms in the Gram order and
+        #: how many as rows (summed over calls of :meth:`terms`)
+        self.orders = {"gram": 0, "rows": 0}
 
     # -------------------------------------------------------------- models
     def model(self, seed: int, trial: int) -> nn.Module:
@@ -249,23 +261,32 @@ class WholeModelNtk:
         """``(P, G)`` float64: the term of every group of :func:`parameter_groups` in every
         pair's ``K`` (their row sums are the pairs' ``K``), and the groups."""
         groups = self.groups(model)
-        rows = self.rows(model)
+        dots: dict[str, Tensor] = {}
+        rows = self._rows(model, dots)
         col = {g: i for i, g in enumerate(groups.names)}
         out = torch.zeros((self.pairs, len(groups.names)), dtype=torch.float64, device=self.device)
         for name, r in rows.items():
             flat = r.reshape(r.shape[0], -1)
             out[:, col[groups.of[name]]] += torch.linalg.vecdot(flat[0::2], flat[1::2]).to(torch.float64)
+        for name, d in dots.items():
+            out[:, col[groups.of[name]]] += d.to(torch.float64)
         return out.cpu(), groups
 
     def rows(self, model: nn.Module) -> dict[str, Tensor]:
         """``{name: (2P, *shape)}``: ``df_i/dtheta`` of every trainable parameter."""
+        return self._rows(model, None)
+
+    def _rows(self, model: nn.Module, dots: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        """:meth:`rows`; with ``dots`` (``running`` mode, taps, once independence is checked),
+        the weights of layers whose pair terms are cheaper in the Gram order get their pair terms
+        ``(P,)`` in ``dots`` instead of rows (:data:`orders` counts the choices)."""
         method = self.method
         if method == WholeMethod.AUTO and self.bn == "batch":
             method = WholeMethod.LOOP
         if method in (WholeMethod.AUTO, WholeMethod.TAPS):
             if self.fallback is None:
                 try:
-                    rows = self._rows_taps(model)
+                    rows = self._rows_taps(model, dots if self._checked else None)
                     if self.bn == "running" and not self._checked:
                         self._check_independent(model, rows)
                     return rows
@@ -327,11 +348,15 @@ class WholeModelNtk:
             (jac,) = vmap(pullback)(eye)
         return {k: v.detach() for k, v in jac.items()}
 
-    def _rows_taps(self, model: nn.Module) -> dict[str, Tensor]:
+    def _rows_taps(self, model: nn.Module, dots: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         taps, rest = find_taps(model)
         names = {id(p): k for k, p in model.named_parameters()}
+        x = self.x
+        if x.dim() == 4:  # channels-last: the backend's faster layout for (grouped) convolutions
+            model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         with batchnorm_mode(model, self._mode()):
-            y = traced_forward(taps, lambda: self._f(model, self.x, self.r))
+            y = traced_forward(taps, lambda: self._f(model, x, self.r))
         check_coverage(y, taps)
         outs = [out for tap in taps for _, _, out in tap.calls]
         n = y.shape[0]
@@ -351,6 +376,12 @@ class WholeModelNtk:
         for tap in taps:
             sig_t = signals[pos : pos + len(tap.calls)]
             pos += len(tap.calls)
+            if dots is not None and tap.weight is not None and _gram_cheaper(tap, sig_t):
+                self.orders["gram"] += 1
+                dots[names[id(tap.weight)]] = _weight_pair_terms(tap, sig_t)
+                tap = replace(tap, weight=None)  # the bias (if any) as rows
+            elif dots is not None:
+                self.orders["rows"] += 1
             for p, grad in _tap_rows(tap, sig_t, per_sample=self.bn == "running").items():
                 rows[names[id(p)]] = grad
             tap.calls = []
@@ -388,7 +419,12 @@ def _conv_weight_rows(mod: nn.Conv2d, x: Tensor, g: Tensor, per_sample: bool) ->
     fo, fi = cout // grp, mod.in_channels // grp
     bsz = x.shape[0]
     if mod.kernel_size == (1, 1) and mod.padding in ((0, 0), "valid") and mod.dilation == (1, 1):
-        a = x[:, :, :: mod.stride[0], :: mod.stride[1]].reshape(bsz, grp, fi, -1)  # (B, G, Fi, L)
+        xs = x[:, :, :: mod.stride[0], :: mod.stride[1]]
+        if per_sample and xs.is_contiguous(memory_format=torch.channels_last):  # no layout copies
+            a = xs.permute(0, 2, 3, 1).reshape(bsz, -1, grp, fi)  # (B, L, G, Fi)
+            dw = torch.einsum("rlgo,rlgi->rgoi", g.permute(0, 2, 3, 1).reshape(bsz, -1, grp, fo), a)
+            return dw.reshape(bsz, *mod.weight.shape)
+        a = xs.reshape(bsz, grp, fi, -1)  # (B, G, Fi, L)
         if per_sample:
             dw = torch.einsum("rgol,rgil->rgoi", g.reshape(bsz, grp, fo, -1), a)
         else:
@@ -408,6 +444,39 @@ def _conv_weight_rows(mod: nn.Conv2d, x: Tensor, g: Tensor, per_sample: bool) ->
     if per_sample:
         return dw.reshape(bsz, *mod.weight.shape)
     return dw.reshape(grp, rows, fo, fi, kh, kw).transpose(0, 1).reshape(rows, *mod.weight.shape)
+
+
+def _gram_cheaper(tap: Tap, signals: list[Tensor]) -> bool:
+    """Whether a tapped Linear, Conv2d or BlockDiagonalLinear weight's pair terms cost fewer
+    multiply-adds in the Gram order than as per-sample rows (``running`` mode: ``signals``
+    ``(1, B, *out)``), by :func:`~collegial.ntk.structured.order_costs` for one pair."""
+    mod = tap.module
+    if tap.kind == "conv" and isinstance(mod, nn.Conv2d):
+        grp = mod.groups
+        ga, fi, fo = grp, mod.in_channels // grp * mod.kernel_size[0] * mod.kernel_size[1], mod.out_channels // grp
+        s = sum(sig[0, 0, 0].numel() for sig in signals)  # output positions over the calls
+    elif tap.kind == "linear":
+        ga, grp, fi, fo = 1, 1, mod.in_features, mod.out_features
+        s = sum(sig[0, 0].numel() // fo for sig in signals)
+    elif tap.kind == "bdlinear":
+        ga, grp, fi, fo = (1 if mod.shared_input else mod.m), mod.m, mod.in_features, mod.out_features
+        s = len(signals)
+    else:
+        return False
+    costs = order_costs(1, 1, 1, ga, grp, fi, fo, s, s, True)
+    return costs["gram"] < costs["dw"]
+
+
+def _weight_pair_terms(tap: Tap, signals: list[Tensor]) -> Tensor:
+    """``(P,)``: ``<d f_2p / dW, d f_2p+1 / dW>`` of a tapped layer's weight in the Gram order
+    (running mode: ``signals`` ``(1, B, *out)``), from the features of
+    :func:`~collegial.ntk.structured.layer_features`."""
+    n = tap.calls[0][0].shape[0]
+    term, _ = layer_features(replace(tap, bias=None), n, 1, [s[0].unsqueeze(1) for s in signals])
+    if term is None:
+        raise StructuredUnsupported(f"no weight features for a {type(tap.module).__name__}")
+    a, g, scale = term
+    return pair_gram(a, g, scale)
 
 
 def _tap_rows(tap: object, signals: list[Tensor], *, per_sample: bool) -> dict[nn.Parameter, Tensor]:
@@ -434,7 +503,8 @@ def _tap_rows(tap: object, signals: list[Tensor], *, per_sample: bool) -> dict[n
         if kind == "conv":
             if not isinstance(mod, nn.Conv2d):
                 raise StructuredUnsupported(f"{type(mod).__name__} rows are not implemented here")
-            add(w, _conv_weight_rows(mod, x, g, per_sample))
+            if w is not None:
+                add(w, _conv_weight_rows(mod, x, g, per_sample))
             add(b, g.sum((2, 3)) if per_sample else g.sum((1, 3, 4)))
         elif kind == "linear":
             fi, fo = mod.in_features, mod.out_features
@@ -459,19 +529,18 @@ def _tap_rows(tap: object, signals: list[Tensor], *, per_sample: bool) -> dict[n
             add(b, db)
         else:  # BatchNorm: y = gamma * xhat + beta
             c = mod.num_features
-            xs = x.reshape(bsz, c, -1)
             if not per_sample:  # batch mode: statistics of the probe batch (biased variance, as torch)
+                xs = x.reshape(bsz, c, -1)
                 mean = xs.mean((0, 2), keepdim=True)
                 var = xs.var((0, 2), unbiased=False, keepdim=True)
                 xhat = (xs - mean) * torch.rsqrt(var + mod.eps)
-            else:
-                xhat = (xs - mod.running_mean.view(1, c, 1)) * torch.rsqrt(mod.running_var.view(1, c, 1) + mod.eps)
-            if per_sample:
-                gg = g.reshape(r, c, -1)
-                dg, db = (gg * xhat).sum(2), gg.sum(2)
-            else:
                 gg = g.reshape(r, bsz, c, -1)
                 dg, db = torch.einsum("rbcs,bcs->rc", gg, xhat), gg.sum((1, 3))
+            else:  # per channel, in the tensors' own layout (no copies): sum over every axis after C
+                # sum g * xhat = (sum g * x - mean * sum g) / sqrt(var + eps): one pass fewer
+                axes = tuple(range(2, x.dim()))
+                db = g.sum(axes)
+                dg = ((g * x).sum(axes) - mod.running_mean * db) * torch.rsqrt(mod.running_var + mod.eps)
             add(w, dg)
             add(b, db)
     return {p: v.detach() for p, v in acc.items()}
