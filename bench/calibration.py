@@ -24,12 +24,19 @@ reduced ``--fresh-trials`` (default 200, so their errors are ~3x the T=2000 trut
 solved as above against the same truth; it also prints the mean fresh table over the base
 table per width, which shows a bias of the reduced-T estimate that no error bar covers.
 
+``--truth pooled`` compares each fresh run with the mean of the *other* fresh runs instead of
+the base curve: every seed draws its own input pairs, so a base curve measured with many trials
+still carries the error of its own 8 pairs (more trials per pair do not average over pairs), while
+the mean of R - 1 runs averages over 8 (R - 1) pairs; the synthetic replicates are then drawn
+around the mean of all R runs.
+
 ``--estimator`` picks the draws behind P(optimal) (:data:`collegial.search.variance.ESTIMATORS`:
 ``normal`` was the search's before, ``calibrated`` is its default), to measure before and after.
 
     .venv/bin/python bench/calibration.py [--replicates 300] [--estimator normal|t|calibrated]
                                           [--fresh 0] [--fresh-trials 200] [--truth-trials 2000]
-                                          [--widening 2.0]
+                                          [--widening 2.0] [--truth base|pooled] [--no-score-fresh]
+                                          [--pool R] [--pool-trials T]
                                           [--family resnext29 --dataset cifar10 --baseline 1x128d]
 """
 
@@ -38,7 +45,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from collegial.search.calibration import calibration
+from collegial.search.calibration import TRUTHS, calibration
 from collegial.search.variance import CALIBRATED_SCALE, DEFAULT_ESTIMATOR, ESTIMATORS
 
 def main() -> None:
@@ -51,6 +58,16 @@ def main() -> None:
                     help="the widening of the calibrated draws (default: the search's, CALIBRATED_SCALE)")
     ap.add_argument("--truth-trials", type=int, default=None,
                     help="trials behind the truth's curve (default: the search's, 2000)")
+    ap.add_argument("--truth", default="base", choices=TRUTHS,
+                    help="base: the smooth fit of the base curve (seed 0's input pairs); pooled: for each fresh "
+                         "run the mean of the other fresh runs (other input pairs), the synthetic replicates "
+                         "around the mean of all (needs --fresh >= 3)")
+    ap.add_argument("--score-fresh", default=True, action=argparse.BooleanOptionalAction,
+                    help="score the fresh runs too (--no-score-fresh: they only make the pooled truth)")
+    ap.add_argument("--pool", type=int, default=0,
+                    help="with --truth pooled: the runs (seeds 1..POOL, default --fresh) that make the truth")
+    ap.add_argument("--pool-trials", type=int, default=None,
+                    help="with --truth pooled: their trials (default --fresh-trials)")
     ap.add_argument("--family", default="resnext29")
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--baseline", default="1x128d")
@@ -58,9 +75,16 @@ def main() -> None:
     t0 = time.perf_counter()
     res = calibration(args.replicates, args.estimator, args.family, args.dataset, args.baseline,
               fresh=args.fresh, fresh_trials=args.fresh_trials, truth_trials=args.truth_trials,
-              widening=args.widening)
+              widening=args.widening, truth=args.truth, score_fresh=args.score_fresh, pool=args.pool,
+              pool_trials=args.pool_trials)
     fresh = f" + {args.fresh} fresh Algorithm 1 runs at T={args.fresh_trials}" if args.fresh else ""
-    truth = f"; truth: smooth fit at T={args.truth_trials or 2000}; widening {args.widening:g}"
+    if args.fresh and not args.score_fresh:
+        fresh = f" (scored; {args.fresh} fresh Algorithm 1 runs at T={args.fresh_trials} make the truth only)"
+    pool = args.pool or args.fresh
+    truth = (f"; truth: smooth fit at T={args.truth_trials or 2000}" if args.truth == "base" else
+             f"; truth: the mean of {pool} runs at T={args.pool_trials or args.fresh_trials} without the scored "
+             f"run's seed (synthetic: of all {pool})")
+    truth += f"; widening {args.widening:g}"
     print(f"{args.family} {args.dataset} baseline {args.baseline}{truth}; {args.replicates} synthetic replicates{fresh}; "
           f"bootstrap draws: {args.estimator}; {time.perf_counter() - t0:.0f} s")
     bias = res.pop("fresh_bias", None)

@@ -486,3 +486,35 @@ def test_cli_robust_measures_each_design_once_and_says_it_first(monkeypatch, tmp
     first = capsys.readouterr().out.splitlines()[0]
     assert sorted(calls) == [0.3, 0.6, 0.9]
     assert first.startswith(("robust: primal", "conditional on the probe: primal")), first
+
+
+def test_a_pooled_truth_is_the_mean_of_the_other_fresh_runs(monkeypatch):
+    """``truth="pooled"``: each fresh run is scored against the mean table of the *other* runs
+    (other input pairs), not against the base curve; fewer than 3 runs are refused. Here the base
+    curve is far from the runs, whose pooled answer is the truth."""
+    import dataclasses
+
+    import collegial.search.calibration as cal
+
+    widths = [2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128]
+    runs_truth = lambda n: np.expm1(2.5 / n)  # noqa: E731
+    base = VarianceCurve(dataclasses.replace(synthetic_fit(lambda n: 3 * np.expm1(9.0 / n), widths, rel_stderr=0.05),
+                                             pairs=8), "smooth")
+    rng = np.random.default_rng(1)
+
+    def fake_run(*, family, trials, seed):
+        v = runs_truth(np.asarray(widths, float)) * np.exp(0.001 * rng.standard_normal(len(widths)))
+        fit = dataclasses.replace(synthetic_fit(lambda n: v, widths, rel_stderr=0.03), pairs=8, trials=trials)
+        return fit, None
+
+    monkeypatch.setattr(cal, "alpha_on_the_fly", fake_run)
+    with pytest.raises(UserError, match="at least 3 fresh runs"):
+        cal.calibration(0, "calibrated", "resnext29", "cifar10", "1x128d", base=base, fresh=2, truth="pooled")
+    pooled = cal.calibration(0, "calibrated", "resnext29", "cifar10", "1x128d", base=base, fresh=6,
+                             fresh_trials=2000, truth="pooled", draws=100)
+    truth = search("resnext29", "cifar10", "1x128d", VarianceCurve(synthetic_fit(runs_truth, widths), "smooth"))
+    assert pooled["primal"]["truth"] == truth.primal.arch
+    against_base = cal.calibration(0, "calibrated", "resnext29", "cifar10", "1x128d", base=base, fresh=6,
+                                   fresh_trials=2000, truth="base", draws=100)
+    assert against_base["primal"]["truth"] != truth.primal.arch
+    assert pooled["primal"]["coverage"] > against_base["primal"]["coverage"]

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
+from typing import Any
 
 import numpy as np
 
+from collegial.choices import check_choice
+from collegial.errors import UserError
 from collegial.ntk.curve import AlphaFit
 from collegial.search.solve import cost_table, search
 from collegial.search.variance import (
@@ -43,64 +47,130 @@ def replicate_fit(fit: AlphaFit, truth: np.ndarray, rng: np.random.Generator, tr
     return dataclasses.replace(fit, variance=v.tolist(), stderr=se.tolist(), trials=target)
 
 
+#: What the replicates are compared with (:func:`calibration`'s ``truth``).
+TRUTHS: tuple[str, ...] = ("base", "pooled")
+
+
+def _truth(fit: AlphaFit, variance: np.ndarray, stderr: np.ndarray, model: str) -> VarianceCurve:
+    """The noise-free curve of ``(variance, stderr)`` at ``fit``'s widths in ``model`` (``auto``:
+    the search's own rule, smooth where it fits, else the table itself), as a curve whose table
+    holds the model's values with zero errors (model ``smooth`` or ``empirical``)."""
+    table = dataclasses.replace(fit, variance=variance.tolist(), stderr=stderr.tolist())
+    curve = VarianceCurve(table, model)
+    values = curve(np.asarray(fit.widths))
+    exact = dataclasses.replace(fit, variance=values.tolist(), stderr=[0.0] * values.size)
+    return VarianceCurve(exact, "empirical" if curve.model == "empirical" else "smooth")
+
+
+def _pooled(fits: list[AlphaFit]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean table of independent runs and its standard error (their spread / sqrt(R))."""
+    v = np.asarray([f.variance for f in fits])
+    return v.mean(0), v.std(0, ddof=1) / math.sqrt(len(fits))
+
+
 def calibration(replicates: int, estimator: str, family: str, dataset: str, baseline: str, seed: int = 0,
                 fresh: int = 0, fresh_trials: int = 200, base: VarianceCurve | None = None,
                 draws: int = 1000, truth_trials: int | None = None,
-                widening: float = CALIBRATED_SCALE) -> dict[str, dict[str, object]]:
+                widening: float = CALIBRATED_SCALE, truth: str = "base",
+                score_fresh: bool = True, pool: int = 0,
+                pool_trials: int | None = None) -> dict[str, dict[str, object]]:
     """Calibration and coverage of both problems over ``replicates`` synthetic replicate tables
     and ``fresh`` reruns of Algorithm 1 (seeds 1..fresh, ``fresh_trials`` trials), each solved
     with ``draws`` bootstrap draws made by ``estimator`` (``calibrated``: widened by
-    ``widening``). Truth: the smooth fit of ``base``
-    (default: the family's own curve, measured with ``truth_trials`` trials, default the
-    search's; a truth measured with many more trials than the fresh runs keeps its own Monte
-    Carlo error out of the comparison). Per problem: the true optimum, the headline's mean
-    reported P and how often it is the true optimum, the optimal set's coverage, the binned
-    (reported P, observed frequency) table of the (at most five) most probable set members and
-    its count-weighted mean gap; with ``fresh``, ``fresh_bias``: the mean fresh table over the
-    base table per width, with the relative standard error of that ratio (both tables' errors)."""
+    ``widening``).
+
+    ``truth`` (:data:`TRUTHS`): ``base``: the smooth fit of ``base`` (default: the family's own
+    curve, measured with ``truth_trials`` trials, default the search's; many more trials keep its
+    Monte Carlo error out of the comparison, but not the error of its input pairs: every seed
+    draws its own pairs, and more trials per pair do not average over pairs); ``pooled``: for
+    each fresh run, the mean table of the *other* fresh runs in the search's own model rule
+    (``auto``; the curve over the probe design's input pairs, estimated from ``8 (fresh - 1)``
+    pairs), and for the synthetic replicates the mean of all of them. Per problem: the true optimum (the most frequent one
+    under ``pooled``), the headline's mean reported P and how often it is the true optimum, the
+    optimal set's coverage, the binned (reported P, observed frequency) table of the (at most
+    five) most probable set members and its count-weighted mean gap; with ``fresh``,
+    ``fresh_bias``: the mean fresh table over the base table per width, with the relative
+    standard error of that ratio (both tables' errors). ``score_fresh=False``: the fresh runs
+    only make the pooled truth; the replicates scored are the synthetic ones. ``pool`` runs
+    (seeds 1..pool, default ``fresh``) at ``pool_trials`` trials (default ``fresh_trials``) make
+    the pooled truth; the fresh run of seed s is compared with the pool without seed s (a seed
+    fixes the input pairs whatever the trials)."""
+    check_choice("truth", truth, TRUTHS, "calibration truth")
+    pool = pool or fresh
+    if truth == "pooled" and (pool < 3 or pool < fresh):
+        raise UserError("a pooled truth needs at least 3 fresh runs (`fresh`), and a `pool` of at least `fresh`")
     if base is None:
         base = load_curve(None, family=family, **({} if truth_trials is None else {"trials": truth_trials}))
     fit = base.fit
-    truth = base.with_model("smooth")(np.asarray(fit.widths))
-    exact = dataclasses.replace(fit, variance=truth.tolist(), stderr=[0.0] * truth.size)
     tab = cost_table(family, dataset)
-    true = search(family, dataset, baseline, VarianceCurve(exact, "smooth"), table=tab)
+    runs = [alpha_on_the_fly(family=family, trials=fresh_trials, seed=s)[0] for s in range(1, fresh + 1)]
+    if any(list(r.widths) != list(fit.widths) for r in runs):
+        raise UserError("the fresh runs were measured at other widths than the base curve")
+    exact = _truth(fit, np.asarray(fit.variance), np.asarray(fit.stderr), "smooth")
+    if truth == "pooled":  # in the search's own model rule: a precise table may reject the smooth fit
+        pooled = runs if pool_trials in (None, fresh_trials) and pool == fresh else [
+            alpha_on_the_fly(family=family, trials=pool_trials or fresh_trials, seed=s)[0] for s in range(1, pool + 1)]
+        exact = _truth(fit, *_pooled(pooled), "auto")
+        truths = [_truth(fit, *_pooled(pooled[:i] + pooled[i + 1:]), "auto") for i in range(fresh)]
+    else:
+        truths = [exact] * fresh
+
+    def solve_truth(curve: VarianceCurve) -> Any:
+        return search(family, dataset, baseline, curve, table=tab)
+
     rng = np.random.default_rng(seed)
     rows: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
     heads: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
     cover: dict[str, list[bool]] = {"primal": [], "dual": []}
+    wanted: dict[str, list[str]] = {"primal": [], "dual": []}
+    truth_all = solve_truth(exact)
     # synthetic replicates carry the errors of the search's own table (T = ON_THE_FLY_TRIALS)
-    fits = [replicate_fit(fit, truth, rng, ON_THE_FLY_TRIALS) for _ in range(replicates)]
-    fits += [alpha_on_the_fly(family=family, trials=fresh_trials, seed=s)[0] for s in range(1, fresh + 1)]
-    for r, rep in enumerate(fits):
+    fits = [replicate_fit(fit, np.asarray(exact.fit.variance), rng, ON_THE_FLY_TRIALS) for _ in range(replicates)]
+    answers = [truth_all] * replicates + [solve_truth(t) if truth == "pooled" else truth_all for t in truths]
+    if not score_fresh:
+        answers = answers[:replicates]
+    for r, (rep, true) in enumerate(zip(fits + runs, answers)):
         curve = VarianceCurve(rep, "auto", draws, seed=r + 1, estimator=estimator, widening=widening)
         res = search(family, dataset, baseline, curve, table=tab)
         for prob in ("primal", "dual"):
             want = getattr(true, prob).arch
+            wanted[prob].append(want)
             st = res.optimal_set[prob]
             cover[prob].append(want in st.members)
             head = res.headline(prob)
             heads[prob].append((float(head.p_best or 0.0), head.arch == want))
             rows[prob] += [(float(c.p_best or 0.0), c.arch == want) for c in st.candidates]
     out: dict[str, dict[str, object]] = {}
-    if fresh:  # reduced-T runs against the base table: a bias that no error bar covers shows here
-        runs = fits[replicates:]
-        mean = np.mean([f.variance for f in runs], 0)
-        rel_fresh = np.std([f.variance for f in runs], 0, ddof=1) / np.sqrt(len(runs)) / mean
-        rel_base = np.asarray(fit.stderr) / np.asarray(fit.variance)
-        out["fresh_bias"] = {"widths": list(fit.widths), "ratio": (mean / np.asarray(fit.variance)).tolist(),
-                             "rel_se": np.hypot(rel_fresh, rel_base).tolist()}  # both tables' errors
+    if fresh:  # fresh runs against the base table: a bias that no error bar covers shows here
+        out["fresh_bias"] = _fresh_bias(runs, fit)
     for prob in ("primal", "dual"):
-        p, hit = (np.array(x, dtype=float) for x in zip(*rows[prob]))
-        hp, hh = (np.array(x, dtype=float) for x in zip(*heads[prob]))
-        bins = []
-        for lo, hi in zip(BINS[:-1], BINS[1:]):
-            sel = (p >= lo) & (p < hi)
-            if sel.any():
-                bins.append((lo, min(hi, 1.0), int(sel.sum()), float(p[sel].mean()), float(hit[sel].mean())))
-        gap = sum(c * abs(rp - f) for _, _, c, rp, f in bins) / sum(c for _, _, c, _, _ in bins)
-        out[prob] = {"truth": getattr(true, prob).arch, "head_p": float(hp.mean()), "head_hit": float(hh.mean()),
-                     "coverage": float(np.mean(cover[prob])), "bins": bins, "gap": gap}
+        out[prob] = _summary(rows[prob], heads[prob], cover[prob], wanted[prob])
     return out
+
+
+def _fresh_bias(runs: list[AlphaFit], fit: AlphaFit) -> dict[str, object]:
+    """The mean fresh table over the base table per width, with the ratio's relative standard
+    error (both tables' errors)."""
+    mean = np.mean([f.variance for f in runs], 0)
+    rel_fresh = np.std([f.variance for f in runs], 0, ddof=1) / np.sqrt(len(runs)) / mean
+    rel_base = np.asarray(fit.stderr) / np.asarray(fit.variance)
+    return {"widths": list(fit.widths), "ratio": (mean / np.asarray(fit.variance)).tolist(),
+            "rel_se": np.hypot(rel_fresh, rel_base).tolist()}
+
+
+def _summary(rows: list[tuple[float, bool]], heads: list[tuple[float, bool]], cover: list[bool],
+             wanted: list[str]) -> dict[str, object]:
+    """One problem's calibration: the (most frequent) true optimum, the headline's mean reported P
+    and hit rate, the optimal set's coverage, the binned (reported P, observed) table, its gap."""
+    p, hit = (np.array(x, dtype=float) for x in zip(*rows))
+    hp, hh = (np.array(x, dtype=float) for x in zip(*heads))
+    bins = []
+    for lo, hi in zip(BINS[:-1], BINS[1:]):
+        sel = (p >= lo) & (p < hi)
+        if sel.any():
+            bins.append((lo, min(hi, 1.0), int(sel.sum()), float(p[sel].mean()), float(hit[sel].mean())))
+    gap = sum(c * abs(rp - f) for _, _, c, rp, f in bins) / sum(c for _, _, c, _, _ in bins)
+    return {"truth": Counter(wanted).most_common(1)[0][0], "head_p": float(hp.mean()), "head_hit": float(hh.mean()),
+            "coverage": float(np.mean(cover)), "bins": bins, "gap": gap}
 
 
