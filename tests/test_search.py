@@ -518,3 +518,20 @@ def test_a_pooled_truth_is_the_mean_of_the_other_fresh_runs(monkeypatch):
                                    fresh_trials=2000, truth="base", draws=100)
     assert against_base["primal"]["truth"] != truth.primal.arch
     assert pooled["primal"]["coverage"] > against_base["primal"]["coverage"]
+
+
+def test_an_answer_from_fewer_initializations_per_pair_than_calibrated_says_so():
+    """P(optimal) was calibrated at CALIBRATED_PER_PAIR initializations per input pair; a curve
+    with fewer carries a note for the answer's first lines, one with as many (or a synthetic
+    table) none."""
+    import dataclasses
+
+    from collegial.search.variance import CALIBRATED_PER_PAIR, few_trials_note
+
+    fit = dataclasses.replace(synthetic_fit(lambda n: np.expm1(2.5 / n), WIDTHS, rel_stderr=0.05), pairs=8)
+    assert few_trials_note(fit) is None  # synthetic: no trials recorded
+    assert few_trials_note(dataclasses.replace(fit, trials=8 * CALIBRATED_PER_PAIR)) is None
+    note = few_trials_note(dataclasses.replace(fit, trials=200))
+    assert note is not None and note.startswith("25 initializations per input pair (T=200)")
+    path = dataclasses.replace(fit, trials=200).to_json()
+    assert any(n.startswith("25 initializations") for n in load_curve(path, family="resnext29").notes)

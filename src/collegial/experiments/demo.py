@@ -216,6 +216,7 @@ def _training_section(cfg: DemoConfig, out: Path, curve: VarianceCurve, summary:
     del curve
     curve = _family_curve(cfg, out)
     res = search(cfg.family, cfg.dataset, cfg.baseline, curve, budget="params", n_range=cfg.n_range)
+    res.notes = list(curve.notes)  # e.g. fewer initializations per pair than P(optimal) was calibrated at
     plot_both(res, out, prefix=f"{cfg.dataset}-")
     text, _ = _search_section(res, f"{cfg.family} on {cfg.dataset}, baseline {cfg.baseline}", {})
     report = [f"## 3. On shipped data: {cfg.family} on {cfg.dataset}", "",
