@@ -532,6 +532,6 @@ def test_an_answer_from_fewer_initializations_per_pair_than_calibrated_says_so()
     assert few_trials_note(fit) is None  # synthetic: no trials recorded
     assert few_trials_note(dataclasses.replace(fit, trials=8 * CALIBRATED_PER_PAIR)) is None
     note = few_trials_note(dataclasses.replace(fit, trials=200))
-    assert note is not None and note.startswith("25 initializations per input pair (T=200)")
+    assert note is not None and note.startswith("note: 25 initializations per input pair (T=200)")
     path = dataclasses.replace(fit, trials=200).to_json()
-    assert any(n.startswith("25 initializations") for n in load_curve(path, family="resnext29").notes)
+    assert any(n.startswith("note: 25 initializations") for n in load_curve(path, family="resnext29").notes)

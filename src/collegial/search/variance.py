@@ -308,7 +308,7 @@ def few_trials_note(fit: AlphaFit) -> str | None:
     per_pair = fit.trials // max(fit.pairs, 1)
     if fit.trials <= 0 or per_pair >= CALIBRATED_PER_PAIR:
         return None
-    return (f"{per_pair} initializations per input pair (T={fit.trials}): P(optimal) and the optimal sets were "
+    return (f"note: {per_pair} initializations per input pair (T={fit.trials}): P(optimal) and the optimal sets were "
             f"calibrated at {CALIBRATED_PER_PAIR} (T={ON_THE_FLY_TRIALS} over 8 pairs) and are overconfident with "
             "fewer (at 25 the 95% sets covered the optimum in 82-93% of runs, bench/RESULTS.md)")
 
