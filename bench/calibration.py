@@ -28,7 +28,13 @@ table per width, which shows a bias of the reduced-T estimate that no error bar 
 the base curve: every seed draws its own input pairs, so a base curve measured with many trials
 still carries the error of its own 8 pairs (more trials per pair do not average over pairs), while
 the mean of R - 1 runs averages over 8 (R - 1) pairs; the synthetic replicates are then drawn
-around the mean of all R runs.
+around the mean of all R runs. The truth is in the search's own model rule (``auto``). ``--pool R
+--pool-trials T``: the truth from R runs at T trials (seeds 1..R; the scored run's seed left out),
+e.g. T = 2000 runs as the truth of T = 200 ones; ``--no-score-fresh``: score only the synthetic
+replicates. The measurement of record (bench/RESULTS.md, calibration, third pass):
+
+    .venv/bin/python bench/calibration.py --replicates 0 --fresh 80 --fresh-trials 2000 --truth pooled
+    .venv/bin/python bench/calibration.py --replicates 300 --fresh 80 --fresh-trials 2000 --truth pooled --no-score-fresh
 
 ``--estimator`` picks the draws behind P(optimal) (:data:`collegial.search.variance.ESTIMATORS`:
 ``normal`` was the search's before, ``calibrated`` is its default), to measure before and after.
