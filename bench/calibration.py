@@ -99,8 +99,9 @@ def main() -> None:
             f"n={w} {r:.2f}±{e:.2f}" for w, r, e in zip(bias["widths"], bias["ratio"], bias["rel_se"])))
     for prob, d in res.items():
         print(f"\n{prob}: true optimum {d['truth']}; headline: mean reported P {d['head_p']:.2f}, "
-              f"true optimum in {d['head_hit']:.2f} of replicates; 95% optimal set covers it in "
-              f"{d['coverage']:.1%}; mean |reported - observed| over bins {d['gap']:.3f}")
+              f"true optimum in {d['head_hit']:.2f} of replicates; 95% optimal set (mean mass "
+              f"{d['set_mass']:.1%} of the draws) covers it in {d['coverage']:.1%}; "
+              f"mean |reported - observed| over bins {d['gap']:.3f}")
         print(f"  {'reported P':>12} {'count':>6} {'mean P':>7} {'observed':>9}")
         for lo, hi, c, rp, f in d["bins"]:  # type: ignore[union-attr]
             print(f"  {lo:>5.1f}-{hi:<5.1f} {c:>7} {rp:>7.2f} {f:>9.2f}")

@@ -87,7 +87,8 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
     (``auto``; the curve over the probe design's input pairs, estimated from ``8 (fresh - 1)``
     pairs), and for the synthetic replicates the mean of all of them. Per problem: the true optimum (the most frequent one
     under ``pooled``), the headline's mean reported P and how often it is the true optimum, the
-    optimal set's coverage, the binned (reported P, observed frequency) table of the (at most
+    optimal set's coverage and its mean reported mass (``set_mass``: the share of the draws the
+    set holds, at least the level), the binned (reported P, observed frequency) table of the (at most
     five) most probable set members and its count-weighted mean gap; with ``fresh``,
     ``fresh_bias``: the mean fresh table over the base table per width, with the relative
     standard error of that ratio (both tables' errors). ``score_fresh=False``: the fresh runs
@@ -122,6 +123,7 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
     rows: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
     heads: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
     cover: dict[str, list[bool]] = {"primal": [], "dual": []}
+    mass: dict[str, list[float]] = {"primal": [], "dual": []}
     wanted: dict[str, list[str]] = {"primal": [], "dual": []}
     truth_all = solve_truth(exact)
     # synthetic replicates carry the errors of the search's own table (T = ON_THE_FLY_TRIALS)
@@ -137,6 +139,7 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
             wanted[prob].append(want)
             st = res.optimal_set[prob]
             cover[prob].append(want in st.members)
+            mass[prob].append(float(st.coverage))
             head = res.headline(prob)
             heads[prob].append((float(head.p_best or 0.0), head.arch == want))
             rows[prob] += [(float(c.p_best or 0.0), c.arch == want) for c in st.candidates]
@@ -144,7 +147,8 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
     if fresh:  # fresh runs against the base table: a bias that no error bar covers shows here
         out["fresh_bias"] = _fresh_bias(runs, fit)
     for prob in ("primal", "dual"):
-        out[prob] = _summary(rows[prob], heads[prob], cover[prob], wanted[prob])
+        out[prob] = {**_summary(rows[prob], heads[prob], cover[prob], wanted[prob]),
+                     "set_mass": float(np.mean(mass[prob]))}
     return out
 
 
