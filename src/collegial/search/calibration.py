@@ -120,35 +120,20 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
         return search(family, dataset, baseline, curve, table=tab)
 
     rng = np.random.default_rng(seed)
-    rows: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
-    heads: dict[str, list[tuple[float, bool]]] = {"primal": [], "dual": []}
-    cover: dict[str, list[bool]] = {"primal": [], "dual": []}
-    mass: dict[str, list[float]] = {"primal": [], "dual": []}
-    wanted: dict[str, list[str]] = {"primal": [], "dual": []}
     truth_all = solve_truth(exact)
     # synthetic replicates carry the errors of the search's own table (T = ON_THE_FLY_TRIALS)
     fits = [replicate_fit(fit, np.asarray(exact.fit.variance), rng, ON_THE_FLY_TRIALS) for _ in range(replicates)]
     answers = [truth_all] * replicates + [solve_truth(t) if truth == "pooled" else truth_all for t in truths]
     if not score_fresh:
         answers = answers[:replicates]
-    for r, (rep, true) in enumerate(zip(fits + runs, answers)):
-        curve = VarianceCurve(rep, "auto", draws, seed=r + 1, estimator=estimator, widening=widening)
-        res = search(family, dataset, baseline, curve, table=tab)
-        for prob in ("primal", "dual"):
-            want = getattr(true, prob).arch
-            wanted[prob].append(want)
-            st = res.optimal_set[prob]
-            cover[prob].append(want in st.members)
-            mass[prob].append(float(st.coverage))
-            head = res.headline(prob)
-            heads[prob].append((float(head.p_best or 0.0), head.arch == want))
-            rows[prob] += [(float(c.p_best or 0.0), c.arch == want) for c in st.candidates]
+    solved = [(search(family, dataset, baseline,
+                      VarianceCurve(rep, "auto", draws, seed=r + 1, estimator=estimator, widening=widening), table=tab),
+               true) for r, (rep, true) in enumerate(zip(fits + runs, answers))]
     out: dict[str, dict[str, object]] = {}
     if fresh:  # fresh runs against the base table: a bias that no error bar covers shows here
         out["fresh_bias"] = _fresh_bias(runs, fit)
     for prob in ("primal", "dual"):
-        out[prob] = {**_summary(rows[prob], heads[prob], cover[prob], wanted[prob]),
-                     "set_mass": float(np.mean(mass[prob]))}
+        out[prob] = _summary(prob, solved)
     return out
 
 
@@ -162,10 +147,21 @@ def _fresh_bias(runs: list[AlphaFit], fit: AlphaFit) -> dict[str, object]:
             "rel_se": np.hypot(rel_fresh, rel_base).tolist()}
 
 
-def _summary(rows: list[tuple[float, bool]], heads: list[tuple[float, bool]], cover: list[bool],
-             wanted: list[str]) -> dict[str, object]:
-    """One problem's calibration: the (most frequent) true optimum, the headline's mean reported P
-    and hit rate, the optimal set's coverage, the binned (reported P, observed) table, its gap."""
+def _summary(prob: str, solved: list[tuple[Any, Any]]) -> dict[str, object]:
+    """Problem ``prob``'s calibration over ``(replicate's search result, true answer)`` pairs: the
+    (most frequent) true optimum, the headline's mean reported P and hit rate, the optimal set's
+    coverage and mean mass, the binned (reported P, observed) table and its gap."""
+    rows: list[tuple[float, bool]] = []
+    heads: list[tuple[float, bool]] = []
+    cover, mass, wanted = [], [], []
+    for res, true in solved:
+        want = getattr(true, prob).arch
+        st, head = res.optimal_set[prob], res.headline(prob)
+        wanted.append(want)
+        cover.append(want in st.members)
+        mass.append(float(st.coverage))
+        heads.append((float(head.p_best or 0.0), head.arch == want))
+        rows += [(float(c.p_best or 0.0), c.arch == want) for c in st.candidates]
     p, hit = (np.array(x, dtype=float) for x in zip(*rows))
     hp, hh = (np.array(x, dtype=float) for x in zip(*heads))
     bins = []
@@ -175,6 +171,4 @@ def _summary(rows: list[tuple[float, bool]], heads: list[tuple[float, bool]], co
             bins.append((lo, min(hi, 1.0), int(sel.sum()), float(p[sel].mean()), float(hit[sel].mean())))
     gap = sum(c * abs(rp - f) for _, _, c, rp, f in bins) / sum(c for _, _, c, _, _ in bins)
     return {"truth": Counter(wanted).most_common(1)[0][0], "head_p": float(hp.mean()), "head_hit": float(hh.mean()),
-            "coverage": float(np.mean(cover)), "bins": bins, "gap": gap}
-
-
+            "coverage": float(np.mean(cover)), "set_mass": float(np.mean(mass)), "bins": bins, "gap": gap}
