@@ -349,6 +349,8 @@ class WholeModelNtk:
         return {k: v.detach() for k, v in jac.items()}
 
     def _rows_taps(self, model: nn.Module, dots: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The ``taps`` rows (module docstring; image models run channels-last, ``model`` converted
+        in place); with ``dots``, Gram-order pair terms instead of rows where cheaper (:meth:`_rows`)."""
         taps, rest = find_taps(model)
         names = {id(p): k for k, p in model.named_parameters()}
         x = self.x

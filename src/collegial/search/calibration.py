@@ -107,13 +107,14 @@ def calibration(replicates: int, estimator: str, family: str, dataset: str, base
     runs = [alpha_on_the_fly(family=family, trials=fresh_trials, seed=s)[0] for s in range(1, fresh + 1)]
     if any(list(r.widths) != list(fit.widths) for r in runs):
         raise UserError("the fresh runs were measured at other widths than the base curve")
-    exact = _truth(fit, np.asarray(fit.variance), np.asarray(fit.stderr), "smooth")
     if truth == "pooled":  # in the search's own model rule: a precise table may reject the smooth fit
-        pooled = runs if pool_trials in (None, fresh_trials) and pool == fresh else [
-            alpha_on_the_fly(family=family, trials=pool_trials or fresh_trials, seed=s)[0] for s in range(1, pool + 1)]
+        same = pool_trials in (None, fresh_trials)  # the scored runs are the pool's first ones
+        pooled = (runs if same else []) + [alpha_on_the_fly(family=family, trials=pool_trials or fresh_trials, seed=s)[0]
+                                           for s in range(len(runs) + 1 if same else 1, pool + 1)]
         exact = _truth(fit, *_pooled(pooled), "auto")
         truths = [_truth(fit, *_pooled(pooled[:i] + pooled[i + 1:]), "auto") for i in range(fresh)]
     else:
+        exact = _truth(fit, np.asarray(fit.variance), np.asarray(fit.stderr), "smooth")
         truths = [exact] * fresh
 
     def solve_truth(curve: VarianceCurve) -> Any:
